@@ -1,0 +1,1 @@
+"""dmha: Double Multi-Head Attention multimodal speech emotion recognition."""

@@ -1,0 +1,51 @@
+"""The contracts every frozen encoder honours, so the model never sees which one it got."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the rest of dmha needs to know about an encoder without loading it again."""
+
+    name: str  # registry name, HF id or local dir, as the user gave it
+    identity: str  # stable string for cache keys: name + weights fingerprint + settings
+    num_layers: int  # number of hidden states returned (L); 1 for text encoders (last layer)
+    dim: int  # width of each hidden state
+    frame_rate: float  # frames per second of audio (speech); 0 for text
+
+
+class SpeechEncoder(Protocol):
+    """Frozen speech model returning all hidden states of each utterance."""
+
+    info: EncoderInfo
+
+    def encode(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """16 kHz mono float32 waveforms → one (L, T_i, D) float32 tensor per wave, unpadded."""
+        ...
+
+
+class TextEncoder(Protocol):
+    """Frozen BERT-like model returning its last hidden layer."""
+
+    info: EncoderInfo
+
+    def encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """Texts → one (T_i, D) float32 tensor per text (special tokens kept), unpadded."""
+        ...
+
+
+class Transcriber(Protocol):
+    """Automatic speech recognition used when no transcript is given."""
+
+    identity: str
+
+    def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
+        """16 kHz mono float32 waveforms → one transcript per wave ('' for no speech)."""
+        ...

@@ -1,0 +1,24 @@
+"""Where dmha keeps things it builds itself (joined model files, feature cache)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """Root of dmha's own cache: $DMHA_HOME, else $XDG_CACHE_HOME/dmha, else ~/.cache/dmha."""
+    if os.environ.get("DMHA_HOME"):
+        return Path(os.environ["DMHA_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "dmha"
+
+
+def models_dir() -> Path:
+    """Models dmha assembles from packaged weights (e.g. the two-part Whisper base)."""
+    return home() / "models"
+
+
+def features_dir() -> Path:
+    """Default feature cache."""
+    return home() / "features"
