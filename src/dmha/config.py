@@ -1,0 +1,197 @@
+"""Experiment configuration: nested dataclasses, loaded from TOML and `--set a.b=value` overrides.
+
+This is the only place configuration is parsed. Unknown keys, wrong types and out-of-range
+values are errors that name the key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that dmha cannot accept."""
+
+
+@dataclass
+class EncodersConfig:
+    """Frozen encoders, each a registry name, a Hugging Face id or a local directory."""
+
+    speech: str = "whisper-base"
+    text: str = "minilm"
+    asr: str = "tiny.en"
+    speech_pad_to_s: float = 0.0  # Whisper window: 0 = true length, 30 = Whisper's padded window
+    device: str = "cpu"
+
+
+@dataclass
+class ModelConfig:
+    """The DMHA head (paper §3-4)."""
+
+    attention: str = "standard"  # standard (eqs 1-2) | subvector (eqs 3-4)
+    heads: int = 4
+    hidden_layers: int = 4
+    hidden_dim: int = 512
+    dropout: float = 0.1
+    dim: int = 0  # common width D of speech and text; 0 = the speech encoder's width
+
+
+@dataclass
+class FeaturesConfig:
+    """How frozen-encoder outputs are computed and cached."""
+
+    cache_dir: str = ""  # empty = $DMHA_HOME/features
+    normalize: str = "train"  # train: waveform mean/std of the training split (paper §5.2) | none
+    batch_size: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe (paper §5.2)."""
+
+    max_epochs: int = 20
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    crop_s: float = 5.5  # random training crops with repetition padding; 0 = full length
+    lr_patience: int = 5  # halve the LR after this many epochs without dev macro-F1 gain
+    lr_factor: float = 0.5
+    early_stop_patience: int = 10
+    focal_gamma: float = 2.0
+    num_workers: int = 0
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+
+
+@dataclass
+class Config:
+    """Everything needed to train, and stored with the model to rebuild it."""
+
+    seed: int = 0
+    loss: str = "wce"  # wce (inverse-frequency weighted cross-entropy) | focal
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_CHOICES = {
+    "loss": ("wce", "focal"),
+    "model.attention": ("standard", "subvector"),
+    "features.normalize": ("train", "none"),
+}
+_POSITIVE = {
+    "model.heads", "model.hidden_dim", "features.batch_size", "train.max_epochs",
+    "train.batch_size", "train.lr", "train.lr_patience", "train.early_stop_patience",
+    "train.devices", "train.num_nodes",
+}
+_NON_NEGATIVE = {
+    "model.hidden_layers", "model.dim", "encoders.speech_pad_to_s", "train.weight_decay",
+    "train.crop_s", "train.focal_gamma", "train.num_workers",
+}
+
+
+def load(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Build a Config from an optional TOML file and `a.b=value` overrides (later wins)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read config ({err})") from err
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a nested dict (e.g. a model's config.json section) into a Config."""
+    config = _build(Config, raw, prefix="")
+    _validate(config)
+    return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict, for config.json."""
+    return dataclasses.asdict(config)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set raw[a][b] = value for `a.b=value`; the value is read as a TOML literal, else a string."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.attention=subvector")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    """Recursively turn a dict into dataclass `cls`, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'} must be a table")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]} (valid in this section: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, kind, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: type, key: str) -> Any:
+    """Accept the declared type (ints where floats are expected); anything else is an error."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"config key {key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _validate(config: Config) -> None:
+    """Range and choice checks that the types alone cannot express."""
+    flat = _flatten(to_dict(config))
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"config key {key} must be > 0, got {flat[key]!r}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"config key {key} must be >= 0, got {flat[key]!r}")
+    if not 0.0 <= config.model.dropout < 1.0:
+        raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,236 @@
+"""The manifest: a CSV of `path,label,split` (+ optional columns) that every dmha command reads."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED = ("path", "label", "split")
+CORE_COLUMNS = ("path", "label", "split", "speaker", "transcript")
+_DELIMITERS = (",", ";", "\t")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_SHOW_MISSING = 5  # missing files named in the error; the rest are counted
+
+
+@dataclass
+class Item:
+    """One utterance of a corpus, with its path already resolved."""
+
+    path: Path  # absolute, resolved
+    label: str | None
+    split: str
+    speaker: str | None = None
+    transcript: str | None = None  # None when the column is missing or the cell is empty
+    extra: dict[str, str] = field(default_factory=dict)  # every other column, e.g. duration_s
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the one-line message names the file (and row)."""
+
+
+class CorpusError(ValueError):
+    """An importer could not turn a source folder into a manifest."""
+
+
+def read_manifest(
+    path: str | os.PathLike[str], *, require_label: bool = True, check_files: bool = True
+) -> list[Item]:
+    """Read and validate a manifest; every problem is found before any audio is touched.
+
+    Args:
+        path: the CSV (comma, semicolon or tab separated; UTF-8, BOM tolerated).
+        require_label: whether `label` must be a column with a value on every row.
+        check_files: whether every audio file must exist.
+
+    Returns:
+        One Item per non-blank row, in file order; relative paths resolved against the
+        manifest's folder.
+
+    Raises:
+        ManifestError: unreadable file, missing columns, empty cells, bad split names,
+            duplicate paths, or missing audio files (one error listing them).
+
+    Example:
+        >>> items = read_manifest("data/ravdess.csv")
+        >>> require_splits(items, ["train", "dev"], "data/ravdess.csv")
+    """
+    manifest = Path(path)
+    text = _read_text(manifest)
+    delimiter = _sniff_delimiter(manifest, text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [name.strip() for name in next(reader)]
+    _check_header(manifest, header, require_label)
+    base = manifest.parent.resolve()  # the folder, not a symlinked file's target
+    items: list[Item] = []
+    rows_by_path: dict[Path, int] = {}
+    for cells in reader:
+        if not any(cell.strip() for cell in cells):
+            continue
+        item = _parse_row(manifest, reader.line_num, header, cells, base, require_label)
+        if item.path in rows_by_path:
+            raise ManifestError(
+                f"manifest {manifest}: rows {rows_by_path[item.path]} and {reader.line_num} "
+                f"both name {item.path}"
+            )
+        rows_by_path[item.path] = reader.line_num
+        items.append(item)
+    if not items:
+        raise ManifestError(f"manifest {manifest} has no data rows")
+    if check_files:
+        _check_files(manifest, items)
+    return items
+
+
+def require_splits(items: Sequence[Item], splits: Iterable[str], manifest_path: str | os.PathLike[str]) -> None:
+    """Fail early, naming the manifest, when a split a command needs has no rows."""
+    found = sorted({item.split for item in items})
+    missing = [split for split in splits if split not in found]
+    if missing:
+        names = ", ".join(f"'{split}'" for split in missing)
+        raise ManifestError(
+            f"manifest {manifest_path} has no rows in split(s) {names} (found: {', '.join(found) or 'none'})"
+        )
+
+
+def write_manifest(items: Iterable[Item], path: str | os.PathLike[str]) -> Path:
+    """Write items as a manifest, atomically, with paths relative to its folder where possible.
+
+    Columns are path,label,split,speaker,transcript (always, so `transcribe` can fill them),
+    then the extra columns in first-seen order. The parent folder is created.
+
+    Returns:
+        The manifest's path.
+
+    Example:
+        >>> write_manifest(items, "out/manifest.csv")
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(items)
+    columns = _columns(rows)
+    base = out.parent.resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for item in rows:
+                writer.writerow(_row(item, columns, base))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def labels_of(items: Iterable[Item]) -> list[str]:
+    """Sorted unique labels, the order a model stores its classes in."""
+    return sorted({item.label for item in items if item.label is not None})
+
+
+def _read_text(manifest: Path) -> str:
+    """The whole file as text; a manifest is small next to the audio it lists."""
+    try:
+        return manifest.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ManifestError(f"manifest {manifest}: file not found") from None
+    except IsADirectoryError:
+        raise ManifestError(f"manifest {manifest}: is a directory, not a CSV file") from None
+    except PermissionError:
+        raise ManifestError(f"manifest {manifest}: permission denied") from None
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"manifest {manifest}: not UTF-8 text (byte {err.start})") from None
+
+
+def _sniff_delimiter(manifest: Path, text: str) -> str:
+    """The delimiter whose header has a `path` column; spreadsheets in many locales write `;`."""
+    first = text.splitlines()[:1]
+    if not first:
+        raise ManifestError(f"manifest {manifest} is empty (expected a header with path,label,split)")
+    for delimiter in _DELIMITERS:
+        names = next(csv.reader(first, delimiter=delimiter))
+        if "path" in (name.strip() for name in names):
+            return delimiter
+    raise ManifestError(
+        f"manifest {manifest}: header has no 'path' column (header: {first[0].strip()[:200]!r})"
+    )
+
+
+def _check_header(manifest: Path, header: list[str], require_label: bool) -> None:
+    """Required columns present, no column named twice."""
+    needed = REQUIRED if require_label else ("path", "split")
+    missing = [name for name in needed if name not in header]
+    if missing:
+        raise ManifestError(
+            f"manifest {manifest}: missing column(s) {', '.join(missing)} (found: {', '.join(header)})"
+        )
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ManifestError(f"manifest {manifest}: column(s) named twice: {', '.join(repeated)}")
+
+
+def _parse_row(
+    manifest: Path, row: int, header: list[str], cells: list[str], base: Path, require_label: bool
+) -> Item:
+    """One CSV row → Item, or a ManifestError naming the row."""
+    if len(cells) > len(header):
+        raise ManifestError(f"manifest {manifest}: row {row} has {len(cells)} fields, header has {len(header)}")
+    values = dict(zip(header, (cell.strip() for cell in cells)))
+    for name in header[len(cells):]:
+        values[name] = ""  # short rows: trailing optional cells left out
+    required = REQUIRED if require_label else ("path", "split")
+    empty = [name for name in required if not values[name]]
+    if empty:
+        raise ManifestError(f"manifest {manifest}: row {row} has an empty {', '.join(empty)}")
+    split = values["split"]
+    if not _SPLIT_NAME.fullmatch(split):
+        raise ManifestError(
+            f"manifest {manifest}: row {row} has split {split!r}; use letters, digits, '_' or '-'"
+        )
+    return Item(
+        path=(base / Path(values["path"]).expanduser()).resolve(),
+        label=values.get("label") or None,
+        split=split,
+        speaker=values.get("speaker") or None,
+        transcript=values.get("transcript") or None,
+        extra={name: value for name, value in values.items() if name not in CORE_COLUMNS},
+    )
+
+
+def _check_files(manifest: Path, items: list[Item]) -> None:
+    """One error for all missing audio, so a user with a wrong root fixes it in one go."""
+    missing = [str(item.path) for item in items if not item.path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:_SHOW_MISSING])
+        more = f" and {len(missing) - _SHOW_MISSING} more" if len(missing) > _SHOW_MISSING else ""
+        raise ManifestError(
+            f"manifest {manifest}: {len(missing)} of {len(items)} audio files not found: {shown}{more}"
+        )
+
+
+def _columns(items: list[Item]) -> list[str]:
+    """Core columns, then extra columns in the order they first appear."""
+    columns = list(CORE_COLUMNS)
+    for item in items:
+        for name in item.extra:
+            if name in CORE_COLUMNS:
+                raise ValueError(f"extra column {name!r} clashes with a core manifest column")
+            if name not in columns:
+                columns.append(name)
+    return columns
+
+
+def _row(item: Item, columns: list[str], base: Path) -> list[str]:
+    """Item → CSV cells; None is written as an empty cell."""
+    try:
+        path = os.path.relpath(item.path, base)
+    except ValueError:  # another drive on Windows: no relative path exists
+        path = str(item.path)
+    core = {"path": path, "label": item.label, "split": item.split, "speaker": item.speaker,
+            "transcript": item.transcript}
+    return [(core[name] if name in core else item.extra.get(name)) or "" for name in columns]

@@ -1,0 +1,253 @@
+"""Run the frozen encoders once per utterance and keep their outputs on disk.
+
+Speech features are all hidden states (L, T, D) in fp16; text features the last layer (T, D).
+Entries are content-addressed: audio bytes + preprocessing for speech, transcript text for text,
+each under a folder named after the encoder's identity, so a second run (or another model that
+shares an encoder) reads them back instead of running the encoder again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from . import paths
+from .audio import AudioError, audio_duration, file_digest, load_audio
+from .data.manifest import Item
+from .encoders.base import SpeechEncoder, TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class WaveNorm:
+    """Waveform mean/std of the training split (paper §5.2); identity when disabled."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    def apply(self, wave: np.ndarray) -> np.ndarray:
+        return ((wave - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def tag(self) -> str:
+        return f"norm={self.mean:.6g},{self.std:.6g}"
+
+
+def compute_wave_norm(items: Sequence[Item], progress: bool = True) -> WaveNorm:
+    """Mean/std over every sample of the given items (streamed: sums in float64)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for item in tqdm(items, desc="waveform stats", disable=not progress, leave=False):
+        try:
+            wave = load_audio(item.path).astype(np.float64)
+        except AudioError as err:
+            log.warning("skipping in normalisation stats: %s", err)
+            continue
+        total, total_sq, count = total + wave.sum(), total_sq + (wave**2).sum(), count + wave.size
+    if count == 0:
+        raise ValueError("no readable training audio to compute normalisation statistics")
+    mean = total / count
+    std = max(float(np.sqrt(max(total_sq / count - mean**2, 0.0))), 1e-8)
+    return WaveNorm(float(mean), std)
+
+
+class FeatureCache:
+    """Encoder outputs on disk as safetensors, one file per utterance, written atomically."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else paths.features_dir()
+
+    def _dir(self, kind: str, identity: str) -> Path:
+        folder = self.root / kind / _sha(identity)[:16]
+        if not (folder / "encoder.json").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(folder / "encoder.json", json.dumps({"identity": identity}))
+        return folder
+
+    def path(self, kind: str, identity: str, key: str) -> Path:
+        """Where the entry for `key` under this encoder lives (may not exist yet)."""
+        return self._dir(kind, identity) / key[:2] / f"{key}.safetensors"
+
+    @staticmethod
+    def put(path: Path, hidden: torch.Tensor) -> None:
+        """Store a tensor in fp16 via temp file + rename, so readers never see half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"hidden": hidden.detach().to(torch.float16).contiguous()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @staticmethod
+    def get(path: Path) -> torch.Tensor:
+        return load_file(str(path))["hidden"]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class FeatureRef:
+    """Where one utterance's cached speech and text features are."""
+
+    speech: Path
+    text: Path
+
+
+@dataclass
+class ExtractionResult:
+    """Per-item refs (None for a skipped item), the skipped items' errors, and what was computed."""
+
+    refs: list[FeatureRef | None]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    speech_computed: int = 0
+    text_computed: int = 0
+
+
+def speech_key(digest: str, norm: WaveNorm) -> str:
+    """Cache key of one audio file's speech features: its bytes plus the preprocessing applied."""
+    return _sha(f"{digest}|sr=16000|{norm.tag}")
+
+
+def extract_features(
+    items: Sequence[Item],
+    speech_encoder: SpeechEncoder,
+    text_encoder: TextEncoder,
+    cache: FeatureCache,
+    norm: WaveNorm,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> ExtractionResult:
+    """Make sure every item's features are cached; encoders run only on what is missing."""
+    result = ExtractionResult(refs=[None] * len(items))
+    speech_paths: dict[int, Path] = {}
+    for i, item in enumerate(items):
+        try:
+            key = speech_key(file_digest(item.path), norm)
+        except AudioError as err:
+            result.errors.append((str(item.path), err.reason))
+            continue
+        speech_paths[i] = cache.path("speech", speech_encoder.info.identity, key)
+    missing = [i for i, p in speech_paths.items() if not p.exists()]
+    result.speech_computed = _encode_speech(items, missing, speech_paths, speech_encoder, norm, batch_size,
+                                            result.errors, progress)
+    text_paths = {i: cache.path("text", text_encoder.info.identity, _sha(items[i].transcript or ""))
+                  for i in speech_paths}
+    result.text_computed = _encode_text(items, text_paths, text_encoder, batch_size, progress)
+    bad = {path for path, _ in result.errors}
+    for i, speech_path in speech_paths.items():
+        if str(items[i].path) not in bad and speech_path.exists():
+            result.refs[i] = FeatureRef(speech_path, text_paths[i])
+    return result
+
+
+def _encode_speech(items, missing, speech_paths, encoder, norm, batch_size, errors, progress) -> int:
+    """Encode the missing items in length-sorted batches (less padding), caching each output."""
+    durations = {}
+    for i in missing:
+        try:
+            durations[i] = audio_duration(items[i].path)
+        except AudioError as err:
+            errors.append((str(items[i].path), err.reason))
+    order = sorted(durations, key=durations.get)
+    done = 0
+    with tqdm(total=len(order), desc=f"speech features ({encoder.info.name})", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch, waves = [], []
+            for i in order[start:start + batch_size]:
+                try:
+                    waves.append(norm.apply(load_audio(items[i].path)))
+                    batch.append(i)
+                except AudioError as err:
+                    errors.append((str(items[i].path), err.reason))
+            for i, hidden in zip(batch, encoder.encode(waves) if waves else []):
+                FeatureCache.put(speech_paths[i], hidden)  # (L, T, D)
+                done += 1
+            bar.update(len(order[start:start + batch_size]))
+    return done
+
+
+def _encode_text(items, text_paths, encoder, batch_size, progress) -> int:
+    """Encode each distinct missing transcript once."""
+    todo: dict[Path, str] = {}
+    for i, path in text_paths.items():
+        if not path.exists():
+            todo.setdefault(path, items[i].transcript or "")
+    pending = list(todo.items())
+    for start in tqdm(range(0, len(pending), batch_size), desc=f"text features ({encoder.info.name})",
+                      disable=not progress or not pending):
+        chunk = pending[start:start + batch_size]
+        for (path, _), hidden in zip(chunk, encoder.encode([text for _, text in chunk])):
+            FeatureCache.put(path, hidden)  # (T, D)
+    return len(pending)
+
+
+def crop_or_repeat(hidden: torch.Tensor, frames: int, offset: int) -> torch.Tensor:
+    """(L, T, D) → (L, frames, D): a window at `offset`, repeating the utterance when it is shorter."""
+    t = hidden.shape[1]
+    if t < frames:
+        hidden = hidden.repeat(1, -(-frames // t), 1)  # repetition padding: (L, ≥frames, D)
+        offset = 0
+    return hidden[:, offset:offset + frames]
+
+
+class FeatureDataset(Dataset):
+    """Cached features of labelled items; random fixed-length crops when crop_frames > 0 (training)."""
+
+    def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0):
+        self.refs, self.targets, self.crop_frames = list(refs), list(targets), crop_frames
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, index: int) -> dict:
+        speech = FeatureCache.get(self.refs[index].speech)  # (L, T1, D)
+        if self.crop_frames:
+            slack = max(speech.shape[1] - self.crop_frames, 0)
+            offset = int(torch.randint(0, slack + 1, ()).item())
+            speech = crop_or_repeat(speech, self.crop_frames, offset)
+        return {"speech": speech, "text": FeatureCache.get(self.refs[index].text), "target": self.targets[index]}
+
+
+def collate(batch: Sequence[dict]) -> dict:
+    """Pad speech frames and text tokens to the longest in the batch and return their masks."""
+    speech = [b["speech"] for b in batch]
+    text = [b["text"] for b in batch]
+    n_layers, dim_s = speech[0].shape[0], speech[0].shape[2]
+    t1 = max(s.shape[1] for s in speech)
+    t2 = max(t.shape[0] for t in text)
+    speech_out = torch.zeros(len(batch), n_layers, t1, dim_s)  # (B, L, T1, Ds)
+    text_out = torch.zeros(len(batch), t2, text[0].shape[1])  # (B, T2, Dt)
+    speech_mask = torch.zeros(len(batch), t1, dtype=torch.bool)  # (B, T1)
+    text_mask = torch.zeros(len(batch), t2, dtype=torch.bool)  # (B, T2)
+    for i, (s, t) in enumerate(zip(speech, text)):
+        speech_out[i, :, : s.shape[1]] = s.float()
+        text_out[i, : t.shape[0]] = t.float()
+        speech_mask[i, : s.shape[1]] = True
+        text_mask[i, : t.shape[0]] = True
+    out = {"speech": speech_out, "speech_mask": speech_mask, "text": text_out, "text_mask": text_mask}
+    if "target" in batch[0]:
+        out["target"] = torch.tensor([b["target"] for b in batch], dtype=torch.long)
+    return out

@@ -1,0 +1,163 @@
+"""The Double Multi-Head Attention multimodal head (Costa, India, Hernando, Odyssey 2024, §3-4).
+
+It takes frozen-encoder outputs, never the encoders, so training can feed cached features and
+inference live ones. Every softmax is masked, so padding never changes a result.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
+    """Softmax where mask=False entries get exactly zero weight."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=dim)
+
+
+class LayerWeightedSum(nn.Module):
+    """Softmax-normalised learned weights over all encoder hidden states (§4.1, SUPERB-style)."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_layers))  # zeros → uniform weights
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=0)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: (B, L, T, D) → (B, T, D)
+        return torch.einsum("l,bltd->btd", self.weights.to(hidden.dtype), hidden)
+
+
+class StandardMHA(nn.Module):
+    """Eqs 1-2: H heads, each with its own D×D projections; W^O maps H·D back to D; T outputs."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.dim, self.heads = dim, heads
+        self.w_q = nn.Linear(dim, heads * dim, bias=False)  # [W_1^Q … W_H^Q]
+        self.w_k = nn.Linear(dim, heads * dim, bias=False)
+        self.w_v = nn.Linear(dim, heads * dim, bias=False)
+        self.w_o = nn.Linear(heads * dim, dim, bias=False)  # W^O ∈ R^{HD×D}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D), mask (B, T) → outputs (B, T, D), their mask (B, T), weights (B, H, T, T)."""
+        b, t, d = x.shape
+        q = self.w_q(x).view(b, t, self.heads, d).transpose(1, 2)  # (B, H, T, D)
+        k = self.w_k(x).view(b, t, self.heads, d).transpose(1, 2)  # (B, H, T, D)
+        v = self.w_v(x).view(b, t, self.heads, d).transpose(1, 2)  # (B, H, T, D)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # (B, H, T, T)
+        weights = masked_softmax(scores, mask[:, None, None, :])  # (B, H, T, T)
+        heads = (weights @ v).transpose(1, 2).reshape(b, t, self.heads * d)  # concat(head_1..H): (B, T, H·D)
+        return self.w_o(heads), mask, weights  # (B, T, D)
+
+
+class SubVectorMHA(nn.Module):
+    """Eqs 3-4: split D into H sub-vectors; each head pools its sub-vectors with one query u_j; H outputs."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"sub-vector MHA needs the width D={dim} to be divisible by heads H={heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.queries = nn.Parameter(torch.randn(heads, self.head_dim) / math.sqrt(self.head_dim))  # u_j
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D), mask (B, T) → head vectors c_j (B, H, D/H), all-true mask (B, H), weights (B, H, T)."""
+        b, t, _ = x.shape
+        h = x.view(b, t, self.heads, self.head_dim)  # h_tj: (B, T, H, D/H)
+        scores = torch.einsum("bthd,hd->bht", h, self.queries) / math.sqrt(self.head_dim)  # (B, H, T)
+        weights = masked_softmax(scores, mask[:, None, :])  # w_tj: (B, H, T)
+        pooled = torch.einsum("bht,bthd->bhd", weights, h)  # c_j: (B, H, D/H)
+        return pooled, torch.ones(b, self.heads, dtype=torch.bool, device=x.device), weights
+
+
+class AttentionPooling(nn.Module):
+    """Eqs 5-6: one trainable query u' weighs the first layer's L vectors into one utterance vector c."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))  # u' ∈ R^C
+
+    def forward(self, c: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """c (B, L, C), mask (B, L) → pooled (B, C), weights (B, L)."""
+        scores = c @ self.query / math.sqrt(c.shape[-1])  # (B, L)
+        weights = masked_softmax(scores, mask)  # w'_l: (B, L)
+        return torch.einsum("bl,blc->bc", weights, c), weights  # (B, C)
+
+
+class Classifier(nn.Module):
+    """Input layer of width C, N hidden layers of 512, each LayerNorm + GELU + Dropout; logits out (§4.4, §5.2)."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float):
+        super().__init__()
+        widths = [in_dim, in_dim] + [hidden_dim] * hidden_layers
+        blocks = [
+            nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b), nn.GELU(), nn.Dropout(dropout))
+            for a, b in zip(widths[:-1], widths[1:])
+        ]
+        self.layers = nn.Sequential(*blocks)
+        self.output = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.output(self.layers(c))  # (B, n_classes)
+
+
+@dataclass
+class DMHAOutput:
+    """Logits, and on request the attention weights of both stages (for plots)."""
+
+    logits: torch.Tensor  # (B, n_classes)
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class DMHA(nn.Module):
+    """Speech layers → weighted sum; text last layer; project to D; concat; MHA; attention pooling; MLP."""
+
+    def __init__(self, speech_layers: int, speech_dim: int, text_dim: int, num_classes: int, config: ModelConfig):
+        super().__init__()
+        dim = config.dim or speech_dim
+        self.layer_sum = LayerWeightedSum(speech_layers)
+        # Projection only where a width differs from D (the paper: both 1024, no projection).
+        self.speech_proj = nn.Linear(speech_dim, dim) if speech_dim != dim else nn.Identity()
+        self.text_proj = nn.Linear(text_dim, dim) if text_dim != dim else nn.Identity()
+        if config.attention == "standard":
+            self.first = StandardMHA(dim, config.heads)
+            pooled_dim = dim
+        else:
+            self.first = SubVectorMHA(dim, config.heads)
+            pooled_dim = dim // config.heads
+        self.pooling = AttentionPooling(pooled_dim)
+        self.classifier = Classifier(pooled_dim, num_classes, config.hidden_layers, config.hidden_dim, config.dropout)
+
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_mask: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        return_attention: bool = False,
+    ) -> DMHAOutput:
+        """speech (B, L, T1, Ds), speech_mask (B, T1), text (B, T2, Dt), text_mask (B, T2) → logits (B, K)."""
+        s = self.speech_proj(self.layer_sum(speech))  # (B, T1, D)
+        x = torch.cat([s, self.text_proj(text)], dim=1)  # early fusion: (B, T1+T2, D)
+        mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
+        c, c_mask, first_weights = self.first(x, mask)  # (B, L, C)
+        pooled, pool_weights = self.pooling(c, c_mask)  # (B, C)
+        out = DMHAOutput(self.classifier(pooled))
+        if return_attention:
+            out.attention = {
+                "first": first_weights,  # standard: (B, H, T, T); subvector: (B, H, T)
+                "pooling": pool_weights,  # standard: (B, T); subvector: (B, H)
+                "is_speech": torch.cat([speech_mask, torch.zeros_like(text_mask)], dim=1),  # (B, T)
+                "mask": mask,
+            }
+        return out

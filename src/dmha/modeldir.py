@@ -1,0 +1,113 @@
+"""The model directory: config.json + model.safetensors + labels.json, enough alone to predict.
+
+Loading reads JSON and safetensors only, so a model directory from a stranger cannot run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import Config, from_dict, to_dict
+from .features import WaveNorm
+from .model import DMHA
+
+FORMAT_VERSION = 1
+
+
+class ModelDirError(ValueError):
+    """A model directory that is missing a file or cannot be read."""
+
+
+@dataclass
+class EncoderSpec:
+    """What the head was trained on: which encoder, and the shape of what it returns."""
+
+    name: str
+    identity: str
+    num_layers: int
+    dim: int
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model directory: the head in eval mode plus what it needs around it."""
+
+    model: DMHA
+    config: Config
+    labels: list[str]
+    speech: EncoderSpec
+    text: EncoderSpec
+    norm: WaveNorm
+    meta: dict
+
+
+def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_classes: int) -> DMHA:
+    """The DMHA head sized for these encoders."""
+    return DMHA(speech.num_layers, speech.dim, text.dim, num_classes, config.model)
+
+
+def save_model_dir(directory: Path, bundle: ModelBundle) -> None:
+    """Write the three files atomically (each via temp file + rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "dmha_version": __version__,
+        "config": to_dict(bundle.config),
+        "speech_encoder": vars(bundle.speech),
+        "text_encoder": vars(bundle.text),
+        "normalization": {"mean": bundle.norm.mean, "std": bundle.norm.std},
+        "meta": bundle.meta,
+    }
+    _atomic(directory / "config.json", lambda p: Path(p).write_text(json.dumps(payload, indent=2), encoding="utf-8"))
+    _atomic(directory / "labels.json", lambda p: Path(p).write_text(json.dumps(bundle.labels), encoding="utf-8"))
+    state = {k: v.detach().contiguous() for k, v in bundle.model.state_dict().items()}
+    _atomic(directory / "model.safetensors", lambda p: save_file(state, p))
+
+
+def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
+    """Rebuild the head from a model directory (JSON + safetensors only; nothing unpickled)."""
+    directory = Path(directory)
+    for name in ("config.json", "labels.json", "model.safetensors"):
+        if not (directory / name).is_file():
+            raise ModelDirError(f"{directory}: not a dmha model directory (missing {name})")
+    try:
+        payload = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+        config = from_dict(payload["config"])
+        speech = EncoderSpec(**payload["speech_encoder"])
+        text = EncoderSpec(**payload["text_encoder"])
+        norm = WaveNorm(**payload["normalization"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelDirError(f"{directory / 'config.json'}: invalid model config ({err})") from err
+    model = build_model(config, speech, text, len(labels))
+    try:
+        model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
+    except (RuntimeError, OSError) as err:
+        raise ModelDirError(f"{directory / 'model.safetensors'}: weights do not fit the config ({err})") from err
+    model.to(device).eval()
+    return ModelBundle(model, config, labels, speech, text, norm, payload.get("meta", {}))
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@torch.inference_mode()
+def predict_proba(model: DMHA, batch: dict, return_attention: bool = False):
+    """Class probabilities (B, K) for a collated batch, and the attention weights on request."""
+    out = model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention)
+    return torch.softmax(out.logits.float(), dim=-1), out.attention

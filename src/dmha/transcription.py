@@ -1,0 +1,65 @@
+"""Fill missing transcripts with ASR, caching each result by audio content and ASR identity."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from .audio import AudioError, file_digest, load_audio
+from .data.manifest import Item
+from .encoders.base import Transcriber
+from .features import FeatureCache, _atomic_write_text, _sha
+
+log = logging.getLogger(__name__)
+
+
+def _cache_path(cache: FeatureCache, asr_identity: str, digest: str) -> Path:
+    folder = cache.root / "asr" / _sha(asr_identity)[:16] / digest[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{digest}.txt"
+
+
+def transcribe_items(
+    items: Sequence[Item],
+    asr_identity: str,
+    get_transcriber: Callable[[], Transcriber],
+    cache: FeatureCache,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Return items with every empty transcript filled (given ones kept) and the (path, reason) of failures.
+
+    The transcriber is only built (get_transcriber) when some transcript is missing and not cached,
+    so a fully transcribed manifest never loads the ASR model.
+    """
+    out = list(items)
+    errors: list[tuple[str, str]] = []
+    todo: list[tuple[int, Path]] = []
+    for i, item in enumerate(items):
+        if item.transcript is not None and item.transcript.strip():
+            continue
+        try:
+            path = _cache_path(cache, asr_identity, file_digest(item.path))
+        except AudioError as err:
+            errors.append((str(item.path), err.reason))
+            continue
+        if path.exists():
+            out[i] = dataclasses.replace(item, transcript=path.read_text(encoding="utf-8"))
+        else:
+            todo.append((i, path))
+    transcriber = get_transcriber() if todo else None
+    for start in tqdm(range(0, len(todo), batch_size), desc="transcribing", disable=not progress or not todo):
+        chunk, waves = [], []
+        for i, path in todo[start:start + batch_size]:
+            try:
+                waves.append(load_audio(items[i].path))
+                chunk.append((i, path))
+            except AudioError as err:
+                errors.append((str(items[i].path), err.reason))
+        for (i, path), text in zip(chunk, transcriber.transcribe(waves) if waves else []):
+            _atomic_write_text(path, text)
+            out[i] = dataclasses.replace(items[i], transcript=text)
+    return out, errors
