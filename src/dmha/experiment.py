@@ -1,0 +1,101 @@
+"""`dmha train`: manifest → transcripts → cached features → Lightning fit → model directory + metrics."""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from .config import Config, to_dict
+from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
+from .evaluation import score_split
+from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm
+from .losses import build_loss
+from .modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
+from .pipeline import featurize, speech_encoder, text_encoder, write_errors
+from .training import DMHAModule, fit, load_best_weights
+
+log = logging.getLogger(__name__)
+
+
+def train(manifest: str | Path, out: str | Path, config: Config, progress: bool = True) -> dict:
+    """Train the DMHA head on the manifest's train split, select on dev, write RUN_DIR/model and metrics.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = read_manifest(manifest)
+    require_splits(items, ["train", "dev"], manifest)
+    labels = _check_labels(items, manifest)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    (out / "config.json").write_text(json.dumps(to_dict(config), indent=2), encoding="utf-8")
+
+    train_items = [i for i in items if i.split == "train"]
+    norm = compute_wave_norm(train_items, progress) if config.features.normalize == "train" else WaveNorm()
+    data = featurize(items, config.encoders, config.features, norm, progress)
+    write_errors(data.errors, out / "errors.tsv")
+    by_split = _split_refs(data.items, data.refs, labels)
+
+    speech, text = speech_encoder(config.encoders).info, text_encoder(config.encoders).info
+    specs = (EncoderSpec(speech.name, speech.identity, speech.num_layers, speech.dim),
+             EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
+    model = build_model(config, *specs, len(labels))
+    counts = Counter(t for _, t in by_split["train"])
+    loss = build_loss(config.loss, [counts.get(k, 0) for k in range(len(labels))], config.train.focal_gamma)
+    crop_frames = round(config.train.crop_s * speech.frame_rate)
+    train_loader = _loader(by_split["train"], config, crop_frames, shuffle=True)
+    dev_loader = _loader(by_split["dev"], config, 0, shuffle=False)
+    module = DMHAModule(model, loss, len(labels), config.train)
+    best_path, best_f1, best_epoch = fit(module, train_loader, dev_loader, out, config.train, progress)
+    load_best_weights(model, best_path)
+    model.eval()
+
+    meta = {"dev_macro_f1": best_f1, "best_epoch": best_epoch, "train_manifest": str(manifest),
+            "class_counts": {labels[k]: counts.get(k, 0) for k in range(len(labels))}}
+    save_model_dir(out / "model", ModelBundle(model, config, labels, *specs, norm, meta))
+    metrics = _final_metrics(model, labels, by_split, out, meta, data)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return metrics
+
+
+def _check_labels(items: list[Item], manifest) -> list[str]:
+    """Labels come from the train split; a label seen only in dev/test could never be predicted."""
+    labels = labels_of([i for i in items if i.split == "train"])
+    unseen = sorted(set(labels_of(items)) - set(labels))
+    if unseen:
+        raise ManifestError(f"{manifest}: label(s) {', '.join(unseen)} appear in other splits but not in train")
+    if len(labels) < 2:
+        raise ManifestError(f"{manifest}: need at least 2 labels in train, found {labels}")
+    return labels
+
+
+def _split_refs(items, refs, labels) -> dict[str, list[tuple]]:
+    """{split: [(ref, target index)]} for the featurized items."""
+    index = {label: k for k, label in enumerate(labels)}
+    by_split: dict[str, list[tuple]] = {}
+    for item, ref in zip(items, refs):
+        by_split.setdefault(item.split, []).append((ref, index[item.label]))
+    for split in ("train", "dev"):
+        if not by_split.get(split):
+            raise ManifestError(f"no usable {split} items left after skipping unreadable files")
+    return by_split
+
+
+def _loader(pairs, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
+    dataset = FeatureDataset([r for r, _ in pairs], [t for _, t in pairs], crop_frames)
+    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=shuffle, collate_fn=collate,
+                      num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
+
+
+def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict:
+    """Scores of the kept model on dev and test (top level = test when there is one, else dev)."""
+    scores = {}
+    for split in ("dev", "test"):
+        if by_split.get(split):
+            refs, targets = [r for r, _ in by_split[split]], [t for _, t in by_split[split]]
+            scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}")
+    main = "test" if "test" in scores else "dev"
+    top = {k: v for k, v in scores[main].items() if k != "confusion"}
+    return {**top, "split": main, "dev": scores["dev"], **({"test": scores["test"]} if "test" in scores else {}),
+            **meta, "skipped": len(data.errors), "features_computed": data.speech_computed}

@@ -1,0 +1,82 @@
+"""Steps shared by train, evaluate and transcribe: transcripts → cached features → head probabilities."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .config import EncodersConfig, FeaturesConfig
+from .data.manifest import Item
+from .encoders import load_speech_encoder, load_text_encoder, load_transcriber
+from .features import FeatureCache, FeatureDataset, FeatureRef, WaveNorm, extract_features, collate
+from .modeldir import predict_proba
+from .model import DMHA
+from .transcription import transcribe_items
+
+log = logging.getLogger(__name__)
+
+
+def feature_cache(cfg: FeaturesConfig) -> FeatureCache:
+    """The configured cache (default under $DMHA_HOME)."""
+    return FeatureCache(cfg.cache_dir or None)
+
+
+def asr_identity(enc: EncodersConfig) -> str:
+    """Cache identity of the ASR setting (the name is enough: registry names pin packaged weights)."""
+    return f"asr:{enc.asr}"
+
+
+def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, cache: FeatureCache,
+                     batch_size: int = 8, progress: bool = True) -> tuple[list[Item], list[tuple[str, str]]]:
+    """ASR for every item without a transcript (cached; given transcripts are kept)."""
+    return transcribe_items(items, asr_identity(enc), lambda: load_transcriber(enc.asr, device=enc.device),
+                            cache, batch_size=batch_size, progress=progress)
+
+
+def speech_encoder(enc: EncodersConfig):
+    return load_speech_encoder(enc.speech, device=enc.device, pad_to_s=enc.speech_pad_to_s)
+
+
+def text_encoder(enc: EncodersConfig):
+    return load_text_encoder(enc.text, device=enc.device)
+
+
+@dataclass
+class Featurized:
+    """Items whose features are cached, with the refs, and every item that had to be skipped."""
+
+    items: list[Item]
+    refs: list[FeatureRef]
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    speech_computed: int = 0
+
+
+def featurize(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig, norm: WaveNorm,
+              progress: bool = True) -> Featurized:
+    """Transcribe what is missing, then make sure both encoders' outputs are cached; skip bad items."""
+    cache = feature_cache(feats)
+    items, errors = fill_transcripts(items, enc, cache, feats.batch_size, progress)
+    bad = {path for path, _ in errors}
+    items = [item for item in items if str(item.path) not in bad]
+    result = extract_features(items, speech_encoder(enc), text_encoder(enc), cache, norm, feats.batch_size, progress)
+    kept = [(item, ref) for item, ref in zip(items, result.refs) if ref is not None]
+    return Featurized([i for i, _ in kept], [r for _, r in kept], errors + result.errors, result.speech_computed)
+
+
+def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:
+    """(N, K) class probabilities of the head on cached features, full length (no crops)."""
+    model.eval()
+    loader = DataLoader(FeatureDataset(refs, [0] * len(refs)), batch_size=batch_size, collate_fn=collate)
+    probs = [predict_proba(model, batch)[0] for batch in loader]
+    return torch.cat(probs).numpy() if probs else np.zeros((0, model.classifier.output.out_features))
+
+
+def write_errors(errors: Sequence[tuple[str, str]], path: Path) -> None:
+    """One `path<TAB>reason` line per skipped item (nothing written when there are none)."""
+    if errors:
+        path.write_text("".join(f"{p}\t{r}\n" for p, r in errors), encoding="utf-8")

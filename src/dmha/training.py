@@ -1,0 +1,94 @@
+"""Lightning training of the DMHA head: AdamW, LR halving on plateau, early stopping on dev macro-F1."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from .config import TrainConfig
+from .model import DMHA
+
+log = logging.getLogger(__name__)
+MONITOR = "val_macro_f1"
+
+
+def macro_f1_from_confusion(cm: torch.Tensor) -> torch.Tensor:
+    """Macro-F1 over the classes present in the reference (rows with support)."""
+    cm = cm.float()
+    tp = cm.diag()
+    support, predicted = cm.sum(1), cm.sum(0)
+    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp(min=1), torch.zeros_like(tp))
+    present = support > 0
+    return f1[present].mean() if present.any() else torch.zeros(())
+
+
+class DMHAModule(L.LightningModule):
+    """Wraps the head with its loss and optimiser; dev macro-F1 is computed over the whole dev split."""
+
+    def __init__(self, model: DMHA, loss: nn.Module, num_classes: int, train_config: TrainConfig):
+        super().__init__()
+        self.model, self.loss, self.cfg = model, loss, train_config
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)  # syncs across DDP ranks
+
+    def _logits(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"]).logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self._logits(batch), batch["target"])
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["target"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self._logits(batch)
+        self.log("val_loss", self.loss(logits, batch["target"]), on_epoch=True, batch_size=len(batch["target"]))
+        self.val_confusion.update(logits.argmax(-1), batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log(MONITOR, macro_f1_from_confusion(self.val_confusion.compute()), prog_bar=True)
+        self.val_confusion.reset()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        # torch counts `patience` bad epochs before acting; "halve after N epochs without gain" is N-1.
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=self.cfg.lr_factor, patience=max(self.cfg.lr_patience - 1, 0))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR}}
+
+
+def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, run_dir: Path,
+        cfg: TrainConfig, progress: bool = True) -> tuple[Path, float, int]:
+    """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)."""
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
+                           save_weights_only=False)
+    callbacks = [best, EarlyStopping(MONITOR, mode="max", patience=cfg.early_stop_patience)]
+    if progress:
+        callbacks.append(TQDMProgressBar(leave=True))
+    trainer = L.Trainer(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        precision=cfg.precision, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
+        num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=run_dir,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume = last if last.exists() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, train_loader, dev_loader, ckpt_path=resume, weights_only=True)
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+    epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
+    return best_path, score, epoch
+
+
+def load_best_weights(model: DMHA, checkpoint: Path) -> None:
+    """Copy the head's weights from a Lightning checkpoint (read with weights_only=True)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})

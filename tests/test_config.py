@@ -1,0 +1,40 @@
+import pytest
+
+from dmha.config import ConfigError, load, to_dict, from_dict
+
+
+def test_defaults_follow_the_paper():
+    c = load()
+    assert (c.model.attention, c.model.heads, c.model.hidden_layers, c.model.hidden_dim) == ("standard", 4, 4, 512)
+    assert (c.train.batch_size, c.train.max_epochs, c.train.crop_s, c.loss) == (32, 20, 5.5, "wce")
+    assert c.train.focal_gamma == 2.0 and c.model.dropout == 0.1
+
+
+def test_toml_and_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('seed = 3\nloss = "focal"\n[model]\nattention = "subvector"\n[train]\nlr = 1e-3\n')
+    c = load(f, ["train.max_epochs=2", "model.heads=8", "encoders.speech=some/dir", "train.lr=2"])
+    assert (c.seed, c.loss, c.model.attention, c.model.heads, c.train.max_epochs) == (3, "focal", "subvector", 8, 2)
+    assert c.encoders.speech == "some/dir" and c.train.lr == 2.0
+    assert from_dict(to_dict(c)) == c
+
+
+@pytest.mark.parametrize("override, message", [
+    (["model.atention=standard"], "unknown config key model.atention"),
+    (["model.heads=two"], "model.heads must be int"),
+    (["model.heads=0"], "model.heads must be > 0"),
+    (["loss=hinge"], "loss must be one of wce, focal"),
+    (["model.dropout=1.5"], "model.dropout"),
+    (["noequals"], "expected key=value"),
+    (["train.batch_size=true"], "must be int"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(None, override)
+
+
+def test_bad_toml_names_file(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[model\n")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load(f)

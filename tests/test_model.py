@@ -1,0 +1,137 @@
+"""The DMHA head: shapes, the paper's equations, masking invariance, attention outputs."""
+import math
+
+import pytest
+import torch
+
+from dmha.config import ModelConfig
+from dmha.model import DMHA, AttentionPooling, LayerWeightedSum, StandardMHA, SubVectorMHA, masked_softmax
+
+
+def _inputs(b=3, layers=5, t1=(20, 13, 7), t2=(6, 4, 9), ds=24, dt=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    speech = torch.zeros(b, layers, max(t1), ds)
+    text = torch.zeros(b, max(t2), dt)
+    sm = torch.zeros(b, max(t1), dtype=torch.bool)
+    tm = torch.zeros(b, max(t2), dtype=torch.bool)
+    for i in range(b):
+        speech[i, :, : t1[i]] = torch.randn(layers, t1[i], ds, generator=g)
+        text[i, : t2[i]] = torch.randn(t2[i], dt, generator=g)
+        sm[i, : t1[i]] = True
+        tm[i, : t2[i]] = True
+    return speech, sm, text, tm
+
+
+@pytest.mark.parametrize("attention", ["standard", "subvector"])
+def test_padded_batch_equals_batch_of_one(attention):
+    torch.manual_seed(0)
+    model = DMHA(5, 24, 16, 8, ModelConfig(attention=attention, heads=4)).eval()
+    speech, sm, text, tm = _inputs()
+    with torch.no_grad():
+        batched = torch.softmax(model(speech, sm, text, tm).logits, -1)
+        for i in range(3):
+            t1, t2 = int(sm[i].sum()), int(tm[i].sum())
+            # pad with garbage: masked positions must not matter
+            single = model(speech[i : i + 1, :, :t1], sm[i : i + 1, :t1], text[i : i + 1, :t2], tm[i : i + 1, :t2])
+            assert torch.allclose(torch.softmax(single.logits, -1), batched[i], atol=1e-4)
+        garbage = speech.clone()
+        garbage[~sm[:, None, :, None].expand_as(garbage)] = 1e3
+        again = torch.softmax(model(garbage, sm, text, tm).logits, -1)
+    assert torch.allclose(again, batched, atol=1e-4)
+
+
+def test_layer_weights_start_uniform_and_sum_to_one():
+    lws = LayerWeightedSum(7)
+    assert torch.allclose(lws.weights, torch.full((7,), 1 / 7))
+    x = torch.randn(2, 7, 5, 3)
+    assert torch.allclose(lws(x), x.mean(dim=1), atol=1e-6)
+
+
+def test_standard_mha_matches_equations_1_2():
+    torch.manual_seed(1)
+    d, h, t = 8, 3, 5
+    mha = StandardMHA(d, h)
+    x = torch.randn(1, t, d)
+    out, _, weights = mha(x, torch.ones(1, t, dtype=torch.bool))
+    heads = []
+    for j in range(h):
+        wq = mha.w_q.weight[j * d : (j + 1) * d].T  # W_j^Q: (D, D)
+        wk = mha.w_k.weight[j * d : (j + 1) * d].T
+        wv = mha.w_v.weight[j * d : (j + 1) * d].T
+        a = torch.softmax((x[0] @ wq) @ (x[0] @ wk).T / math.sqrt(d), dim=-1)
+        assert torch.allclose(a, weights[0, j], atol=1e-6)
+        heads.append(a @ x[0] @ wv)
+    expected = torch.cat(heads, dim=-1) @ mha.w_o.weight.T  # concat(head_1..H) W^O, W^O: (HD, D)
+    assert out.shape == (1, t, d)
+    assert torch.allclose(out[0], expected, atol=1e-5)
+    assert mha.w_o.weight.shape == (d, h * d)
+
+
+def test_subvector_mha_matches_equations_3_4():
+    torch.manual_seed(2)
+    d, h, t = 12, 4, 6
+    sv = SubVectorMHA(d, h)
+    x = torch.randn(1, t, d)
+    pooled, mask, weights = sv(x, torch.ones(1, t, dtype=torch.bool))
+    assert pooled.shape == (1, h, d // h) and mask.all() and weights.shape == (1, h, t)
+    for j in range(h):
+        hj = x[0, :, j * 3 : (j + 1) * 3]  # h_tj: (T, D/H)
+        w = torch.softmax(hj @ sv.queries[j] / math.sqrt(3), dim=0)
+        assert torch.allclose(w, weights[0, j], atol=1e-6)
+        assert torch.allclose(pooled[0, j], (w[:, None] * hj).sum(0), atol=1e-6)
+    with pytest.raises(ValueError, match="divisible"):
+        SubVectorMHA(10, 4)
+
+
+def test_attention_pooling_matches_equations_5_6():
+    torch.manual_seed(3)
+    pool = AttentionPooling(6)
+    c = torch.randn(2, 4, 6)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    out, w = pool(c, mask)
+    assert w[0, 3] == 0 and torch.allclose(w.sum(-1), torch.ones(2))
+    expected = torch.softmax(c[1] @ pool.query / math.sqrt(6), 0)
+    assert torch.allclose(w[1], expected, atol=1e-6)
+    assert torch.allclose(out[1], (expected[:, None] * c[1]).sum(0), atol=1e-6)
+
+
+def test_masked_softmax_zeroes_masked_entries():
+    s = torch.randn(2, 5)
+    m = torch.tensor([[1, 1, 0, 0, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    p = masked_softmax(s, m)
+    assert (p[~m] == 0).all() and torch.allclose(p.sum(-1), torch.ones(2))
+
+
+def test_projection_only_when_widths_differ_and_classifier_shape():
+    same = DMHA(3, 16, 16, 8, ModelConfig())
+    assert isinstance(same.speech_proj, torch.nn.Identity) and isinstance(same.text_proj, torch.nn.Identity)
+    diff = DMHA(3, 16, 12, 8, ModelConfig())
+    assert isinstance(diff.speech_proj, torch.nn.Identity) and isinstance(diff.text_proj, torch.nn.Linear)
+    # input layer (C→C) + 4 hidden layers of 512, each Linear+LayerNorm+GELU+Dropout(0.1), then output
+    blocks = list(diff.classifier.layers)
+    assert len(blocks) == 5
+    assert [b[0].out_features for b in blocks] == [16, 512, 512, 512, 512]
+    assert all(isinstance(b[1], torch.nn.LayerNorm) and isinstance(b[2], torch.nn.GELU) for b in blocks)
+    assert all(b[3].p == 0.1 for b in blocks)
+    assert diff.classifier.output.out_features == 8
+
+
+def test_subvector_is_far_smaller_and_attention_returned():
+    std = DMHA(5, 64, 64, 8, ModelConfig(attention="standard"))
+    sub = DMHA(5, 64, 64, 8, ModelConfig(attention="subvector"))
+    count = lambda m: sum(p.numel() for p in m.first.parameters())
+    assert count(sub) < count(std) / 100
+    speech, sm, text, tm = _inputs(ds=64, dt=64)
+    out = std(speech, sm, text, tm, return_attention=True)
+    t = speech.shape[2] + text.shape[1]
+    assert out.attention["first"].shape == (3, 4, t, t) and out.attention["pooling"].shape == (3, t)
+    assert out.attention["is_speech"][0, :20].all() and not out.attention["is_speech"][0, 20:].any()
+    out = sub(speech, sm, text, tm, return_attention=True)
+    assert out.attention["first"].shape == (3, 4, t) and out.attention["pooling"].shape == (3, 4)
+
+
+def test_gradients_reach_every_parameter():
+    model = DMHA(4, 16, 12, 5, ModelConfig(attention="standard", hidden_layers=2))
+    speech, sm, text, tm = _inputs(layers=4, ds=16, dt=12)
+    model(speech, sm, text, tm).logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
