@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dmha.audio import AudioError, audio_duration
+
 REQUIRED = ("path", "label", "split")
 CORE_COLUMNS = ("path", "label", "split", "speaker", "transcript")
 _DELIMITERS = (",", ";", "\t")
@@ -86,14 +88,17 @@ def read_manifest(
     return items
 
 
-def require_splits(items: Sequence[Item], splits: Iterable[str], manifest_path: str | os.PathLike[str]) -> None:
+def require_splits(
+    items: Sequence[Item], splits: Iterable[str], manifest_path: str | os.PathLike[str]
+) -> None:
     """Fail early, naming the manifest, when a split a command needs has no rows."""
     found = sorted({item.split for item in items})
     missing = [split for split in splits if split not in found]
     if missing:
         names = ", ".join(f"'{split}'" for split in missing)
         raise ManifestError(
-            f"manifest {manifest_path} has no rows in split(s) {names} (found: {', '.join(found) or 'none'})"
+            f"manifest {manifest_path} has no rows in split(s) {names} "
+            f"(found: {', '.join(found) or 'none'})"
         )
 
 
@@ -131,6 +136,24 @@ def write_manifest(items: Iterable[Item], path: str | os.PathLike[str]) -> Path:
 def labels_of(items: Iterable[Item]) -> list[str]:
     """Sorted unique labels, the order a model stores its classes in."""
     return sorted({item.label for item in items if item.label is not None})
+
+
+def add_durations(items: Iterable[Item], source: str | os.PathLike[str]) -> None:
+    """Fill extra['duration_s'] from each header (cheap); finds unreadable files before training does.
+
+    Raises:
+        CorpusError: one error naming `source`, the count and the first few bad files.
+    """
+    bad: list[str] = []
+    for item in items:
+        try:
+            item.extra["duration_s"] = f"{audio_duration(item.path):.3f}"
+        except AudioError as err:
+            bad.append(str(err))
+    if bad:
+        more = f"; and {len(bad) - _SHOW_MISSING} more" if len(bad) > _SHOW_MISSING else ""
+        shown = "; ".join(bad[:_SHOW_MISSING])
+        raise CorpusError(f"{source}: {len(bad)} unreadable audio files: {shown}{more}")
 
 
 def _read_text(manifest: Path) -> str:
@@ -179,7 +202,9 @@ def _parse_row(
 ) -> Item:
     """One CSV row → Item, or a ManifestError naming the row."""
     if len(cells) > len(header):
-        raise ManifestError(f"manifest {manifest}: row {row} has {len(cells)} fields, header has {len(header)}")
+        raise ManifestError(
+            f"manifest {manifest}: row {row} has {len(cells)} fields, header has {len(header)}"
+        )
     values = dict(zip(header, (cell.strip() for cell in cells)))
     for name in header[len(cells):]:
         values[name] = ""  # short rows: trailing optional cells left out
@@ -227,10 +252,13 @@ def _columns(items: list[Item]) -> list[str]:
 
 def _row(item: Item, columns: list[str], base: Path) -> list[str]:
     """Item → CSV cells; None is written as an empty cell."""
-    try:
-        path = os.path.relpath(item.path, base)
-    except ValueError:  # another drive on Windows: no relative path exists
-        path = str(item.path)
+    path = str(item.path)
+    # Relative keeps a corpus and its manifest movable together; but a path climbing up to the
+    # filesystem root (or to another drive) says nothing useful, so that one stays absolute.
+    if os.path.splitdrive(path)[0] == os.path.splitdrive(base)[0]:
+        common = os.path.commonpath([path, base])
+        if common != item.path.anchor:
+            path = os.path.relpath(path, base)
     core = {"path": path, "label": item.label, "split": item.split, "speaker": item.speaker,
             "transcript": item.transcript}
     return [(core[name] if name in core else item.extra.get(name)) or "" for name in columns]

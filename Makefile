@@ -1,0 +1,35 @@
+# dmha: `make demo` runs the main job, `make test` the tests; both build on `make install`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned in the same pip command as everything else, so pip takes the local CPU wheel
+# instead of resolving a multi-GB CUDA build.
+PIP_INSTALL := $(BIN)/pip install --quiet --progress-bar off --disable-pip-version-check
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) "torch==2.13.0" -e ".[bench,test]" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import dmha, torch, faster_whisper, opensmile; assert torch.__version__.startswith('2.13.0')"
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/dmha demo --out demo_out
+
+# The whole suite, integration tests on the embedded models and ../shared/data/ravdess included.
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# Only the fast unit tests (tiny random-init encoders).
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ravdess_peers.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,159 @@
+"""train → model directory → evaluate → predict, end to end on tiny random-init encoders."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import write_tone_corpus
+from dmha.cli import main
+from dmha.config import load
+from dmha.data.manifest import read_manifest
+from dmha.evaluation import evaluate
+from dmha.experiment import train
+from dmha.features import FeatureCache, collate, crop_or_repeat
+from dmha.inference import EmotionRecognizer
+from dmha.modeldir import load_model_dir
+
+
+def _config(tiny_encoders, cache, *extra):
+    return load(None, [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
+                       f"features.cache_dir={cache}", "train.max_epochs=3", "train.batch_size=4",
+                       "model.hidden_layers=1", "train.crop_s=0.5", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoders, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    manifest = write_tone_corpus(root / "corpus")
+    config = _config(tiny_encoders, root / "cache")
+    metrics = train(manifest, root / "run", config, progress=False)
+    return root, manifest, config, metrics
+
+
+def test_train_writes_model_dir_and_metrics(trained):
+    root, _, _, metrics = trained
+    model_dir = root / "run" / "model"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "labels.json", "model.safetensors"]
+    saved = json.loads((root / "run" / "metrics.json").read_text())
+    for key in ("macro_f1", "accuracy", "uar", "per_class", "n", "dev_macro_f1", "best_epoch"):
+        assert key in saved
+    assert saved["split"] == "test" and saved["n"] == 2 and 0 <= saved["macro_f1"] <= 1
+    assert (root / "run" / "eval_test" / "confusion.png").exists()
+    bundle = load_model_dir(model_dir)
+    assert bundle.labels == ["high", "low"] and bundle.norm.std > 0
+
+
+def test_second_train_reuses_cached_features(trained, tiny_encoders):
+    root, manifest, config, first = trained
+    assert first["features_computed"] == 12
+    again = train(manifest, root / "run2", config, progress=False)
+    assert again["features_computed"] == 0
+
+
+def test_seeded_training_is_reproducible(trained):
+    root, manifest, config, first = trained
+    again = train(manifest, root / "run3", config, progress=False)
+    assert again["dev_macro_f1"] == first["dev_macro_f1"]
+    assert again["per_class"] == first["per_class"]
+
+
+def test_evaluate_and_predict_agree(trained, tmp_path):
+    root, manifest, _, _ = trained
+    report = evaluate(root / "run" / "model", manifest, "test", tmp_path / "eval", progress=False)
+    assert report["n"] == 2 and (tmp_path / "eval" / "metrics.json").exists()
+    assert (tmp_path / "eval" / "confusion.csv").exists() and (tmp_path / "eval" / "confusion.png").exists()
+    rec = EmotionRecognizer.load(root / "run" / "model")
+    items = [i for i in read_manifest(manifest) if i.split == "test"]
+    preds = rec.predict([i.path for i in items], transcripts=[i.transcript for i in items])
+    evaluated = {}
+    import csv
+
+    with open(tmp_path / "eval" / "predictions.csv") as f:
+        for row in csv.DictReader(f):
+            evaluated[row["path"]] = float(row[f"p_{row['prediction']}"])
+    for pred in preds:
+        # evaluate reads fp16-cached features, predict runs the encoders live in fp32
+        assert abs(pred.probs[pred.label] - evaluated[pred.path]) < 1e-2
+
+
+def test_batched_predict_equals_batch_of_one(trained):
+    root, manifest, _, _ = trained
+    rec = EmotionRecognizer.load(root / "run" / "model")
+    items = read_manifest(manifest)[:6]
+    paths, texts = [i.path for i in items], [i.transcript for i in items]
+    one = rec.predict(paths, transcripts=texts, batch_size=1)
+    many = rec.predict(paths, transcripts=texts, batch_size=4)
+    for a, b in zip(one, many):
+        assert a.label == b.label and a.path == b.path
+        assert max(abs(a.probs[k] - b.probs[k]) for k in a.probs) <= 1e-4
+
+
+def test_predict_from_array_and_attention(trained):
+    root, manifest, _, _ = trained
+    rec = EmotionRecognizer.load(root / "run" / "model")
+    item = read_manifest(manifest)[0]
+    wave, sr = sf.read(item.path, dtype="float32")
+    stereo = np.stack([wave, wave], axis=1)
+    pred = rec.predict(stereo, sample_rate=sr, transcript=item.transcript, return_attention=True)
+    ref = rec.predict(item.path, transcript=item.transcript)
+    assert pred.label == ref.label and abs(pred.probs[pred.label] - ref.probs[ref.label]) < 1e-4
+    t = pred.attention["first"].shape[-1]
+    assert pred.attention["first"].shape[0] == 4 and pred.attention["pooling"].shape == (t,)
+    assert np.allclose(pred.attention["first"].sum(-1), 1, atol=1e-4)
+
+
+def test_cli_predict_skips_bad_files(trained, tmp_path, capsys):
+    root, manifest, _, _ = trained
+    good = read_manifest(manifest)[0]
+    bad = tmp_path / "empty.wav"
+    bad.write_bytes(b"")
+    code = main(["predict", str(root / "run" / "model"), str(good.path), str(bad), "--format", "jsonl",
+                 "--transcript", "hello", "--transcript", "hello"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    record = json.loads(out.strip().splitlines()[0])
+    assert set(record) == {"path", "label", "probs", "transcript"} and record["transcript"] == "hello"
+    assert "skipped 1 bad file" in err and "empty.wav" in err
+    assert main(["predict", str(root / "run" / "model"), str(bad), "--strict", "--transcript", "x"]) == 3
+
+
+def test_train_rejects_malformed_manifest_before_work(tiny_encoders, tmp_path, capsys):
+    manifest = write_tone_corpus(tmp_path / "c")
+    text = manifest.read_text().replace(",dev,", ",val,")
+    manifest.write_text(text)
+    code = main(["train", "--manifest", str(manifest), "--out", str(tmp_path / "run"),
+                 "--set", f"encoders.speech={tiny_encoders['speech']}"])
+    assert code == 1
+    assert "dev" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_subvector_and_focal_train(tiny_encoders, tmp_path):
+    manifest = write_tone_corpus(tmp_path / "c", n_per_class=4)
+    config = _config(tiny_encoders, tmp_path / "cache", "model.attention=subvector", "loss=focal",
+                     "train.max_epochs=1")
+    metrics = train(manifest, tmp_path / "run", config, progress=False)
+    assert load_model_dir(tmp_path / "run" / "model").config.model.attention == "subvector"
+    assert 0 <= metrics["macro_f1"] <= 1
+
+
+def test_crop_or_repeat_and_collate_masks():
+    import torch
+
+    h = torch.arange(5.0).view(1, 5, 1)
+    assert crop_or_repeat(h, 12, 0)[0, :, 0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
+    assert crop_or_repeat(h, 3, 2)[0, :, 0].tolist() == [2, 3, 4]
+    batch = collate([{"speech": torch.ones(2, 3, 4), "text": torch.ones(2, 5)},
+                     {"speech": torch.ones(2, 1, 4), "text": torch.ones(4, 5)}])
+    assert batch["speech"].shape == (2, 2, 3, 4) and batch["speech_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["text_mask"].sum().item() == 6
+
+
+def test_cache_put_is_atomic_fp16(tmp_path):
+    import torch
+
+    path = FeatureCache(tmp_path).path("speech", "enc", "ab" * 32)
+    FeatureCache.put(path, torch.randn(2, 3, 4))
+    assert FeatureCache.get(path).dtype == torch.float16
+    assert not list(path.parent.glob("*.tmp"))
