@@ -28,7 +28,6 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     items = read_manifest(manifest)
     require_splits(items, ["train", "dev"], manifest)
     labels = _check_labels(items, manifest)
-    L.seed_everything(config.seed, workers=True, verbose=False)
     (out / "config.json").write_text(json.dumps(to_dict(config), indent=2), encoding="utf-8")
 
     train_items = [i for i in items if i.split == "train"]
@@ -40,6 +39,8 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     speech, text = speech_encoder(config.encoders).info, text_encoder(config.encoders).info
     specs = (EncoderSpec(speech.name, speech.identity, speech.num_layers, speech.dim),
              EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
+    # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
+    L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config, *specs, len(labels))
     counts = Counter(t for _, t in by_split["train"])
     loss = build_loss(config.loss, [counts.get(k, 0) for k in range(len(labels))], config.train.focal_gamma)
