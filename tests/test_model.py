@@ -41,10 +41,13 @@ def test_padded_batch_equals_batch_of_one(attention):
 
 
 def test_layer_weights_start_uniform_and_sum_to_one():
-    lws = LayerWeightedSum(7)
+    lws = LayerWeightedSum(7, normalize=False)
     assert torch.allclose(lws.weights, torch.full((7,), 1 / 7))
-    x = torch.randn(2, 7, 5, 3)
+    x = torch.randn(2, 7, 5, 3) * torch.arange(1.0, 8.0)[None, :, None, None]
     assert torch.allclose(lws(x), x.mean(dim=1), atol=1e-6)
+    normed = LayerWeightedSum(7)(x)  # every layer standardised per frame before the uniform average
+    expected = ((x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()).mean(1)
+    assert torch.allclose(normed, expected, atol=1e-5)
 
 
 def test_standard_mha_matches_equations_1_2():

@@ -37,6 +37,7 @@ class ModelConfig:
     hidden_dim: int = 512
     dropout: float = 0.1
     dim: int = 0  # common width D of speech and text; 0 = the speech encoder's width
+    normalize_features: bool = True  # parameter-free layer norm of each encoder hidden state (SUPERB)
 
 
 @dataclass

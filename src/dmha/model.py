@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .config import ModelConfig
 
@@ -22,10 +23,16 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -
 
 
 class LayerWeightedSum(nn.Module):
-    """Softmax-normalised learned weights over all encoder hidden states (§4.1, SUPERB-style)."""
+    """Softmax-normalised learned weights over all encoder hidden states (§4.1, SUPERB-style).
 
-    def __init__(self, num_layers: int):
+    With `normalize`, each hidden state is layer-normalised (no parameters) before weighting, as
+    SUPERB's featurizer does: deep Whisper layers reach magnitudes of hundreds, which would
+    otherwise dominate the sum and saturate the attention softmaxes.
+    """
+
+    def __init__(self, num_layers: int, normalize: bool = True):
         super().__init__()
+        self.normalize = normalize
         self.logits = nn.Parameter(torch.zeros(num_layers))  # zeros → uniform weights
 
     @property
@@ -34,6 +41,8 @@ class LayerWeightedSum(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: (B, L, T, D) → (B, T, D)
+        if self.normalize:
+            hidden = F.layer_norm(hidden, hidden.shape[-1:])
         return torch.einsum("l,bltd->btd", self.weights.to(hidden.dtype), hidden)
 
 
@@ -125,7 +134,8 @@ class DMHA(nn.Module):
     def __init__(self, speech_layers: int, speech_dim: int, text_dim: int, num_classes: int, config: ModelConfig):
         super().__init__()
         dim = config.dim or speech_dim
-        self.layer_sum = LayerWeightedSum(speech_layers)
+        self.normalize_text = config.normalize_features
+        self.layer_sum = LayerWeightedSum(speech_layers, config.normalize_features)
         # Projection only where a width differs from D (the paper: both 1024, no projection).
         self.speech_proj = nn.Linear(speech_dim, dim) if speech_dim != dim else nn.Identity()
         self.text_proj = nn.Linear(text_dim, dim) if text_dim != dim else nn.Identity()
@@ -148,6 +158,8 @@ class DMHA(nn.Module):
     ) -> DMHAOutput:
         """speech (B, L, T1, Ds), speech_mask (B, T1), text (B, T2, Dt), text_mask (B, T2) → logits (B, K)."""
         s = self.speech_proj(self.layer_sum(speech))  # (B, T1, D)
+        if self.normalize_text:
+            text = F.layer_norm(text, text.shape[-1:])
         x = torch.cat([s, self.text_proj(text)], dim=1)  # early fusion: (B, T1+T2, D)
         mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
         c, c_mask, first_weights = self.first(x, mask)  # (B, L, C)
