@@ -47,6 +47,7 @@ class FeaturesConfig:
     cache_dir: str = ""  # empty = $DMHA_HOME/features
     normalize: str = "train"  # train: waveform mean/std of the training split (paper §5.2) | none
     batch_size: int = 8
+    memory_gb: float = 4.0  # cached features kept in RAM during training (0 = always read from disk)
 
 
 @dataclass
@@ -92,7 +93,7 @@ _POSITIVE = {
     "train.devices", "train.num_nodes",
 }
 _NON_NEGATIVE = {
-    "model.hidden_layers", "model.dim", "encoders.speech_pad_to_s", "train.weight_decay",
+    "model.hidden_layers", "model.dim", "features.memory_gb", "encoders.speech_pad_to_s", "train.weight_decay",
     "train.crop_s", "train.focal_gamma", "train.num_workers",
 }
 

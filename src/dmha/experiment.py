@@ -84,7 +84,8 @@ def _split_refs(items, refs, labels) -> dict[str, list[tuple]]:
 
 
 def _loader(pairs, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
-    dataset = FeatureDataset([r for r, _ in pairs], [t for _, t in pairs], crop_frames)
+    dataset = FeatureDataset([r for r, _ in pairs], [t for _, t in pairs], crop_frames,
+                             memory_bytes=int(config.features.memory_gb * 2**30))
     return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=shuffle, collate_fn=collate,
                       num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
 

@@ -214,21 +214,37 @@ def crop_or_repeat(hidden: torch.Tensor, frames: int, offset: int) -> torch.Tens
 
 
 class FeatureDataset(Dataset):
-    """Cached features of labelled items; random fixed-length crops when crop_frames > 0 (training)."""
+    """Cached features of labelled items; random fixed-length crops when crop_frames > 0 (training).
 
-    def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0):
+    Up to `memory_bytes` of features stay in RAM after their first read, so later epochs of a small
+    corpus skip the disk and the safetensors parsing altogether.
+    """
+
+    def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0,
+                 memory_bytes: int = 0):
         self.refs, self.targets, self.crop_frames = list(refs), list(targets), crop_frames
+        self.memory_bytes, self._held, self._memory = memory_bytes, 0, {}
 
     def __len__(self) -> int:
         return len(self.refs)
 
+    def _load(self, path: Path) -> torch.Tensor:
+        if path in self._memory:
+            return self._memory[path]
+        tensor = FeatureCache.get(path)
+        size = tensor.numel() * tensor.element_size()
+        if self._held + size <= self.memory_bytes:
+            self._memory[path] = tensor
+            self._held += size
+        return tensor
+
     def __getitem__(self, index: int) -> dict:
-        speech = FeatureCache.get(self.refs[index].speech)  # (L, T1, D)
+        speech = self._load(self.refs[index].speech)  # (L, T1, D)
         if self.crop_frames:
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset)
-        return {"speech": speech, "text": FeatureCache.get(self.refs[index].text), "target": self.targets[index]}
+        return {"speech": speech, "text": self._load(self.refs[index].text), "target": self.targets[index]}
 
 
 def collate(batch: Sequence[dict]) -> dict:
