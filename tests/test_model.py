@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dmha.config import ModelConfig
-from dmha.model import DMHA, AttentionPooling, LayerWeightedSum, StandardMHA, SubVectorMHA, masked_softmax
+from dmha.model import DMHA, AttentionPooling, FeatureNorm, LayerWeightedSum, StandardMHA, SubVectorMHA, masked_softmax
 
 
 def _inputs(b=3, layers=5, t1=(20, 13, 7), t2=(6, 4, 9), ds=24, dt=16, seed=0):
@@ -41,13 +41,24 @@ def test_padded_batch_equals_batch_of_one(attention):
 
 
 def test_layer_weights_start_uniform_and_sum_to_one():
-    lws = LayerWeightedSum(7, normalize=False)
+    lws = LayerWeightedSum(7)
     assert torch.allclose(lws.weights, torch.full((7,), 1 / 7))
     x = torch.randn(2, 7, 5, 3) * torch.arange(1.0, 8.0)[None, :, None, None]
     assert torch.allclose(lws(x), x.mean(dim=1), atol=1e-6)
-    normed = LayerWeightedSum(7)(x)  # every layer standardised per frame before the uniform average
-    expected = ((x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()).mean(1)
-    assert torch.allclose(normed, expected, atol=1e-5)
+
+
+def test_feature_norm_modes():
+    x = torch.randn(2, 7, 5, 3) * 100 + 7
+    std = FeatureNorm("standardize", (7, 3))
+    std.mean.copy_(x.mean(dim=(0, 2)))
+    std.std.copy_(x.std(dim=(0, 2), unbiased=False))
+    y = std(x)
+    assert torch.allclose(y.mean(dim=(0, 2)), torch.zeros(7, 3), atol=1e-4)
+    assert torch.allclose(y.std(dim=(0, 2), unbiased=False), torch.ones(7, 3), atol=1e-4)
+    ln = FeatureNorm("layernorm", (7, 3))(x)
+    expected = (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    assert torch.allclose(ln, expected, atol=1e-4)
+    assert torch.equal(FeatureNorm("none", (7, 3))(x), x)
 
 
 def test_standard_mha_matches_equations_1_2():

@@ -37,7 +37,7 @@ class ModelConfig:
     hidden_dim: int = 512
     dropout: float = 0.1
     dim: int = 0  # common width D of speech and text; 0 = the speech encoder's width
-    normalize_features: bool = True  # parameter-free layer norm of each encoder hidden state (SUPERB)
+    feature_norm: str = "standardize"  # standardize (train-set mean/std per layer and dim) | layernorm | none
 
 
 @dataclass
@@ -85,6 +85,7 @@ class Config:
 _CHOICES = {
     "loss": ("wce", "focal"),
     "model.attention": ("standard", "subvector"),
+    "model.feature_norm": ("standardize", "layernorm", "none"),
     "features.normalize": ("train", "none"),
 }
 _POSITIVE = {

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from .config import Config, to_dict
 from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
 from .evaluation import score_split
-from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm
+from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm, feature_stats
 from .losses import build_loss
 from .modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
 from .pipeline import featurize, speech_encoder, text_encoder, write_errors
@@ -42,6 +42,10 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config, *specs, len(labels))
+    if config.model.feature_norm == "standardize":
+        stats = feature_stats([r for r, _ in by_split["train"]], progress)
+        model.speech_norm.mean.copy_(stats["speech_mean"]), model.speech_norm.std.copy_(stats["speech_std"])
+        model.text_norm.mean.copy_(stats["text_mean"]), model.text_norm.std.copy_(stats["text_std"])
     counts = Counter(t for _, t in by_split["train"])
     loss = build_loss(config.loss, [counts.get(k, 0) for k in range(len(labels))], config.train.focal_gamma)
     crop_frames = round(config.train.crop_s * speech.frame_rate)

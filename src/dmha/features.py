@@ -267,3 +267,21 @@ def collate(batch: Sequence[dict]) -> dict:
     if "target" in batch[0]:
         out["target"] = torch.tensor([b["target"] for b in batch], dtype=torch.long)
     return out
+
+
+def feature_stats(refs: Sequence[FeatureRef], progress: bool = True) -> dict[str, torch.Tensor]:
+    """Per layer/dimension mean and std over all frames (speech) and tokens (text) of cached features."""
+    sums: dict[str, list] = {}
+    for ref in tqdm(refs, desc="feature statistics", disable=not progress, leave=False):
+        for kind, path, frame_axis in (("speech", ref.speech, 1), ("text", ref.text, 0)):
+            x = FeatureCache.get(path).double()  # speech (L, T, D), text (T, D)
+            acc = sums.setdefault(kind, [0.0, 0.0, 0])
+            acc[0] = acc[0] + x.sum(frame_axis)
+            acc[1] = acc[1] + (x**2).sum(frame_axis)
+            acc[2] += x.shape[frame_axis]
+    stats = {}
+    for kind, (total, total_sq, count) in sums.items():
+        mean = total / count
+        std = (total_sq / count - mean**2).clamp(min=0).sqrt().clamp(min=1e-5)
+        stats[f"{kind}_mean"], stats[f"{kind}_std"] = mean.float(), std.float()
+    return stats

@@ -23,16 +23,10 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -
 
 
 class LayerWeightedSum(nn.Module):
-    """Softmax-normalised learned weights over all encoder hidden states (§4.1, SUPERB-style).
+    """Softmax-normalised learned weights over all encoder hidden states (§4.1, SUPERB-style)."""
 
-    With `normalize`, each hidden state is layer-normalised (no parameters) before weighting, as
-    SUPERB's featurizer does: deep Whisper layers reach magnitudes of hundreds, which would
-    otherwise dominate the sum and saturate the attention softmaxes.
-    """
-
-    def __init__(self, num_layers: int, normalize: bool = True):
+    def __init__(self, num_layers: int):
         super().__init__()
-        self.normalize = normalize
         self.logits = nn.Parameter(torch.zeros(num_layers))  # zeros → uniform weights
 
     @property
@@ -41,9 +35,33 @@ class LayerWeightedSum(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: (B, L, T, D) → (B, T, D)
-        if self.normalize:
-            hidden = F.layer_norm(hidden, hidden.shape[-1:])
         return torch.einsum("l,bltd->btd", self.weights.to(hidden.dtype), hidden)
+
+
+class FeatureNorm(nn.Module):
+    """Fixed normalisation of frozen-encoder outputs before the head sees them.
+
+    `standardize`: per layer and dimension, with mean/std of the training features (stored as
+    buffers, so they travel in model.safetensors). Whisper has a few dimensions with magnitudes in
+    the hundreds; standardising stops them from dominating the layer sum and the attention scores.
+    `layernorm`: parameter-free layer norm of each hidden state (SUPERB's featurizer). `none`: as is.
+    """
+
+    def __init__(self, mode: str, shape: tuple[int, ...]):
+        super().__init__()
+        self.mode = mode
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: (B, L, T, D) with stats (L, D), or (B, T, D) with stats (D,)
+        if self.mode == "standardize":
+            if hidden.dim() == 4:
+                return (hidden - self.mean[:, None, :]) / self.std[:, None, :]
+            return (hidden - self.mean) / self.std
+        if self.mode == "layernorm":
+            return F.layer_norm(hidden, hidden.shape[-1:])
+        return hidden
 
 
 class StandardMHA(nn.Module):
@@ -134,8 +152,9 @@ class DMHA(nn.Module):
     def __init__(self, speech_layers: int, speech_dim: int, text_dim: int, num_classes: int, config: ModelConfig):
         super().__init__()
         dim = config.dim or speech_dim
-        self.normalize_text = config.normalize_features
-        self.layer_sum = LayerWeightedSum(speech_layers, config.normalize_features)
+        self.speech_norm = FeatureNorm(config.feature_norm, (speech_layers, speech_dim))
+        self.text_norm = FeatureNorm(config.feature_norm, (text_dim,))
+        self.layer_sum = LayerWeightedSum(speech_layers)
         # Projection only where a width differs from D (the paper: both 1024, no projection).
         self.speech_proj = nn.Linear(speech_dim, dim) if speech_dim != dim else nn.Identity()
         self.text_proj = nn.Linear(text_dim, dim) if text_dim != dim else nn.Identity()
@@ -157,10 +176,8 @@ class DMHA(nn.Module):
         return_attention: bool = False,
     ) -> DMHAOutput:
         """speech (B, L, T1, Ds), speech_mask (B, T1), text (B, T2, Dt), text_mask (B, T2) → logits (B, K)."""
-        s = self.speech_proj(self.layer_sum(speech))  # (B, T1, D)
-        if self.normalize_text:
-            text = F.layer_norm(text, text.shape[-1:])
-        x = torch.cat([s, self.text_proj(text)], dim=1)  # early fusion: (B, T1+T2, D)
+        s = self.speech_proj(self.layer_sum(self.speech_norm(speech)))  # (B, T1, D)
+        x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
         mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
         c, c_mask, first_weights = self.first(x, mask)  # (B, L, C)
         pooled, pool_weights = self.pooling(c, c_mask)  # (B, C)
