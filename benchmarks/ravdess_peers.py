@@ -20,6 +20,7 @@ import argparse
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -208,11 +209,14 @@ def dmha_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "dmha.cli"]
 
 
-def run_dmha(data: Path, run_dir: Path, overrides: Sequence[str]) -> dict:
-    """System (c): dmha's own prepare + train; test figures come from its metrics.json."""
+def run_dmha(data: Path, run_dir: Path, overrides: Sequence[str], config: Path | None = None) -> dict:
+    """System (c): dmha's own prepare + train (a fresh run, never resumed); figures from its metrics.json."""
     manifest, out = run_dir / "manifest.csv", run_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
     sets = [arg for o in overrides for arg in ("--set", o)]
+    if config is not None:
+        sets = ["--config", str(config), *sets]
     for cmd in (["prepare", "ravdess", str(data), "--out", str(manifest)],
                 ["train", "--manifest", str(manifest), "--out", str(out), *sets]):
         done = subprocess.run(dmha_command() + cmd)
@@ -220,7 +224,8 @@ def run_dmha(data: Path, run_dir: Path, overrides: Sequence[str]) -> dict:
             raise SystemExit(f"ravdess_peers: `dmha {cmd[0]}` failed with exit code {done.returncode}")
     metrics = json.loads((out / "metrics.json").read_text())
     keep = {k: float(metrics[k]) for k in ("macro_f1", "accuracy", "uar", "dev_macro_f1")}
-    return {"system": SYSTEMS["c"], **keep, "chosen": {"overrides": list(overrides)}, "run_dir": str(out)}
+    chosen = {"config": str(config) if config else None, "overrides": list(overrides)}
+    return {"system": SYSTEMS["c"], **keep, "chosen": chosen, "run_dir": str(out)}
 
 
 # ---------------------------------------------------------------- output
@@ -260,6 +265,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=RESULTS / "cache", help="peer feature cache folder")
     p.add_argument("--run-dir", type=Path, default=RESULTS / "ravdess_run", help="dmha's manifest and run folder")
     p.add_argument("--out", type=Path, default=RESULTS / "ravdess_peers.json", help="results JSON")
+    p.add_argument("--config", type=Path, default=REPO / "configs" / "ravdess.toml",
+                   help="dmha config for system c (default: configs/ravdess.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to `dmha train --set` (repeatable)")
     args = p.parse_args(argv)
@@ -282,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"data: {data} ({', '.join(f'{s} {len(i)}' for s, i in idx.items())})")
     jobs = {"a": lambda: run_egemaps(rows, idx, args.cache, key),
             "b": lambda: run_probe(rows, idx, args.cache, key),
-            "c": lambda: run_dmha(data, args.run_dir.resolve(), args.overrides)}
+            "c": lambda: run_dmha(data, args.run_dir.resolve(), args.overrides, args.config)}
     for tag in args.only:
         print(f"== ({tag}) {SYSTEMS[tag]}", flush=True)
         result = timed(jobs[tag])
