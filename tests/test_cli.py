@@ -1,5 +1,4 @@
 """The command line contract (DESIGN.md §4): names, exit codes, one-line errors."""
-import json
 import shutil
 
 import pytest

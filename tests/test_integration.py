@@ -1,5 +1,6 @@
 """Integration on the embedded encoders and real RAVDESS audio (slow; run in CI, skip without ../shared)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from dmha.inference import EmotionRecognizer
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
 
 pytestmark = pytest.mark.slow
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,10 @@ def test_embedded_encoders_batched_predict_equals_batch_of_one(tmp_path):
 
 
 def test_train_on_ravdess_beats_chance_by_far(ravdess_manifest, tmp_path):
-    """The default encoders on the speaker-independent RAVDESS split, with the light sub-vector head."""
-    config = load(None, ["model.attention=subvector", "train.max_epochs=12", f"features.cache_dir={tmp_path.parent / 'rav_cache'}"])
+    """The RAVDESS recipe (default encoders) with the light sub-vector head, on the speaker-independent split."""
+    config = load(CONFIGS / "ravdess.toml", ["model.attention=subvector", "train.precision=32-true",
+                                            f"features.cache_dir={tmp_path.parent / 'rav_cache'}"])
     metrics = train(ravdess_manifest, tmp_path / "run", config, progress=False)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["n"] == 240
-    assert metrics["macro_f1"] > 0.45, metrics["macro_f1"]  # chance is 0.125 for 8 classes
+    assert metrics["macro_f1"] > 0.5, metrics["macro_f1"]  # chance is 0.125; measured 0.65

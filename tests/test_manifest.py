@@ -61,7 +61,7 @@ def test_relative_paths_are_against_the_manifest_folder_not_cwd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_audio(tmp_path / "data", "x.wav")
-    manifest = write_csv(tmp_path / "data" / "m.csv", "path,label,split\nx.wav,a,train\n")
+    write_csv(tmp_path / "data" / "m.csv", "path,label,split\nx.wav,a,train\n")
     monkeypatch.chdir(tmp_path)
     assert read_manifest(Path("data/m.csv"))[0].path == (tmp_path / "data" / "x.wav").resolve()
 

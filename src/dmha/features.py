@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import paths
+from .fileio import atomic_path, atomic_write_text
 from .audio import AudioError, audio_duration, file_digest, load_audio
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder, TextEncoder
@@ -76,7 +75,7 @@ class FeatureCache:
         folder = self.root / kind / _sha(identity)[:16]
         if not (folder / "encoder.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(folder / "encoder.json", json.dumps({"identity": identity}))
+            atomic_write_text(folder / "encoder.json", json.dumps({"identity": identity}))
         return folder
 
     def path(self, kind: str, identity: str, key: str) -> Path:
@@ -86,26 +85,12 @@ class FeatureCache:
     @staticmethod
     def put(path: Path, hidden: torch.Tensor) -> None:
         """Store a tensor in fp16 via temp file + rename, so readers never see half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"hidden": hidden.detach().to(torch.float16).contiguous()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file({"hidden": hidden.detach().to(torch.float16).contiguous()}, str(tmp))
 
     @staticmethod
     def get(path: Path) -> torch.Tensor:
         return load_file(str(path))["hidden"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass

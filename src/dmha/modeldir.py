@@ -5,8 +5,6 @@ Loading reads JSON and safetensors only, so a model directory from a stranger ca
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .config import Config, from_dict, to_dict
 from .features import WaveNorm
+from .fileio import atomic_path, atomic_write_text
 from .model import DMHA
 
 FORMAT_VERSION = 1
@@ -65,10 +64,11 @@ def save_model_dir(directory: Path, bundle: ModelBundle) -> None:
         "normalization": {"mean": bundle.norm.mean, "std": bundle.norm.std},
         "meta": bundle.meta,
     }
-    _atomic(directory / "config.json", lambda p: Path(p).write_text(json.dumps(payload, indent=2), encoding="utf-8"))
-    _atomic(directory / "labels.json", lambda p: Path(p).write_text(json.dumps(bundle.labels), encoding="utf-8"))
     state = {k: v.detach().contiguous() for k, v in bundle.model.state_dict().items()}
-    _atomic(directory / "model.safetensors", lambda p: save_file(state, p))
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic_write_text(directory / "labels.json", json.dumps(bundle.labels))
+    atomic_write_text(directory / "config.json", json.dumps(payload, indent=2))
 
 
 def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
@@ -93,17 +93,6 @@ def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
         raise ModelDirError(f"{directory / 'model.safetensors'}: weights do not fit the config ({err})") from err
     model.to(device).eval()
     return ModelBundle(model, config, labels, speech, text, norm, payload.get("meta", {}))
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @torch.inference_mode()

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 from .audio import AudioError, file_digest, load_audio
 from .data.manifest import Item
 from .encoders.base import Transcriber
-from .features import FeatureCache, _atomic_write_text, _sha
+from .features import FeatureCache, _sha
+from .fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,6 @@ def transcribe_items(
             except AudioError as err:
                 errors.append((str(items[i].path), err.reason))
         for (i, path), text in zip(chunk, transcriber.transcribe(waves) if waves else []):
-            _atomic_write_text(path, text)
+            atomic_write_text(path, text)
             out[i] = dataclasses.replace(items[i], transcript=text)
     return out, errors

@@ -5,12 +5,13 @@ import csv
 import io
 import os
 import re
-import tempfile
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmha.audio import AudioError, audio_duration
+from dmha.fileio import atomic_path
 
 REQUIRED = ("path", "label", "split")
 CORE_COLUMNS = ("path", "label", "split", "speaker", "transcript")
@@ -119,17 +120,11 @@ def write_manifest(items: Iterable[Item], path: str | os.PathLike[str]) -> Path:
     rows = list(items)
     columns = _columns(rows)
     base = out.parent.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for item in rows:
-                writer.writerow(_row(item, columns, base))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for item in rows:
+            writer.writerow(_row(item, columns, base))
     return out
 
 

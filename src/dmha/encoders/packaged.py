@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
+
 from importlib import import_module
 from pathlib import Path
 
+from dmha.fileio import atomic_path
 from dmha.paths import models_dir
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,8 @@ def _is_assembled(target: Path, parts: list[Path]) -> bool:
 
 def _atomic_write(target: Path, sources: list[Path]) -> None:
     """Concatenate `sources` into `target` via a temp file so readers never see a half file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
             for src in sources:
                 with open(src, "rb") as f:
                     shutil.copyfileobj(f, out, length=16 << 20)
@@ -46,10 +46,6 @@ def _atomic_write(target: Path, sources: list[Path]) -> None:
         expected = sum(s.stat().st_size for s in sources)
         if os.path.getsize(tmp) != expected:
             raise OSError(f"wrote {os.path.getsize(tmp)} bytes to {tmp}, expected {expected}")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def whisper_base_dir() -> Path:
