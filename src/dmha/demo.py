@@ -45,7 +45,9 @@ def run_demo(out: Path, overrides: list[str] = (), progress: bool = True) -> dic
     report = evaluate(model_dir, transcribed, "test", out / "eval", progress)
     (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
 
-    test_files = [i.path for i in items if i.split == "test"][:8]
+    test_items = [i for i in items if i.split == "test"]
+    test_files = [i.path for label in sorted({i.label for i in test_items})
+                  for i in [i for i in test_items if i.label == label][:2]]  # two per emotion
     preds, _ = EmotionRecognizer.load(model_dir).predict_files(test_files, batch_size=4)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         for pred in preds:

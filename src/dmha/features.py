@@ -158,7 +158,7 @@ def _encode_speech(items, missing, speech_paths, encoder, norm, batch_size, erro
             errors.append((str(items[i].path), err.reason))
     order = sorted(durations, key=durations.get)
     done = 0
-    with tqdm(total=len(order), desc=f"speech features ({encoder.info.name})", disable=not progress) as bar:
+    with tqdm(total=len(order), desc=f"speech features ({encoder.info.name})", disable=not progress or not order) as bar:
         for start in range(0, len(order), batch_size):
             batch, waves = [], []
             for i in order[start:start + batch_size]:
