@@ -38,3 +38,15 @@ def test_bad_toml_names_file(tmp_path):
     f.write_text("[model\n")
     with pytest.raises(ConfigError, match="bad.toml"):
         load(f)
+
+
+def test_augmentation_keys():
+    c = load(None, ["aug.enabled=true", "aug.speeds=[0.95, 1, 1.05]", "aug.cached_copies=2"])
+    assert c.aug.enabled and c.aug.speeds == [0.95, 1.0, 1.05] and c.aug.cached_copies == 2
+    assert from_dict(to_dict(c)) == c
+    with pytest.raises(ConfigError, match=r"aug.speeds\[1\] must be float"):
+        load(None, ['aug.speeds=[1.0, "x"]'])
+    with pytest.raises(ConfigError, match="aug.p must be in"):
+        load(None, ["aug.p=2.0"])
+    with pytest.raises(ConfigError, match="features.mode must be one of"):
+        load(None, ["features.mode=sometimes"])

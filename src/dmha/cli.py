@@ -43,14 +43,16 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline end-to-end run on a synthesised corpus")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("prepare", help="turn a known corpus layout into a manifest CSV")
-    p.add_argument("corpus", choices=["ravdess", "folders"])
+    p.add_argument("corpus", choices=["ravdess", "msp-podcast", "folders"])
     p.add_argument("src", help="corpus root folder")
     p.add_argument("--out", required=True, help="manifest CSV to write")
     p.add_argument("--no-transcripts", action="store_true", help="RAVDESS: leave transcripts empty (use ASR)")
+    p.add_argument("--include-unlabelled", action="store_true",
+                   help="MSP-Podcast: keep rows without a consensus label (label 'unknown'; for transcribe/predict)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("transcribe", help="fill the manifest's transcript column with ASR (given ones kept)")
@@ -64,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="run folder (model/ and metrics.json go here)")
     p.add_argument("--config", help="TOML config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set model.attention=subvector (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set model.attention=subvector train.devices=2")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score a model directory on a manifest split")
@@ -79,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("files", nargs="+")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--format", choices=["jsonl", "csv", "table"], default="table")
+    p.add_argument("--format", choices=["jsonl", "csv", "table", "challenge"], default="table",
+                   help="challenge: the Odyssey 2024 submission CSV (FileName,EmoClass)")
+    p.add_argument("--out", help="write the predictions to this file instead of stdout")
     p.add_argument("--transcript", action="append", default=None,
                    help="transcript for the files, in order (repeat once per file); default: ASR")
     p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
@@ -97,10 +101,13 @@ def _demo(args) -> int:
 
 def _prepare(args) -> int:
     from .data.folders import prepare_folders
+    from .data.msp_podcast import prepare_msp_podcast
     from .data.ravdess import prepare_ravdess
 
     if args.corpus == "ravdess":
         items = prepare_ravdess(Path(args.src), Path(args.out), transcripts=not args.no_transcripts)
+    elif args.corpus == "msp-podcast":
+        items = prepare_msp_podcast(Path(args.src), Path(args.out), include_unlabelled=args.include_unlabelled)
     else:
         items = prepare_folders(Path(args.src), Path(args.out))
     counts = {}
@@ -156,24 +163,39 @@ def _predict(args) -> int:
     rec = EmotionRecognizer.load(args.model_dir)
     with tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2, file=sys.stderr) as bar:
         preds, errors = rec.predict_files(args.files, args.transcript, args.batch_size, progress=bar.update)
-    _print_predictions([p for p in preds if p is not None], rec.labels, args.format)
+    kept = [p for p in preds if p is not None]
+    if args.out:
+        from .fileio import atomic_path
+
+        with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            _print_predictions(kept, rec.labels, args.format, f)
+        print(f"wrote {args.out}: {len(kept)} predictions")
+    else:
+        _print_predictions(kept, rec.labels, args.format, sys.stdout)
     code = _report_skipped(errors)
     return 3 if errors and args.strict else code
 
 
-def _print_predictions(preds, labels, fmt: str) -> None:
+def _print_predictions(preds, labels, fmt: str, out) -> None:
     if fmt == "jsonl":
         for p in preds:
-            print(json.dumps(p.to_dict()))
+            print(json.dumps(p.to_dict()), file=out)
+    elif fmt == "challenge":
+        from .data.msp_podcast import challenge_rows
+
+        writer = csv.writer(out)
+        writer.writerow(["FileName", "EmoClass"])
+        writer.writerows(challenge_rows([p.path for p in preds], [p.label for p in preds]))
     elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(out)
         writer.writerow(["path", "label", *[f"p_{l}" for l in labels], "transcript"])
         for p in preds:
             writer.writerow([p.path, p.label, *[f"{p.probs[l]:.6f}" for l in labels], p.transcript])
     else:
         for p in preds:
             top = sorted(p.probs.items(), key=lambda kv: -kv[1])[:3]
-            print(f"{p.path}\t{p.label}\t" + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{p.transcript!r}")
+            print(f"{p.path}\t{p.label}\t" + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{p.transcript!r}",
+                  file=out)
 
 
 def _report_skipped(errors) -> int:

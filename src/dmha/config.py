@@ -9,7 +9,9 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, get_type_hints
+from typing import Any, Iterable, get_args, get_origin, get_type_hints
+
+from .augment import AugmentConfig, validate_config as _validate_aug
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,7 @@ class FeaturesConfig:
     cache_dir: str = ""  # empty = $DMHA_HOME/features
     normalize: str = "train"  # train: waveform mean/std of the training split (paper §5.2) | none
     batch_size: int = 8
+    mode: str = "auto"  # cached | online (encoders run in the training step) | auto: online iff aug is on
     memory_gb: float = 4.0  # cached features kept in RAM during training (0 = always read from disk)
 
 
@@ -80,6 +83,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 _CHOICES = {
@@ -87,6 +91,7 @@ _CHOICES = {
     "model.attention": ("standard", "subvector"),
     "model.feature_norm": ("standardize", "layernorm", "none"),
     "features.normalize": ("train", "none"),
+    "features.mode": ("auto", "cached", "online"),
 }
 _POSITIVE = {
     "model.heads", "model.hidden_dim", "features.batch_size", "train.max_epochs",
@@ -166,6 +171,11 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
 
 def _coerce(value: Any, kind: type, key: str) -> Any:
     """Accept the declared type (ints where floats are expected); anything else is an error."""
+    if get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key} must be a list, got {value!r}")
+        (item,) = get_args(kind)
+        return [_coerce(element, item, f"{key}[{i}]") for i, element in enumerate(value)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
@@ -185,6 +195,10 @@ def _validate(config: Config) -> None:
     for key in _NON_NEGATIVE:
         if flat[key] < 0:
             raise ConfigError(f"config key {key} must be >= 0, got {flat[key]!r}")
+    try:
+        _validate_aug(config.aug)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
 

@@ -9,13 +9,16 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from .config import Config, to_dict
+from .audio import SAMPLE_RATE
+from .augment import Augmenter
+from .config import Config, ConfigError, to_dict
 from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
 from .evaluation import score_split
 from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm, feature_stats
 from .losses import build_loss
 from .modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
-from .pipeline import featurize, speech_encoder, text_encoder, write_errors
+from .online import WaveDataset, babble_pool, cache_augmented_copies, collate_waves
+from .pipeline import feature_cache, featurize, speech_encoder, text_encoder, write_errors
 from .training import DMHAModule, fit, load_best_weights
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     items = read_manifest(manifest)
     require_splits(items, ["train", "dev"], manifest)
     labels = _check_labels(items, manifest)
+    mode = feature_mode(config)  # before any work: a contradictory setting fails now
     (out / "config.json").write_text(json.dumps(to_dict(config), indent=2), encoding="utf-8")
 
     train_items = [i for i in items if i.split == "train"]
@@ -43,20 +47,22 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     L.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(config, *specs, len(labels))
     if config.model.feature_norm == "standardize":
-        stats = feature_stats([r for r, _ in by_split["train"]], progress)
+        stats = feature_stats([r for _, r, _ in by_split["train"]], progress)
         model.speech_norm.mean.copy_(stats["speech_mean"]), model.speech_norm.std.copy_(stats["speech_std"])
         model.text_norm.mean.copy_(stats["text_mean"]), model.text_norm.std.copy_(stats["text_std"])
-    counts = Counter(t for _, t in by_split["train"])
+    counts = Counter(t for _, _, t in by_split["train"])
     loss = build_loss(config.loss, [counts.get(k, 0) for k in range(len(labels))], config.train.focal_gamma)
-    crop_frames = round(config.train.crop_s * speech.frame_rate)
-    train_loader = _loader(by_split["train"], config, crop_frames, shuffle=True)
+    log.info("training features: %s", mode)
+    train_loader = _train_loader(by_split["train"], config, mode, norm, speech.frame_rate, progress)
     dev_loader = _loader(by_split["dev"], config, 0, shuffle=False)
-    module = DMHAModule(model, loss, len(labels), config.train)
+    module = DMHAModule(model, loss, len(labels), config.train,
+                        speech_encoder(config.encoders) if mode == "online" else None)
     best_path, best_f1, best_epoch = fit(module, train_loader, dev_loader, out, config.train, progress)
     load_best_weights(model, best_path)
     model.eval()
 
     meta = {"dev_macro_f1": best_f1, "best_epoch": best_epoch, "train_manifest": str(manifest),
+            "feature_mode": mode,
             "class_counts": {labels[k]: counts.get(k, 0) for k in range(len(labels))}}
     save_model_dir(out / "model", ModelBundle(model, config, labels, *specs, norm, meta))
     metrics = _final_metrics(model, labels, by_split, out, meta, data)
@@ -76,20 +82,48 @@ def _check_labels(items: list[Item], manifest) -> list[str]:
 
 
 def _split_refs(items, refs, labels) -> dict[str, list[tuple]]:
-    """{split: [(ref, target index)]} for the featurized items."""
+    """{split: [(item, ref, target index)]} for the featurized items."""
     index = {label: k for k, label in enumerate(labels)}
     by_split: dict[str, list[tuple]] = {}
     for item, ref in zip(items, refs):
-        by_split.setdefault(item.split, []).append((ref, index[item.label]))
+        by_split.setdefault(item.split, []).append((item, ref, index[item.label]))
     for split in ("train", "dev"):
         if not by_split.get(split):
             raise ManifestError(f"no usable {split} items left after skipping unreadable files")
     return by_split
 
 
-def _loader(pairs, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
-    dataset = FeatureDataset([r for r, _ in pairs], [t for _, t in pairs], crop_frames,
-                             memory_bytes=int(config.features.memory_gb * 2**30))
+def feature_mode(config: Config) -> str:
+    """`online` when augmentation is on without cached copies (the encoders must see augmented audio)."""
+    mode = config.features.mode
+    if mode == "auto":
+        return "online" if config.aug.enabled and not config.aug.cached_copies else "cached"
+    if mode == "cached" and config.aug.enabled and not config.aug.cached_copies:
+        raise ConfigError("aug.enabled needs features.mode=online (or auto), or aug.cached_copies > 0: "
+                          "cached features cannot show the encoder augmented audio")
+    return mode
+
+
+def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate: float, progress: bool):
+    """Waveforms for online extraction; otherwise cached features (and their augmented copies, if any)."""
+    items, refs, targets = (list(x) for x in zip(*triples))
+    augmenter = None
+    if config.aug.enabled:
+        augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
+    if mode == "online":
+        dataset = WaveDataset(items, targets, [r.text for r in refs], norm,
+                              round(config.train.crop_s * SAMPLE_RATE), augmenter)
+        return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate_waves,
+                          num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
+    if augmenter is not None:
+        refs = cache_augmented_copies(items, refs, speech_encoder(config.encoders), feature_cache(config.features),
+                                      norm, augmenter, config.aug, config.seed, progress)
+    return _loader(list(zip(items, refs, targets)), config, round(config.train.crop_s * frame_rate), shuffle=True)
+
+
+def _loader(triples, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
+    dataset = FeatureDataset([r for _, r, _ in triples], [t for _, _, t in triples], crop_frames,
+                             memory_bytes=int(config.features.memory_gb * 2**30), sample_copies=shuffle)
     return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=shuffle, collate_fn=collate,
                       num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
 
@@ -99,7 +133,7 @@ def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict
     scores = {}
     for split in ("dev", "test"):
         if by_split.get(split):
-            refs, targets = [r for r, _ in by_split[split]], [t for _, t in by_split[split]]
+            refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
             scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}")
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}

@@ -95,10 +95,11 @@ class FeatureCache:
 
 @dataclass
 class FeatureRef:
-    """Where one utterance's cached speech and text features are."""
+    """Where one utterance's cached speech and text features are (plus any cached augmented copies)."""
 
     speech: Path
     text: Path
+    copies: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -206,8 +207,9 @@ class FeatureDataset(Dataset):
     """
 
     def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0,
-                 memory_bytes: int = 0):
+                 memory_bytes: int = 0, sample_copies: bool = False):
         self.refs, self.targets, self.crop_frames = list(refs), list(targets), crop_frames
+        self.sample_copies = sample_copies  # training: draw the original or one of its augmented copies
         self.memory_bytes, self._held, self._memory = memory_bytes, 0, {}
 
     def __len__(self) -> int:
@@ -224,7 +226,9 @@ class FeatureDataset(Dataset):
         return tensor
 
     def __getitem__(self, index: int) -> dict:
-        speech = self._load(self.refs[index].speech)  # (L, T1, D)
+        ref = self.refs[index]
+        views = (ref.speech, *ref.copies) if self.sample_copies else (ref.speech,)
+        speech = self._load(views[int(torch.randint(0, len(views), ()).item())] if len(views) > 1 else views[0])  # (L, T1, D)
         if self.crop_frames:
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())

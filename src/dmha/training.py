@@ -1,7 +1,9 @@
 """Lightning training of the DMHA head: AdamW, LR halving on plateau, early stopping on dev macro-F1."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +15,9 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from .config import TrainConfig
+from .encoders.base import SpeechEncoder
 from .model import DMHA
+from .online import encode_waves
 
 log = logging.getLogger(__name__)
 MONITOR = "val_macro_f1"
@@ -32,12 +36,17 @@ def macro_f1_from_confusion(cm: torch.Tensor) -> torch.Tensor:
 class DMHAModule(L.LightningModule):
     """Wraps the head with its loss and optimiser; dev macro-F1 is computed over the whole dev split."""
 
-    def __init__(self, model: DMHA, loss: nn.Module, num_classes: int, train_config: TrainConfig):
+    def __init__(self, model: DMHA, loss: nn.Module, num_classes: int, train_config: TrainConfig,
+                 speech_encoder: SpeechEncoder | None = None):
         super().__init__()
         self.model, self.loss, self.cfg = model, loss, train_config
+        self.speech_encoder = speech_encoder  # online mode only; a plain object, so never trained or saved
         self.val_confusion = MulticlassConfusionMatrix(num_classes)  # syncs across DDP ranks
 
     def _logits(self, batch: dict) -> torch.Tensor:
+        if "waves" in batch:  # online extraction: the frozen encoder sees this step's augmented audio
+            batch = {**batch, **dict(zip(("speech", "speech_mask"),
+                                         encode_waves(self.speech_encoder, batch["waves"], self.device)))}
         return self.model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"]).logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -81,7 +90,8 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
     resume = last if last.exists() else None
     if resume:
         log.info("resuming from %s", resume)
-    trainer.fit(module, train_loader, dev_loader, ckpt_path=resume, weights_only=True)
+    with contextlib.redirect_stdout(sys.stderr):  # Lightning's bars write to stdout; keep stdout for results
+        trainer.fit(module, train_loader, dev_loader, ckpt_path=resume, weights_only=True)
     best_path = Path(best.best_model_path) if best.best_model_path else last
     score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
