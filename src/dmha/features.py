@@ -236,23 +236,24 @@ class FeatureDataset(Dataset):
         return {"speech": speech, "text": self._load(self.refs[index].text), "target": self.targets[index]}
 
 
+def pad_time(seqs: Sequence[torch.Tensor], axis: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack float tensors that differ only along time `axis`, zero-padded: (B, ...) and a mask (B, T)."""
+    t = max(s.shape[axis] for s in seqs)
+    shape = list(seqs[0].shape)
+    shape[axis] = t
+    out = torch.zeros(len(seqs), *shape, device=device)  # e.g. speech (B, L, T, D), text (B, T, D)
+    mask = torch.zeros(len(seqs), t, dtype=torch.bool, device=device)  # (B, T)
+    for i, s in enumerate(seqs):
+        out[i].narrow(axis, 0, s.shape[axis]).copy_(s)
+        mask[i, : s.shape[axis]] = True
+    return out, mask
+
+
 def collate(batch: Sequence[dict]) -> dict:
     """Pad speech frames and text tokens to the longest in the batch and return their masks."""
-    speech = [b["speech"] for b in batch]
-    text = [b["text"] for b in batch]
-    n_layers, dim_s = speech[0].shape[0], speech[0].shape[2]
-    t1 = max(s.shape[1] for s in speech)
-    t2 = max(t.shape[0] for t in text)
-    speech_out = torch.zeros(len(batch), n_layers, t1, dim_s)  # (B, L, T1, Ds)
-    text_out = torch.zeros(len(batch), t2, text[0].shape[1])  # (B, T2, Dt)
-    speech_mask = torch.zeros(len(batch), t1, dtype=torch.bool)  # (B, T1)
-    text_mask = torch.zeros(len(batch), t2, dtype=torch.bool)  # (B, T2)
-    for i, (s, t) in enumerate(zip(speech, text)):
-        speech_out[i, :, : s.shape[1]] = s.float()
-        text_out[i, : t.shape[0]] = t.float()
-        speech_mask[i, : s.shape[1]] = True
-        text_mask[i, : t.shape[0]] = True
-    out = {"speech": speech_out, "speech_mask": speech_mask, "text": text_out, "text_mask": text_mask}
+    speech, speech_mask = pad_time([b["speech"] for b in batch], axis=1)  # (B, L, T1, Ds), (B, T1)
+    text, text_mask = pad_time([b["text"] for b in batch], axis=0)  # (B, T2, Dt), (B, T2)
+    out = {"speech": speech, "speech_mask": speech_mask, "text": text, "text_mask": text_mask}
     if "target" in batch[0]:
         out["target"] = torch.tensor([b["target"] for b in batch], dtype=torch.long)
     return out

@@ -25,7 +25,7 @@ from .audio import AudioError, file_digest, load_audio
 from .augment import AugmentConfig, Augmenter
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder
-from .features import FeatureCache, FeatureRef, WaveNorm, speech_key
+from .features import FeatureCache, FeatureRef, WaveNorm, pad_time, speech_key
 
 log = logging.getLogger(__name__)
 
@@ -76,29 +76,15 @@ class WaveDataset(Dataset):
 
 def collate_waves(batch: Sequence[dict]) -> dict:
     """Keep waveforms as a list (the encoder pads them itself); pad text tokens and build their mask."""
-    text = [b["text"] for b in batch]
-    t2 = max(t.shape[0] for t in text)
-    text_out = torch.zeros(len(batch), t2, text[0].shape[1])  # (B, T2, Dt)
-    text_mask = torch.zeros(len(batch), t2, dtype=torch.bool)  # (B, T2)
-    for i, t in enumerate(text):
-        text_out[i, : t.shape[0]] = t.float()
-        text_mask[i, : t.shape[0]] = True
-    return {"waves": [b["wave"] for b in batch], "text": text_out, "text_mask": text_mask,
+    text, text_mask = pad_time([b["text"] for b in batch], axis=0)  # (B, T2, Dt), (B, T2)
+    return {"waves": [b["wave"] for b in batch], "text": text, "text_mask": text_mask,
             "target": torch.tensor([b["target"] for b in batch], dtype=torch.long)}
 
 
 @torch.no_grad()
 def encode_waves(encoder: SpeechEncoder, waves: Sequence[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen encoder on a batch of waveforms → padded hidden states (B, L, T, D) and frame mask (B, T)."""
-    hidden = encoder.encode(list(waves))  # [(L, T_i, D)]
-    n_layers, dim = hidden[0].shape[0], hidden[0].shape[2]
-    t = max(h.shape[1] for h in hidden)
-    speech = torch.zeros(len(hidden), n_layers, t, dim, device=device)  # (B, L, T, D)
-    mask = torch.zeros(len(hidden), t, dtype=torch.bool, device=device)  # (B, T)
-    for i, h in enumerate(hidden):
-        speech[i, :, : h.shape[1]] = h.to(device)
-        mask[i, : h.shape[1]] = True
-    return speech, mask
+    return pad_time(encoder.encode(list(waves)), axis=1, device=device)  # (B, L, T, D), (B, T)
 
 
 def augmentation_tag(config: AugmentConfig, seed: int) -> str:
