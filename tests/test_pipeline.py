@@ -157,3 +157,19 @@ def test_cache_put_is_atomic_fp16(tmp_path):
     FeatureCache.put(path, torch.randn(2, 3, 4))
     assert FeatureCache.get(path).dtype == torch.float16
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_run_dir_with_another_config_is_not_resumed(trained):
+    root, manifest, config, _ = trained
+    other = _config_like(config, "model.heads=2")
+    with pytest.raises(ValueError, match="different config"):
+        train(manifest, root / "run", other, progress=False)
+
+
+def _config_like(config, *overrides):
+    from dmha.config import from_dict, to_dict, _apply_override
+
+    raw = to_dict(config)
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(raw)

@@ -32,7 +32,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     require_splits(items, ["train", "dev"], manifest)
     labels = _check_labels(items, manifest)
     mode = feature_mode(config)  # before any work: a contradictory setting fails now
-    (out / "config.json").write_text(json.dumps(to_dict(config), indent=2), encoding="utf-8")
+    _claim_run_dir(out, config)
 
     train_items = [i for i in items if i.split == "train"]
     norm = compute_wave_norm(train_items, progress) if config.features.normalize == "train" else WaveNorm()
@@ -68,6 +68,16 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     metrics = _final_metrics(model, labels, by_split, out, meta, data)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def _claim_run_dir(out: Path, config: Config) -> None:
+    """Record the config; a run folder holding another config's checkpoints must not be resumed."""
+    saved = out / "config.json"
+    text = json.dumps(to_dict(config), indent=2)
+    if saved.exists() and (out / "checkpoints").exists() and saved.read_text(encoding="utf-8") != text:
+        raise ValueError(f"{out}: holds a run with a different config (see {saved}); "
+                         "use a new --out folder, or delete this one to start over")
+    saved.write_text(text, encoding="utf-8")
 
 
 def _check_labels(items: list[Item], manifest) -> list[str]:
