@@ -136,6 +136,12 @@ def test_subvector_and_focal_train(tiny_encoders, tmp_path):
     metrics = train(manifest, tmp_path / "run", config, progress=False)
     assert load_model_dir(tmp_path / "run" / "model").config.model.attention == "subvector"
     assert 0 <= metrics["macro_f1"] <= 1
+    item = read_manifest(manifest)[0]
+    pred = EmotionRecognizer.load(tmp_path / "run" / "model").predict(item.path, transcript=item.transcript,
+                                                                      return_attention=True)
+    heads, t = pred.attention["first"].shape  # per-head weights over the T speech frames + text tokens
+    assert heads == 4 and pred.attention["pooling"].shape == (4,) and t > int(pred.attention["speech_frames"])
+    assert np.allclose(pred.attention["first"].sum(-1), 1, atol=1e-4)
 
 
 def test_crop_or_repeat_and_collate_masks():

@@ -141,8 +141,9 @@ class EmotionRecognizer:
 def _unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:
     """Item i's attention weights with padding removed (positions: speech frames, then text tokens)."""
     keep = torch.cat([torch.arange(t1), t1_pad + torch.arange(t2)])
-    first = attention["first"][i]
-    first = first[:, keep][:, :, keep] if first.dim() == 3 else first[:, keep]  # (H, T, T) or (H, T)
-    pooling = attention["pooling"][i]
-    pooling = pooling[keep] if pooling.shape[0] == attention["mask"].shape[1] else pooling
+    first, pooling = attention["first"][i], attention["pooling"][i]
+    if first.dim() == 3:  # standard MHA: (H, T, T) weights, pooling over its T outputs
+        first, pooling = first[:, keep][:, :, keep], pooling[keep]
+    else:  # sub-vector MHA: (H, T) weights, pooling over its H head vectors
+        first = first[:, keep]
     return {"first": first.numpy(), "pooling": pooling.numpy(), "speech_frames": np.array(t1)}
