@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmha.audio import is_audio_file
-from dmha.data.manifest import CorpusError, Item, add_durations, write_manifest
+from dmha.data.manifest import CorpusError, Item, add_durations, read_transcript, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +152,9 @@ def _item(found: _Found) -> Item:
     """A found file → manifest item, with the sidecar transcript if there is one."""
     assert found.split is not None  # set by the layout or by _assign_splits
     return Item(path=found.path.resolve(), label=found.label, split=found.split,
-                speaker=found.speaker, transcript=_sidecar_transcript(found.path))
+                speaker=found.speaker, transcript=read_transcript(found.path.with_suffix(".txt")))
 
 
-def _sidecar_transcript(audio: Path) -> str | None:
-    """`clip.txt` beside `clip.wav`, whitespace collapsed to one line; None when absent or empty."""
-    sidecar = audio.with_suffix(".txt")
-    if not sidecar.is_file():
-        return None
-    try:
-        text = sidecar.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CorpusError(f"{sidecar}: cannot read transcript ({err})") from None
-    return " ".join(text.split()) or None
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -40,6 +40,17 @@ class CorpusError(ValueError):
     """An importer could not turn a source folder into a manifest."""
 
 
+def read_transcript(path: Path) -> str | None:
+    """A given transcript file on one line (importers); None when absent or empty, so ASR fills it."""
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CorpusError(f"{path}: cannot read transcript ({err})") from None
+    return " ".join(text.split()) or None
+
+
 def read_manifest(
     path: str | os.PathLike[str], *, require_label: bool = True, check_files: bool = True
 ) -> list[Item]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dmha.data.manifest import CorpusError, Item, add_durations, write_manifest
+from dmha.data.manifest import CorpusError, Item, add_durations, read_transcript, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -201,20 +201,11 @@ def _item(row: _Row, root: Path) -> Item:
         label=EMO_CODES.get(row.code, UNLABELLED),
         split=row.split,
         speaker=row.speaker,
-        transcript=_transcript(root / "Transcripts" / f"{Path(row.file_name).stem}.txt"),
+        transcript=read_transcript(root / "Transcripts" / f"{Path(row.file_name).stem}.txt"),
         extra=dict(row.extra),
     )
 
 
-def _transcript(path: Path) -> str | None:
-    """The given transcript on one line; None when absent or empty (ASR fills it later)."""
-    if not path.is_file():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CorpusError(f"{path}: cannot read transcript ({err})") from None
-    return " ".join(text.split()) or None
 
 
 def _counts(counter: Counter) -> str:
