@@ -70,12 +70,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="override config keys, e.g. --set model.attention=subvector train.devices=2")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="score a model directory on a manifest split")
+    p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
     p.add_argument("model_dir")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
+    _decision_options(p)
+    p.add_argument("--no-report", action="store_true", help="skip report.html (figures take a few seconds)")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("tune-thresholds", help="search per-class decision thresholds; writes thresholds.json")
+    p.add_argument("model_dir", help="model directory (or ensemble: every member is tuned)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="train", help="split to tune on (default: train, as in the paper)")
+    p.add_argument("--objective", choices=["ovr", "multiclass"], default="ovr",
+                   help="ovr: each class against the rest (the paper); multiclass: macro-F1 of the final rule")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="decision.prior=uniform: tune on prior-corrected probabilities")
+    p.set_defaults(func=_tune_thresholds)
+
+    p = sub.add_parser("ensemble", help="combine model directories into a hard-voting ensemble directory")
+    p.add_argument("model_dirs", nargs="+")
+    p.add_argument("--out", required=True, help="ensemble directory to create")
+    p.set_defaults(func=_ensemble)
+
+    p = sub.add_parser("compare", help="table of metrics across run and evaluation folders")
+    p.add_argument("runs", nargs="+", help="folders holding a metrics.json (from train or evaluate)")
+    p.add_argument("--out", default="compare.csv", help="table file: .csv, .md or .json (default: compare.csv)")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("predict", help="predict the emotion of audio files")
     p.add_argument("model_dir")
@@ -87,8 +109,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transcript", action="append", default=None,
                    help="transcript for the files, in order (repeat once per file); default: ASR")
     p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
+    _decision_options(p)
     p.set_defaults(func=_predict)
     return parser
+
+
+def _decision_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-thresholds", action="store_true", help="ignore the model's thresholds.json")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="decision.prior=uniform (or none, or 'label:weight,...'): prior correction")
+
+
+def _decision_prior(overrides: list[str]) -> str | None:
+    """The decision.prior override, if any; only decision.* keys may change after training."""
+    from .config import _apply_override, from_dict
+
+    raw: dict = {}
+    for item in overrides:
+        _apply_override(raw, item)
+    extra = sorted(set(raw) - {"decision"})
+    if extra:
+        raise CommandError(f"--set {extra[0]}...: only decision.* keys can be set here (the rest is fixed by training)")
+    return from_dict(raw).decision.prior if "prior" in raw.get("decision", {}) else None
 
 
 def _demo(args) -> int:
@@ -146,11 +188,50 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .evaluation import evaluate
 
-    report = evaluate(args.model_dir, args.manifest, args.split, args.out)
+    report = evaluate(args.model_dir, args.manifest, args.split, args.out, use_thresholds=not args.no_thresholds,
+                      prior=_decision_prior(args.overrides), report=not args.no_report)
     print(f"{args.split}: macro-F1 {report['macro_f1']:.4f}  accuracy {report['accuracy']:.4f}  "
           f"UAR {report['uar']:.4f}  n={report['n']}")
-    print(f"wrote {Path(args.out) / 'metrics.json'}, confusion.csv, confusion.png, predictions.csv")
+    print("macro-F1 by decision: " + "  ".join(f"{k} {v:.4f}" for k, v in report["decisions_macro_f1"].items()))
+    for name, member in report.get("members", {}).items():
+        print(f"  member {name}: macro-F1 {member['macro_f1']:.4f}")
+    print(f"wrote {Path(args.out) / 'metrics.json'}, confusion.csv, confusion.png, predictions.csv"
+          + ("" if args.no_report else ", report.html"))
     return _report_skipped([(s["path"], s["reason"]) for s in report["skipped"]])
+
+
+def _tune_thresholds(args) -> int:
+    from .evaluation import tune_model_thresholds
+
+    summary = tune_model_thresholds(args.model_dir, args.manifest, args.split, args.objective,
+                                    _decision_prior(args.overrides))
+    for name, tuned in summary.items():
+        values = "  ".join(f"{label} {t:.2f}" for label, t in tuned["thresholds"].items())
+        print(f"{name}: {args.split} macro-F1 {tuned['macro_f1_before']:.4f} -> {tuned['macro_f1_after']:.4f}  "
+              f"thresholds: {values}")
+    print(f"wrote thresholds.json into {args.model_dir}" + (" (every member)" if len(summary) > 1 else ""))
+    return 0
+
+
+def _ensemble(args) -> int:
+    from .ensemble import make_ensemble
+
+    payload = make_ensemble(args.model_dirs, args.out)
+    for rank, member in enumerate(payload["members"]):
+        dev = member["dev_macro_f1"]
+        print(f"{rank}: {member['name']}  dev macro-F1 {dev:.4f}" if dev is not None else f"{rank}: {member['name']}")
+    print(f"wrote {Path(args.out) / 'ensemble.json'} ({len(payload['members'])} members; ties go to member 0)")
+    return 0
+
+
+def _compare(args) -> int:
+    from .compare import collect, format_table, write_table
+
+    rows = collect(args.runs)
+    print(format_table(rows))
+    write_table(rows, args.out)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _predict(args) -> int:
@@ -160,7 +241,8 @@ def _predict(args) -> int:
 
     if args.transcript is not None and len(args.transcript) != len(args.files):
         raise CommandError(f"got {len(args.transcript)} --transcript for {len(args.files)} files")
-    rec = EmotionRecognizer.load(args.model_dir)
+    rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
+                                 prior=_decision_prior(args.overrides))
     with tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2, file=sys.stderr) as bar:
         preds, errors = rec.predict_files(args.files, args.transcript, args.batch_size, progress=bar.update)
     kept = [p for p in preds if p is not None]

@@ -74,6 +74,13 @@ class TrainConfig:
 
 
 @dataclass
+class DecisionConfig:
+    """How probabilities become a label at evaluate/predict time (thresholds live in thresholds.json)."""
+
+    prior: str = "none"  # none | uniform | "label:weight,...": shift from the training prior to this one
+
+
+@dataclass
 class Config:
     """Everything needed to train, and stored with the model to rebuild it."""
 
@@ -84,6 +91,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     aug: AugmentConfig = field(default_factory=AugmentConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
 
 
 _CHOICES = {
@@ -199,6 +207,9 @@ def _validate(config: Config) -> None:
         _validate_aug(config.aug)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    prior = config.decision.prior.strip()
+    if prior not in ("none", "uniform") and ":" not in prior:
+        raise ConfigError(f"config key decision.prior must be none, uniform or 'label:weight,...', got {prior!r}")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
 

@@ -1,19 +1,23 @@
-"""`dmha evaluate`: a model directory scored on one split of a manifest (macro-F1, accuracy, UAR, confusion)."""
+"""`dmha evaluate` and `dmha tune-thresholds`: a model or ensemble scored on one split of a manifest."""
 from __future__ import annotations
 
 import csv
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .data.manifest import ManifestError, read_manifest, require_splits
+from .config import to_dict
+from .data.manifest import Item, ManifestError, read_manifest, require_splits
+from .decision import DecisionRule, apply_thresholds, tune_thresholds
+from .ensemble import Member, combine, is_ensemble, load_members
 from .features import FeatureRef
 from .metrics import classification_report, plot_confusion, write_confusion_csv
 from .model import DMHA
-from .modeldir import load_model_dir
+from .modeldir import write_thresholds
 from .pipeline import featurize, head_probabilities, write_errors
 
 log = logging.getLogger(__name__)
@@ -21,45 +25,162 @@ log = logging.getLogger(__name__)
 
 def score_split(model: DMHA, refs: Sequence[FeatureRef], targets: Sequence[int], labels: Sequence[str],
                 out: Path | None = None, names: Sequence[str] | None = None) -> dict:
-    """Metrics of the head on cached features; with `out`, also confusion CSV/PNG and per-item predictions."""
+    """Metrics of the head's argmax on cached features; with `out`, also confusion CSV/PNG and predictions."""
     probs = head_probabilities(model, refs)
     preds = probs.argmax(axis=1)
     report = classification_report(list(targets), preds.tolist(), labels)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        cm = np.asarray(report["confusion"])
-        write_confusion_csv(cm, labels, out / "confusion.csv")
-        plot_confusion(cm, labels, out / "confusion.png", f"macro-F1 {report['macro_f1']:.3f}, n={report['n']}")
-        _write_predictions(out / "predictions.csv", names or [str(r.speech) for r in refs], targets, probs, labels)
+        write_outputs(out, report, names or [str(r.speech) for r in refs], targets, preds, probs, labels)
     return report
 
 
-def _write_predictions(path: Path, names, targets, probs: np.ndarray, labels) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+def write_outputs(out: Path, report: dict, names, targets, preds, probs, labels, votes=None, voters=()) -> None:
+    """confusion.csv/png and predictions.csv (with each member's vote for an ensemble)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cm = np.asarray(report["confusion"])
+    write_confusion_csv(cm, labels, out / "confusion.csv")
+    plot_confusion(cm, labels, out / "confusion.png", f"macro-F1 {report['macro_f1']:.3f}, n={report['n']}")
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "prediction", *[f"p_{label}" for label in labels]])
-        for name, target, row in zip(names, targets, probs):
-            writer.writerow([name, labels[target], labels[int(row.argmax())], *[f"{p:.6f}" for p in row]])
+        writer.writerow(["path", "label", "prediction", *[f"p_{label}" for label in labels],
+                         *[f"vote_{name}" for name in voters]])
+        for i, (name, target, row) in enumerate(zip(names, targets, probs)):
+            member_votes = [labels[int(v)] for v in votes[:, i]] if votes is not None else []
+            writer.writerow([name, labels[target], labels[int(preds[i])], *[f"{p:.6f}" for p in row], *member_votes])
 
 
-def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", out: str | Path = "eval",
-             progress: bool = True) -> dict:
-    """Score MODEL_DIR on `split`; writes metrics.json, confusion.csv/png, predictions.csv, errors.tsv."""
-    out = Path(out)
-    bundle = load_model_dir(model_dir)
+@dataclass
+class Scored:
+    """Every member's head probabilities on the same items (features computed once per encoder set)."""
+
+    items: list[Item]
+    member_probs: list[np.ndarray]
+    member_refs: list[list[FeatureRef]]
+    errors: list[tuple[str, str]]
+
+
+def score_members(members: Sequence[Member], items: Sequence[Item], progress: bool = True) -> Scored:
+    """Featurize once per distinct (encoders, features, waveform norm), then run each member's head.
+
+    Members that share encoders and training data share features, so each encoder runs once per
+    utterance. An item that fails for any member is skipped for all, so every member votes on it.
+    """
+    groups: dict[str, object] = {}
+    for member in members:
+        cfg, key = member.bundle.config, _feature_key(member)
+        if key not in groups:
+            groups[key] = featurize(items, cfg.encoders, cfg.features, member.bundle.norm, progress)
+    errors = {path: reason for data in groups.values() for path, reason in data.errors}
+    kept = [item for item in items if str(item.path) not in errors]
+    member_probs, member_refs = [], []
+    for member in members:
+        data = groups[_feature_key(member)]
+        ref_of = {str(item.path): ref for item, ref in zip(data.items, data.refs)}
+        refs = [ref_of[str(item.path)] for item in kept]
+        member_refs.append(refs)
+        member_probs.append(head_probabilities(member.bundle.model, refs))
+    return Scored(kept, member_probs, member_refs, list(errors.items()))
+
+
+def _feature_key(member: Member) -> str:
+    """Members with equal keys see identical features (same encoders, settings and waveform norm)."""
+    cfg = to_dict(member.bundle.config)
+    return json.dumps([cfg["encoders"], cfg["features"], vars(member.bundle.norm)], sort_keys=True)
+
+
+def _split_items(members: Sequence[Member], manifest, split: str) -> list[Item]:
+    labels = members[0].bundle.labels
     items = read_manifest(manifest)
     require_splits(items, [split], manifest)
     items = [i for i in items if i.split == split]
-    unknown = sorted({i.label for i in items} - set(bundle.labels))
+    unknown = sorted({i.label for i in items} - set(labels))
     if unknown:
         raise ManifestError(f"{manifest}: label(s) {', '.join(unknown)} are not known to the model "
-                            f"(model labels: {', '.join(bundle.labels)})")
-    data = featurize(items, bundle.config.encoders, bundle.config.features, bundle.norm, progress)
+                            f"(model labels: {', '.join(labels)})")
+    return items
+
+
+def decision_variants(members: Sequence[Member], prior: str | None) -> dict[str, list[DecisionRule]]:
+    """Every combination of prior correction (off/on) and thresholds (off/on, when tuned) to report."""
+    configured = prior if prior is not None else members[0].bundle.config.decision.prior
+    target = configured if configured != "none" else "uniform"
+    have_thresholds = any(m.bundle.thresholds is not None for m in members)
+    variants = {}
+    for use_prior in (False, True):
+        for use_thr in (False, True) if have_thresholds else (False,):
+            name = "+".join(([f"prior={target}"] if use_prior else []) + (["thresholds"] if use_thr else [])) or "argmax"
+            variants[name] = [m.bundle.decision_rule(use_thr, target if use_prior else "none", warn=False)
+                              for m in members]
+    return variants
+
+
+def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", out: str | Path = "eval",
+             progress: bool = True, use_thresholds: bool = True, prior: str | None = None,
+             report: bool = True) -> dict:
+    """Score MODEL_DIR (a model or an ensemble) on `split`.
+
+    Writes metrics.json (the decision in effect at the top level, plus macro-F1 of every decision
+    variant and, for ensembles, of every member), confusion.csv/png, predictions.csv, errors.tsv
+    and report.html.
+    """
+    out = Path(out)
+    members = load_members(model_dir, use_thresholds=use_thresholds, prior=prior)
+    labels = members[0].bundle.labels
+    scored = score_members(members, _split_items(members, manifest, split), progress)
     out.mkdir(parents=True, exist_ok=True)
-    write_errors(data.errors, out / "errors.tsv")
-    index = {label: k for k, label in enumerate(bundle.labels)}
-    targets = [index[i.label] for i in data.items]
-    report = score_split(bundle.model, data.refs, targets, bundle.labels, out, [str(i.path) for i in data.items])
-    report.update({"split": split, "skipped": [{"path": p, "reason": r} for p, r in data.errors]})
-    (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return report
+    write_errors(scored.errors, out / "errors.tsv")
+    index = {label: k for k, label in enumerate(labels)}
+    targets = [index[i.label] for i in scored.items]
+
+    preds, probs, votes = combine([m.rule for m in members], scored.member_probs)
+    result = classification_report(targets, preds.tolist(), labels)
+    write_outputs(out, result, [str(i.path) for i in scored.items], targets, preds, probs, labels,
+                  votes if len(members) > 1 else None, [m.name for m in members] if len(members) > 1 else ())
+    decisions = {name: classification_report(targets, combine(rules, scored.member_probs)[0].tolist(), labels)["macro_f1"]
+                 for name, rules in decision_variants(members, prior).items()}
+    result.update({
+        "split": split, "model": str(model_dir), "ensemble": is_ensemble(model_dir),
+        "decision": {"prior": prior if prior is not None else members[0].bundle.config.decision.prior,
+                     "thresholds": use_thresholds and any(m.bundle.thresholds is not None for m in members)},
+        "decisions_macro_f1": decisions,
+        "skipped": [{"path": p, "reason": r} for p, r in scored.errors],
+    })
+    if len(members) > 1:
+        result["members"] = {
+            m.name: {"macro_f1": classification_report(targets, m.rule.decide(p).tolist(), labels)["macro_f1"],
+                     "dev_macro_f1": m.bundle.meta.get("dev_macro_f1")}
+            for m, p in zip(members, scored.member_probs)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if report:
+        from .report import write_report
+
+        write_report(out / "report.html", result, members, scored, targets, preds)
+    return result
+
+
+def tune_model_thresholds(model_dir: str | Path, manifest: str | Path, split: str = "train",
+                          objective: str = "ovr", prior: str | None = None, progress: bool = True) -> dict:
+    """Search per-class thresholds on `split` and write thresholds.json into the model directory
+    (into every member's directory for an ensemble). Returns {member: summary}."""
+    members = load_members(model_dir, use_thresholds=False, prior=prior)
+    labels = members[0].bundle.labels
+    scored = score_members(members, _split_items(members, manifest, split), progress)
+    if not scored.items:
+        raise ManifestError(f"{manifest}: no usable {split} items to tune thresholds on")
+    index = {label: k for k, label in enumerate(labels)}
+    targets = np.array([index[i.label] for i in scored.items])
+    summary = {}
+    for member, raw in zip(members, scored.member_probs):
+        probs = member.rule.probabilities(raw)
+        thresholds = tune_thresholds(probs, targets, objective)
+        before = classification_report(targets, probs.argmax(1), labels)["macro_f1"]
+        after = classification_report(targets, apply_thresholds(probs, thresholds), labels)["macro_f1"]
+        payload = {
+            "thresholds": {label: float(t) for label, t in zip(labels, thresholds)},
+            "split": split, "objective": objective, "n": len(targets),
+            "prior": prior if prior is not None else member.bundle.config.decision.prior,
+            "macro_f1_before": before, "macro_f1_after": after,
+        }
+        write_thresholds(member.bundle.directory, payload)
+        summary[member.name] = payload
+    return summary

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .data.manifest import Item, ManifestError, labels_of, read_manifest, requir
 from .evaluation import score_split
 from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm, feature_stats
 from .losses import build_loss
-from .modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
+from .modeldir import TRAINING_LOG_FILE, EncoderSpec, ModelBundle, build_model, save_model_dir
 from .online import WaveDataset, babble_pool, cache_augmented_copies, collate_waves
 from .pipeline import feature_cache, featurize, speech_encoder, text_encoder, write_errors
 from .training import DMHAModule, fit, load_best_weights
@@ -65,6 +66,8 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
             "feature_mode": mode,
             "class_counts": {labels[k]: counts.get(k, 0) for k in range(len(labels))}}
     save_model_dir(out / "model", ModelBundle(model, config, labels, *specs, norm, meta))
+    if (out / "logs" / "metrics.csv").is_file():  # per-epoch curves travel with the model (for reports)
+        shutil.copy2(out / "logs" / "metrics.csv", out / "model" / TRAINING_LOG_FILE)
     metrics = _final_metrics(model, labels, by_split, out, meta, data)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics

@@ -11,7 +11,9 @@ import torch
 
 from .audio import AudioError, audio_duration, load_audio, load_audio_array
 from .features import collate
-from .modeldir import ModelBundle, load_model_dir, predict_proba
+from .model import unpad_attention
+from .ensemble import Member, combine, load_members
+from .modeldir import ModelBundle, predict_proba
 from .pipeline import speech_encoder, text_encoder
 from .encoders import load_transcriber
 
@@ -20,21 +22,33 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prediction:
-    """One utterance's result; `attention` holds both stages' weights when asked for."""
+    """One utterance's result; `attention` holds both stages' weights when asked for.
+
+    For an ensemble, `probs` is the mean of the members' probabilities and `votes` holds each
+    member's label; `label` is the hard vote, so it need not be the argmax of `probs`.
+    """
 
     label: str
     probs: dict[str, float]
     transcript: str
     path: str | None = None
     attention: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    votes: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
         """The `predict --format jsonl` record."""
-        return {"path": self.path, "label": self.label, "probs": self.probs, "transcript": self.transcript}
+        record = {"path": self.path, "label": self.label, "probs": self.probs, "transcript": self.transcript}
+        if self.votes is not None:
+            record["votes"] = self.votes
+        return record
 
 
 class EmotionRecognizer:
-    """A loaded model directory ready to predict.
+    """A loaded model or ensemble directory ready to predict.
+
+    Each distinct frozen encoder is loaded and run once per utterance, however many ensemble
+    members share it; every member then applies its own decision rule (prior, thresholds) and
+    the members vote.
 
     Example:
         >>> rec = EmotionRecognizer.load("runs/ravdess/model")     # doctest: +SKIP
@@ -42,27 +56,59 @@ class EmotionRecognizer:
         'angry'
     """
 
-    def __init__(self, bundle: ModelBundle, device: str = "cpu"):
-        self.bundle, self.device = bundle, device
-        encoders = bundle.config.encoders
-        self.speech = speech_encoder(encoders)
-        self.text = text_encoder(encoders)
-        self._asr = None
-        if self.speech.info.identity != bundle.speech.identity:
-            log.warning("speech encoder identity differs from training: %s vs %s",
-                        self.speech.info.identity, bundle.speech.identity)
+    def __init__(self, members: Sequence[Member] | ModelBundle, device: str = "cpu"):
+        if isinstance(members, ModelBundle):
+            members = [Member("model", members, members.decision_rule())]
+        self.members, self.device = list(members), device
+        self.bundle = self.members[0].bundle  # the lead member: labels, ASR, attention
+        self._speech, self._text, self._asr = {}, {}, None
+        for member in self.members:
+            enc, spec = member.bundle.config.encoders, member.bundle.speech
+            if self._speech_key(member) not in self._speech:
+                self._speech[self._speech_key(member)] = speech_encoder(enc)
+            if self._text_key(member) not in self._text:
+                self._text[self._text_key(member)] = text_encoder(enc)
+            encoder = self._speech[self._speech_key(member)]
+            if encoder.info.identity != spec.identity:
+                log.warning("%s: speech encoder identity differs from training: %s vs %s",
+                            member.name, encoder.info.identity, spec.identity)
+
+    @staticmethod
+    def _speech_key(member: Member) -> tuple:
+        enc = member.bundle.config.encoders
+        return enc.speech, enc.speech_pad_to_s, enc.device
+
+    @staticmethod
+    def _text_key(member: Member) -> tuple:
+        enc = member.bundle.config.encoders
+        return enc.text, enc.device
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu") -> "EmotionRecognizer":
-        """Load a model directory (JSON + safetensors; never unpickles)."""
-        return cls(load_model_dir(model_dir, device=device), device)
+    def load(cls, model_dir: str | Path, device: str = "cpu", use_thresholds: bool = True,
+             prior: str | None = None) -> "EmotionRecognizer":
+        """Load a model or ensemble directory (JSON + safetensors; never unpickles).
+
+        `use_thresholds=False` ignores thresholds.json; `prior` overrides decision.prior
+        (none, uniform or 'label:weight,...').
+        """
+        return cls(load_members(model_dir, device, use_thresholds, prior), device)
 
     @property
     def labels(self) -> list[str]:
         return list(self.bundle.labels)
 
+    @property
+    def speech(self):
+        """The lead member's speech encoder."""
+        return self._speech[self._speech_key(self.members[0])]
+
+    @property
+    def text(self):
+        """The lead member's text encoder."""
+        return self._text[self._text_key(self.members[0])]
+
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
-        """ASR with the model's configured transcriber (loaded on first use)."""
+        """ASR with the lead member's transcriber (loaded on first use), shared by all members."""
         if self._asr is None:
             enc = self.bundle.config.encoders
             self._asr = load_transcriber(enc.asr, device=enc.device)
@@ -75,19 +121,33 @@ class EmotionRecognizer:
         texts = list(transcripts)
         for i, text in zip(missing, self.transcribe([waves[i] for i in missing]) if missing else []):
             texts[i] = text
-        speech = self.speech.encode([self.bundle.norm.apply(w) for w in waves])  # [(L, T, D)]
-        text = self.text.encode(texts)  # [(T2, D)]
-        batch = collate([{"speech": s, "text": t} for s, t in zip(speech, text)])
-        probs, attention = predict_proba(self.bundle.model, batch, return_attention)
-        return [self._prediction(probs[i], texts[i], attention, i, batch) for i in range(len(waves))]
-
-    def _prediction(self, probs: torch.Tensor, text: str, attention: dict, i: int, batch: dict) -> Prediction:
-        labels = self.bundle.labels
-        pred = Prediction(labels[int(probs.argmax())], {l: float(p) for l, p in zip(labels, probs)}, text)
-        if attention:
-            t1, t2 = int(batch["speech_mask"][i].sum()), int(batch["text_mask"][i].sum())
-            pred.attention = _unpad_attention(attention, i, t1, t2, batch["speech_mask"].shape[1])
-        return pred
+        speech_cache, text_cache, member_probs = {}, {}, []
+        lead_attention, lead_batch = None, None
+        for m, member in enumerate(self.members):
+            norm = member.bundle.norm
+            skey, tkey = (self._speech_key(member), norm), self._text_key(member)
+            if skey not in speech_cache:
+                speech_cache[skey] = self._speech[skey[0]].encode([norm.apply(w) for w in waves])  # [(L, T, D)]
+            if tkey not in text_cache:
+                text_cache[tkey] = self._text[tkey].encode(texts)  # [(T2, D)]
+            batch = collate([{"speech": s, "text": t} for s, t in zip(speech_cache[skey], text_cache[tkey])])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            probs, attention = predict_proba(member.bundle.model, batch, return_attention and m == 0)
+            member_probs.append(probs.cpu().numpy())
+            if m == 0:
+                lead_attention, lead_batch = attention, batch
+        preds, probs, votes = combine([m.rule for m in self.members], member_probs)
+        labels = self.labels
+        results = []
+        for i in range(len(waves)):
+            pred = Prediction(labels[int(preds[i])], {l: float(p) for l, p in zip(labels, probs[i])}, texts[i])
+            if len(self.members) > 1:
+                pred.votes = {m.name: labels[int(votes[j, i])] for j, m in enumerate(self.members)}
+            if lead_attention:
+                t1, t2 = int(lead_batch["speech_mask"][i].sum()), int(lead_batch["text_mask"][i].sum())
+                pred.attention = unpad_attention(lead_attention, i, t1, t2, lead_batch["speech_mask"].shape[1])
+            results.append(pred)
+        return results
 
     def predict(self, inputs, *, sample_rate: int | None = None, transcript: str | None = None,
                 transcripts: Sequence[str | None] | None = None, batch_size: int = 1,
@@ -136,14 +196,3 @@ class EmotionRecognizer:
             if progress is not None:
                 progress(len(order[start:start + batch_size]))
         return results, errors
-
-
-def _unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:
-    """Item i's attention weights with padding removed (positions: speech frames, then text tokens)."""
-    keep = torch.cat([torch.arange(t1), t1_pad + torch.arange(t2)])
-    first, pooling = attention["first"][i], attention["pooling"][i]
-    if first.dim() == 3:  # standard MHA: (H, T, T) weights, pooling over its T outputs
-        first, pooling = first[:, keep][:, :, keep], pooling[keep]
-    else:  # sub-vector MHA: (H, T) weights, pooling over its H head vectors
-        first = first[:, keep]
-    return {"first": first.numpy(), "pooling": pooling.numpy(), "speech_frames": np.array(t1)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -190,3 +191,15 @@ class DMHA(nn.Module):
                 "mask": mask,
             }
         return out
+
+
+def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:
+    """Item i's attention weights with padding removed (positions: speech frames, then text tokens)."""
+    keep = torch.cat([torch.arange(t1), t1_pad + torch.arange(t2)])
+    first, pooling = attention["first"][i], attention["pooling"][i]
+    if first.dim() == 3:  # standard MHA: (H, T, T) weights, pooling over its T outputs
+        first, pooling = first[:, keep][:, :, keep], pooling[keep]
+    else:  # sub-vector MHA: (H, T) weights, pooling over its H head vectors
+        first = first[:, keep]
+    return {"first": first.float().cpu().numpy(), "pooling": pooling.float().cpu().numpy(),
+            "speech_frames": np.array(t1)}

@@ -1,10 +1,14 @@
 """The model directory: config.json + model.safetensors + labels.json, enough alone to predict.
 
+Optional: thresholds.json (per-class decision thresholds, `dmha tune-thresholds`) and
+training_log.csv (loss and dev macro-F1 per epoch, for reports).
+
 Loading reads JSON and safetensors only, so a model directory from a stranger cannot run code.
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +17,15 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .config import Config, from_dict, to_dict
+from .decision import DecisionRule, parse_prior, train_prior
 from .features import WaveNorm
 from .fileio import atomic_path, atomic_write_text
 from .model import DMHA
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+THRESHOLDS_FILE = "thresholds.json"
+TRAINING_LOG_FILE = "training_log.csv"
 
 
 class ModelDirError(ValueError):
@@ -45,6 +53,22 @@ class ModelBundle:
     text: EncoderSpec
     norm: WaveNorm
     meta: dict
+    thresholds: dict | None = None  # thresholds.json: {"thresholds": {label: t}, "prior": ..., ...}
+    directory: Path | None = None
+
+    def decision_rule(self, use_thresholds: bool = True, prior: str | None = None, warn: bool = True) -> DecisionRule:
+        """The model's decision: its configured prior (or `prior`), then its thresholds if tuned."""
+        prior = self.config.decision.prior if prior is None else prior
+        target = parse_prior(prior, self.labels)
+        source = train_prior(self.meta.get("class_counts", {}), self.labels) if target is not None else None
+        thresholds = None
+        if use_thresholds and self.thresholds is not None:
+            tuned_prior = self.thresholds.get("prior", "none")
+            if tuned_prior != prior and warn:
+                log.warning("%s: thresholds were tuned with decision.prior=%s, now %s; re-run tune-thresholds",
+                            self.directory, tuned_prior, prior)
+            thresholds = [self.thresholds["thresholds"][label] for label in self.labels]
+        return DecisionRule(self.labels, thresholds, source, target)
 
 
 def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_classes: int) -> DMHA:
@@ -92,7 +116,28 @@ def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
     except (RuntimeError, OSError) as err:
         raise ModelDirError(f"{directory / 'model.safetensors'}: weights do not fit the config ({err})") from err
     model.to(device).eval()
-    return ModelBundle(model, config, labels, speech, text, norm, payload.get("meta", {}))
+    return ModelBundle(model, config, labels, speech, text, norm, payload.get("meta", {}),
+                       read_thresholds(directory, labels), directory)
+
+
+def read_thresholds(directory: Path, labels: list[str]) -> dict | None:
+    """thresholds.json if present, checked against the labels (one value in [0, 1] per label)."""
+    path = directory / THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        values = payload["thresholds"]
+        ok = set(values) == set(labels) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values.values())
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ModelDirError(f"{path}: invalid thresholds file ({err})") from err
+    if not ok:
+        raise ModelDirError(f"{path}: needs one threshold in [0, 1] for each label ({', '.join(labels)})")
+    return payload
+
+
+def write_thresholds(directory: Path, payload: dict) -> None:
+    atomic_write_text(Path(directory) / THRESHOLDS_FILE, json.dumps(payload, indent=2))
 
 
 @torch.inference_mode()

@@ -1,0 +1,92 @@
+"""`dmha compare`: one table of metrics across training runs and evaluation folders."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .fileio import atomic_write_text
+
+COLUMNS = ("run", "split", "n", "macro_f1", "accuracy", "uar", "dev_macro_f1", "best_epoch",
+           "speech_encoder", "attention", "loss", "decision")
+
+
+class CompareError(ValueError):
+    """A folder that holds no dmha metrics."""
+
+
+def _config_of(folder: Path, metrics: dict) -> dict:
+    """The training config behind a run folder (its config.json) or an evaluation (its model's)."""
+    candidates = [folder / "config.json"]
+    if metrics.get("model"):
+        candidates.append(Path(metrics["model"]) / "config.json")
+    for path in candidates:
+        if path.is_file():
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            return payload.get("config", payload)  # model dirs nest the config; run dirs do not
+    return {}
+
+
+def collect(folders: Sequence[str | Path]) -> list[dict]:
+    """One row per folder, from its metrics.json (written by `train` or `evaluate`)."""
+    rows = []
+    for folder in map(Path, folders):
+        path = folder / "metrics.json"
+        if not path.is_file():
+            raise CompareError(f"{folder}: no metrics.json (expected a `dmha train` or `dmha evaluate` --out folder)")
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise CompareError(f"{path}: not valid JSON ({err})") from err
+        config = _config_of(folder, metrics)
+        decision = metrics.get("decision") or {}
+        if metrics.get("ensemble"):
+            kind = "ensemble of " + str(len(metrics.get("members", {})))
+            speech, attention, loss = kind, "-", "-"
+        else:
+            speech = config.get("encoders", {}).get("speech", "-")
+            attention = config.get("model", {}).get("attention", "-")
+            loss = config.get("loss", "-")
+        rows.append({
+            "run": folder.name if folder.name not in ("", ".") else str(folder), "split": metrics.get("split", "-"),
+            "n": metrics.get("n", "-"), "macro_f1": metrics.get("macro_f1"), "accuracy": metrics.get("accuracy"),
+            "uar": metrics.get("uar"), "dev_macro_f1": metrics.get("dev_macro_f1", "-"),
+            "best_epoch": metrics.get("best_epoch", "-"), "speech_encoder": speech, "attention": attention,
+            "loss": loss,
+            "decision": (f"prior={decision.get('prior', 'none')}" + ("+thresholds" if decision.get("thresholds") else ""))
+            if decision else "argmax",
+        })
+    return rows
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    cells = [list(COLUMNS)] + [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def write_table(rows: Sequence[dict], path: str | Path) -> None:
+    """CSV, Markdown or JSON, by the file's extension."""
+    path = Path(path)
+    if path.suffix == ".json":
+        text = json.dumps(list(rows), indent=2)
+    elif path.suffix == ".md":
+        text = format_table(rows) + "\n"
+    elif path.suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        raise CompareError(f"{path}: unknown table format (use .csv, .md or .json)")
+    atomic_write_text(path, text)

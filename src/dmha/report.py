@@ -1,0 +1,293 @@
+"""report.html: one self-contained page (figures embedded) that explains an evaluation.
+
+Confusion matrix and per-class scores say *what* the model gets right; the training curves,
+learned layer weights and attention maps (the paper's Figs 2-4) say *how* it got there.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .ensemble import Member, training_log
+from .features import FeatureDataset, FeatureRef, collate
+from .fileio import atomic_write_text
+from .metrics import plot_confusion
+from .model import DMHA, unpad_attention
+
+log = logging.getLogger(__name__)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    """Figure → base64 PNG for an <img> tag (and the figure closed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _plt().close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+def confusion_figure(cm: np.ndarray, labels: Sequence[str], title: str) -> str:
+    buffer = io.BytesIO()
+    plot_confusion(cm, labels, buffer, title)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def per_class_figure(per_class: dict) -> str:
+    plt = _plt()
+    labels = list(per_class)
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 3.4))
+    for offset, key in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1")):
+        ax.bar(x + offset, [per_class[label][key] for label in labels], width=0.27, label=key)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.15), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def read_training_log(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Lightning's CSV log → {column: [(epoch, value)]} for train_loss, val_loss, val_macro_f1."""
+    series: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": [], "val_macro_f1": []}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for key in series:
+                if row.get(key) not in (None, ""):
+                    series[key].append((int(float(row["epoch"])), float(row[key])))
+    return series
+
+
+def curves_figure(series: dict, best_epoch: int | None) -> str:
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.0))
+    for key, name in (("train_loss", "train"), ("val_loss", "dev")):
+        if series[key]:
+            left.plot(*zip(*series[key]), marker=".", label=name)
+    left.set_xlabel("epoch"), left.set_ylabel("loss"), left.legend(frameon=False), left.grid(alpha=0.3)
+    if series["val_macro_f1"]:
+        right.plot(*zip(*series["val_macro_f1"]), marker=".", color="tab:green")
+    if best_epoch is not None:
+        right.axvline(best_epoch, color="grey", linestyle=":", label=f"kept (epoch {best_epoch})")
+        right.legend(frameon=False)
+    right.set_xlabel("epoch"), right.set_ylabel("dev macro-F1"), right.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def layer_weights_figure(model: DMHA) -> str:
+    plt = _plt()
+    weights = model.layer_sum.weights.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(weights) + 1.5), 2.6))
+    ax.bar(range(len(weights)), weights, color="tab:purple")
+    ax.axhline(1 / len(weights), color="grey", linestyle=":", label="uniform (initial)")
+    ax.set_xlabel("speech encoder layer (0 = input embeddings)"), ax.set_ylabel("weight")
+    ax.set_xticks(range(len(weights)))
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def attention_figure(att: dict, title: str) -> str:
+    """Per-head first-layer maps (dashed line: speech | text) and the pooling weights below them."""
+    plt = _plt()
+    first, pooling, t1 = att["first"], att["pooling"], int(att["speech_frames"])
+    heads = first.shape[0]
+    if first.ndim == 3:  # standard MHA: (H, T, T), rows = contextual representations, columns = inputs
+        cols = min(heads, 4)
+        rows = -(-heads // cols)
+        fig = plt.figure(figsize=(3.2 * cols, 3.1 * rows + 1.7))
+        grid = fig.add_gridspec(rows + 1, cols, height_ratios=[3] * rows + [1.2])
+        for h in range(heads):
+            ax = fig.add_subplot(grid[h // cols, h % cols])
+            ax.imshow(first[h], aspect="auto", cmap="viridis", interpolation="nearest")
+            ax.axvline(t1 - 0.5, color="white", linestyle="--", linewidth=1)
+            ax.axhline(t1 - 0.5, color="white", linestyle="--", linewidth=0.6, alpha=0.6)
+            ax.set_title(f"head {h}", fontsize=9)
+            ax.set_xlabel("attended: speech frames | text tokens", fontsize=7)
+            ax.set_ylabel("output position", fontsize=7)
+            ax.tick_params(labelsize=6)
+        ax = fig.add_subplot(grid[rows, :])
+        ax.plot(pooling, color="tab:red")
+        ax.axvline(t1 - 0.5, color="black", linestyle="--", linewidth=1)
+        ax.set_xlim(-0.5, len(pooling) - 0.5)
+        ax.set_ylabel("pooling w'", fontsize=8)
+        ax.set_xlabel("first-layer output position (speech | text)", fontsize=8)
+    else:  # sub-vector MHA: (H, T) weights over time per head, pooling over the H head vectors
+        fig = plt.figure(figsize=(10, 1.0 + 0.7 * heads + 1.6))
+        grid = fig.add_gridspec(2, 2, width_ratios=[5, 1], height_ratios=[max(heads, 2), 2])
+        ax = fig.add_subplot(grid[:, 0])
+        image = ax.imshow(first, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.axvline(t1 - 0.5, color="white", linestyle="--", linewidth=1)
+        ax.set_yticks(range(heads), [f"head {h}" for h in range(heads)])
+        ax.set_xlabel("input position: speech frames | text tokens")
+        fig.colorbar(image, ax=ax, fraction=0.03)
+        ax = fig.add_subplot(grid[:, 1])
+        ax.barh(range(heads), pooling, color="tab:red")
+        ax.invert_yaxis()
+        ax.set_yticks(range(heads), [f"{h}" for h in range(heads)])
+        ax.set_xlabel("pooling w'")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def modality_figure(shares: dict[str, float], counts: dict[str, int]) -> str:
+    plt = _plt()
+    labels = list(shares)
+    speech = np.array([shares[label] for label in labels])
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.2))
+    ax.barh(labels, speech, color="tab:blue", label="speech frames")
+    ax.barh(labels, 1 - speech, left=speech, color="tab:orange", label="text tokens")
+    for y, (value, label) in enumerate(zip(speech, labels)):
+        ax.text(0.01, y, f"{value:.2f}  (n={counts[label]})", va="center", color="white", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of first-layer attention mass (mean over heads and positions)")
+    ax.legend(ncols=2, loc="upper center", bbox_to_anchor=(0.5, 1.25), frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --- attention over a split -------------------------------------------------------------------
+
+def speech_share(att: dict) -> float:
+    """Share of the first layer's attention mass on speech frames for one unpadded item."""
+    first, t1 = att["first"], int(att["speech_frames"])
+    if first.ndim == 3:  # (H, T, T): mean over heads and output positions
+        return float(first[:, :, :t1].sum(-1).mean())
+    return float(first[:, :t1].sum(-1).mean())  # (H, T)
+
+
+@torch.inference_mode()
+def attention_by_item(model: DMHA, refs: Sequence[FeatureRef], wanted: set[int], batch_size: int = 8
+                      ) -> tuple[list[float], dict[int, dict]]:
+    """Speech share of every item, and the full unpadded attention of the `wanted` items."""
+    model.eval()
+    loader = DataLoader(FeatureDataset(refs, [0] * len(refs)), batch_size=batch_size, collate_fn=collate)
+    shares, kept, start = [], {}, 0
+    for batch in loader:
+        out = model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention=True)
+        for i in range(len(batch["speech"])):
+            t1, t2 = int(batch["speech_mask"][i].sum()), int(batch["text_mask"][i].sum())
+            att = unpad_attention(out.attention, i, t1, t2, batch["speech_mask"].shape[1])
+            shares.append(speech_share(att))
+            if start + i in wanted:
+                kept[start + i] = att
+        start += len(batch["speech"])
+    return shares, kept
+
+
+def pick_examples(targets: Sequence[int], preds: Sequence[int], confidence: np.ndarray, n: int) -> list[int]:
+    """The most confident correct prediction of each class in turn (different classes first), up to n."""
+    chosen = []
+    by_class: dict[int, list[int]] = {}
+    for i in np.argsort(-confidence, kind="stable"):
+        if preds[i] == targets[i]:
+            by_class.setdefault(int(targets[i]), []).append(int(i))
+    for k in sorted(by_class):
+        if len(chosen) < n:
+            chosen.append(by_class[k][0])
+    return chosen or list(range(min(n, len(targets))))
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+def _img(data: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}h3{font-size:1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}
+.note{color:#666;font-size:.9em}
+"""
+
+
+def write_report(path: Path, result: dict, members: Sequence[Member], scored, targets: Sequence[int],
+                 preds: np.ndarray, examples: int = 3) -> None:
+    """Build report.html for an evaluation (`result` is the metrics.json content)."""
+    labels = result["labels"]
+    parts = [f"<h1>dmha evaluation: {html.escape(Path(str(result['model'])).name)} on {html.escape(result['split'])}</h1>",
+             _table(["macro-F1", "accuracy", "UAR", "items", "skipped"],
+                    [[result["macro_f1"], result["accuracy"], result["uar"], result["n"], len(result["skipped"])]]),
+             f"<p class=note>Decision in effect: prior correction <b>{html.escape(str(result['decision']['prior']))}</b>, "
+             f"per-class thresholds <b>{'on' if result['decision']['thresholds'] else 'off'}</b>.</p>",
+             "<h3>Macro-F1 of each decision rule</h3>",
+             _table(["decision", "macro-F1"], list(result["decisions_macro_f1"].items()))]
+    if "members" in result:
+        parts += ["<h3>Ensemble members (hard voting; ties go to the first listed)</h3>",
+                  _table(["member", "macro-F1 (own decision)", "dev macro-F1 at training"],
+                         [[name, m["macro_f1"], m["dev_macro_f1"] if m["dev_macro_f1"] is not None else "-"]
+                          for name, m in result["members"].items()])]
+    cm = np.asarray(result["confusion"])
+    parts += ["<h2>Confusion matrix (rows: true class, normalised)</h2>",
+              _img(confusion_figure(cm, labels, f"macro-F1 {result['macro_f1']:.3f}, n={result['n']}"), "confusion"),
+              "<h2>Per-class precision, recall and F1</h2>", _img(per_class_figure(result["per_class"]), "per-class")]
+
+    for member in members:
+        suffix = f" — {html.escape(member.name)}" if len(members) > 1 else ""
+        log_path = training_log(member.bundle.directory) if member.bundle.directory else None
+        parts.append(f"<h2>Training curves{suffix}</h2>")
+        if log_path is not None:
+            parts.append(_img(curves_figure(read_training_log(log_path), member.bundle.meta.get("best_epoch")),
+                              "training curves"))
+        else:
+            parts.append("<p class=note>No training log found (training_log.csv in the model directory).</p>")
+        parts += [f"<h2>Learned speech layer weights{suffix}</h2>",
+                  _img(layer_weights_figure(member.bundle.model), "layer weights")]
+
+    # Attention: the first member (the best on dev for an ensemble) on this split.
+    lead, refs = members[0], scored.member_refs[0]
+    if refs:
+        confidence = lead.rule.probabilities(scored.member_probs[0]).max(axis=1)
+        chosen = pick_examples(targets, preds, confidence, examples)
+        shares, kept = attention_by_item(lead.bundle.model, refs, set(chosen))
+        kind = lead.bundle.config.model.attention
+        parts.append(f"<h2>Attention{' of ' + html.escape(lead.name) if len(members) > 1 else ''} "
+                     f"({'standard' if kind == 'standard' else 'sub-vector'} MHA)</h2>")
+        parts.append("<p class=note>First attention layer per head; the dashed line separates speech frames "
+                     "(left/top) from text tokens (right/bottom). Below: the attention-pooling weights.</p>")
+        for i in chosen:
+            item = scored.items[i]
+            title = (f"{Path(str(item.path)).name}: true {labels[targets[i]]}, predicted {labels[int(preds[i])]}"
+                     f" — “{(item.transcript or '')[:80]}”")
+            parts += [f"<h3>{html.escape(title)}</h3>", _img(attention_figure(kept[i], title), "attention map")]
+        per_class = {label: [s for s, t in zip(shares, targets) if labels[t] == label] for label in labels}
+        present = {label: float(np.mean(v)) for label, v in per_class.items() if v}
+        parts += ["<h2>Attention mass on speech vs text, by true class</h2>",
+                  _img(modality_figure(present, {label: len(per_class[label]) for label in present}), "modality")]
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>dmha report</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    atomic_write_text(path, page)
