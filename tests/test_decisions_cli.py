@@ -210,3 +210,28 @@ def test_compare_prints_and_writes_a_table(runs, tmp_path, capsys):
     assert float(rows[1]["macro_f1"]) == pytest.approx(saved["macro_f1"])
     assert main(["compare", str(tmp_path / "nothing_here")]) == 1
     assert "no metrics.json" in capsys.readouterr().err
+
+
+def test_members_with_different_encoders(runs, tmp_path, tiny_encoders):
+    """Each distinct speech encoder runs once per batch; members sharing one share its output."""
+    from conftest import build_tiny_speech_encoder
+    from dmha.data.manifest import read_manifest
+
+    root, manifest = runs
+    other = build_tiny_speech_encoder(tmp_path / "other_speech")
+    config = load(None, [f"encoders.speech={other}", f"encoders.text={tiny_encoders['text']}",
+                         f"features.cache_dir={root / 'cache'}", "train.max_epochs=2", "train.batch_size=4",
+                         "model.hidden_layers=1", "train.crop_s=0"])
+    train(manifest, tmp_path / "other", config, progress=False)
+    make_ensemble([root / "std" / "model", root / "sub" / "model", tmp_path / "other" / "model"], tmp_path / "ens")
+    rec = EmotionRecognizer.load(tmp_path / "ens")
+    assert len(rec._speech) == 2 and len(rec._text) == 1
+    calls = []
+    for key, encoder in rec._speech.items():
+        original = encoder.encode
+        encoder.encode = lambda batch, _o=original, _k=key: calls.append(_k) or _o(batch)
+    items = [i for i in read_manifest(manifest) if i.split == "test"]
+    preds = rec.predict([i.path for i in items], transcripts=[i.transcript for i in items], batch_size=len(items))
+    assert sorted(calls) == sorted(rec._speech) and all(len(p.votes) == 3 for p in preds)
+    report = evaluate(tmp_path / "ens", manifest, "test", tmp_path / "eval", progress=False, report=False)
+    assert report["n"] == len(items) and len(report["members"]) == 3

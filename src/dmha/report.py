@@ -103,13 +103,21 @@ def layer_weights_figure(model: DMHA) -> str:
     ax.axhline(1 / len(weights), color="grey", linestyle=":", label="uniform (initial)")
     ax.set_xlabel("speech encoder layer (0 = input embeddings)"), ax.set_ylabel("weight")
     ax.set_xticks(range(len(weights)))
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     return _png(fig)
 
 
+def _sqrt_norm(values: np.ndarray):
+    """Square-root colour scale: attention is peaky, and a linear scale hides everything but the peaks."""
+    from matplotlib.colors import PowerNorm
+
+    return PowerNorm(0.5, vmin=0.0, vmax=max(float(values.max()), 1e-12))
+
+
 def attention_figure(att: dict, title: str) -> str:
-    """Per-head first-layer maps (dashed line: speech | text) and the pooling weights below them."""
+    """Per-head first-layer maps (dashed line: speech | text; square-root colour scale) and the
+    pooling weights below them."""
     plt = _plt()
     first, pooling, t1 = att["first"], att["pooling"], int(att["speech_frames"])
     heads = first.shape[0]
@@ -120,7 +128,7 @@ def attention_figure(att: dict, title: str) -> str:
         grid = fig.add_gridspec(rows + 1, cols, height_ratios=[3] * rows + [1.2])
         for h in range(heads):
             ax = fig.add_subplot(grid[h // cols, h % cols])
-            ax.imshow(first[h], aspect="auto", cmap="viridis", interpolation="nearest")
+            ax.imshow(first[h], aspect="auto", cmap="viridis", interpolation="nearest", norm=_sqrt_norm(first[h]))
             ax.axvline(t1 - 0.5, color="white", linestyle="--", linewidth=1)
             ax.axhline(t1 - 0.5, color="white", linestyle="--", linewidth=0.6, alpha=0.6)
             ax.set_title(f"head {h}", fontsize=9)
@@ -137,7 +145,7 @@ def attention_figure(att: dict, title: str) -> str:
         fig = plt.figure(figsize=(10, 1.0 + 0.7 * heads + 1.6))
         grid = fig.add_gridspec(2, 2, width_ratios=[5, 1], height_ratios=[max(heads, 2), 2])
         ax = fig.add_subplot(grid[:, 0])
-        image = ax.imshow(first, aspect="auto", cmap="viridis", interpolation="nearest")
+        image = ax.imshow(first, aspect="auto", cmap="viridis", interpolation="nearest")  # near-uniform: linear, auto range
         ax.axvline(t1 - 0.5, color="white", linestyle="--", linewidth=1)
         ax.set_yticks(range(heads), [f"head {h}" for h in range(heads)])
         ax.set_xlabel("input position: speech frames | text tokens")
@@ -152,40 +160,46 @@ def attention_figure(att: dict, title: str) -> str:
     return _png(fig)
 
 
-def modality_figure(shares: dict[str, float], counts: dict[str, int]) -> str:
+def modality_figure(shares: dict[str, float], positions: dict[str, float], counts: dict[str, int]) -> str:
+    """Stacked speech/text bars per class; the black tick is the speech share of the positions
+    (what uniform attention would give), so a bar left of its tick means text gets more than its share."""
     plt = _plt()
     labels = list(shares)
     speech = np.array([shares[label] for label in labels])
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.2))
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.3))
     ax.barh(labels, speech, color="tab:blue", label="speech frames")
     ax.barh(labels, 1 - speech, left=speech, color="tab:orange", label="text tokens")
+    ax.scatter([positions[label] for label in labels], labels, marker="|", s=300, color="black", zorder=3,
+               label="share of positions")
     for y, (value, label) in enumerate(zip(speech, labels)):
-        ax.text(0.01, y, f"{value:.2f}  (n={counts[label]})", va="center", color="white", fontsize=8)
+        ax.text(0.01, y, f"{value:.3f}  (positions {positions[label]:.3f}, n={counts[label]})", va="center",
+                color="white", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of first-layer attention mass (mean over heads and positions)")
-    ax.legend(ncols=2, loc="upper center", bbox_to_anchor=(0.5, 1.25), frameon=False)
+    ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
 
 # --- attention over a split -------------------------------------------------------------------
 
-def speech_share(att: dict) -> float:
-    """Share of the first layer's attention mass on speech frames for one unpadded item."""
+def speech_share(att: dict) -> tuple[float, float]:
+    """Share of the first layer's attention mass on speech frames for one unpadded item, and the
+    share of its positions that are speech frames (what uniform attention would give)."""
     first, t1 = att["first"], int(att["speech_frames"])
     if first.ndim == 3:  # (H, T, T): mean over heads and output positions
-        return float(first[:, :, :t1].sum(-1).mean())
-    return float(first[:, :t1].sum(-1).mean())  # (H, T)
+        return float(first[:, :, :t1].sum(-1).mean()), t1 / first.shape[-1]
+    return float(first[:, :t1].sum(-1).mean()), t1 / first.shape[-1]  # (H, T)
 
 
 @torch.inference_mode()
 def attention_by_item(model: DMHA, refs: Sequence[FeatureRef], wanted: set[int], batch_size: int = 8
-                      ) -> tuple[list[float], dict[int, dict]]:
+                      ) -> tuple[list[tuple[float, float]], dict[int, dict]]:
     """Speech share of every item, and the full unpadded attention of the `wanted` items."""
     model.eval()
     loader = DataLoader(FeatureDataset(refs, [0] * len(refs)), batch_size=batch_size, collate_fn=collate)
-    shares, kept, start = [], {}, 0
+    shares, kept, start = [], {}, 0  # shares: (attention share, position share) per item
     for batch in loader:
         out = model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention=True)
         for i in range(len(batch["speech"])):
@@ -285,9 +299,15 @@ def write_report(path: Path, result: dict, members: Sequence[Member], scored, ta
                      f" — “{(item.transcript or '')[:80]}”")
             parts += [f"<h3>{html.escape(title)}</h3>", _img(attention_figure(kept[i], title), "attention map")]
         per_class = {label: [s for s, t in zip(shares, targets) if labels[t] == label] for label in labels}
-        present = {label: float(np.mean(v)) for label, v in per_class.items() if v}
+        present = [label for label, v in per_class.items() if v]
+        attention_share = {label: float(np.mean([a for a, _ in per_class[label]])) for label in present}
+        position_share = {label: float(np.mean([p for _, p in per_class[label]])) for label in present}
         parts += ["<h2>Attention mass on speech vs text, by true class</h2>",
-                  _img(modality_figure(present, {label: len(per_class[label]) for label in present}), "modality")]
+                  "<p class=note>The black tick marks the share of positions that are speech frames, i.e. "
+                  "what uniform attention would give; a bar ending left of it means text tokens get more "
+                  "attention than their number.</p>",
+                  _img(modality_figure(attention_share, position_share,
+                                       {label: len(per_class[label]) for label in present}), "modality")]
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>dmha report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write_text(path, page)
