@@ -198,16 +198,23 @@ def test_report_html_has_every_figure(runs, tmp_path):
 
 
 def test_compare_prints_and_writes_a_table(runs, tmp_path, capsys):
-    root, _ = runs
+    root, manifest = runs
     out = tmp_path / "table.csv"
-    assert main(["compare", *[str(root / name) for name in VARIANTS], "--out", str(out)]) == 0
+    evaluate(root / "sub" / "model", manifest, "test", tmp_path / "sub_eval", progress=False,
+             use_thresholds=False, prior="uniform", report=False)
+    runs_ = [*[str(root / name) for name in VARIANTS], str(tmp_path / "sub_eval")]
+    assert main(["compare", *runs_, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| run" in printed and "subvector" in printed and "focal" in printed
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["run"] for r in rows] == list(VARIANTS)
+    assert [r["run"] for r in rows] == [*VARIANTS, "sub_eval"]
     saved = json.loads((root / "sub" / "metrics.json").read_text())
     assert float(rows[1]["macro_f1"]) == pytest.approx(saved["macro_f1"])
+    assert rows[1]["decision"] == "argmax" and rows[3]["decision"] == "prior=uniform"
+    assert float(rows[3]["dev_macro_f1"]) == pytest.approx(saved["dev_macro_f1"])  # from the model's record
+    assert main(["compare", *runs_, "--out", str(tmp_path / "table.md")]) == 0
+    assert (tmp_path / "table.md").read_text().startswith("| run")
     assert main(["compare", str(tmp_path / "nothing_here")]) == 1
     assert "no metrics.json" in capsys.readouterr().err
 

@@ -55,10 +55,16 @@ def collect(folders: Sequence[str | Path]) -> list[dict]:
             "uar": metrics.get("uar"), "dev_macro_f1": metrics.get("dev_macro_f1", "-"),
             "best_epoch": metrics.get("best_epoch", "-"), "speech_encoder": speech, "attention": attention,
             "loss": loss,
-            "decision": (f"prior={decision.get('prior', 'none')}" + ("+thresholds" if decision.get("thresholds") else ""))
-            if decision else "argmax",
+            "decision": _decision_name(decision),
         })
     return rows
+
+
+def _decision_name(decision: dict) -> str:
+    """`argmax`, `thresholds`, `prior=uniform` or `prior=uniform+thresholds` (train runs: argmax)."""
+    parts = [f"prior={decision['prior']}"] if decision.get("prior", "none") != "none" else []
+    parts += ["thresholds"] if decision.get("thresholds") else []
+    return "+".join(parts) or "argmax"
 
 
 def _cell(value) -> str:

@@ -145,7 +145,10 @@ def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", o
         "decisions_macro_f1": decisions,
         "skipped": [{"path": p, "reason": r} for p, r in scored.errors],
     })
-    if len(members) > 1:
+    if len(members) == 1:  # what training recorded, so `compare` can show it beside the test score
+        result.update({key: members[0].bundle.meta[key] for key in ("dev_macro_f1", "best_epoch")
+                       if key in members[0].bundle.meta})
+    else:
         result["members"] = {
             m.name: {"macro_f1": classification_report(targets, m.rule.decide(p).tolist(), labels)["macro_f1"],
                      "dev_macro_f1": m.bundle.meta.get("dev_macro_f1")}
