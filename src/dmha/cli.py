@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="ensemble directory to create")
     p.set_defaults(func=_ensemble)
 
+    p = sub.add_parser("cache", help="inspect, verify or prune the feature cache")
+    p.add_argument("action", choices=["info", "verify", "prune"])
+    p.add_argument("--cache-dir", help="cache root (default: features.cache_dir default, $DMHA_HOME/features)")
+    p.add_argument("--deep", action="store_true", help="verify: read every stored value, not just headers")
+    p.add_argument("--fix", action="store_true", help="verify: delete corrupt entries and stale temp files")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: entries unused for DAYS days")
+    p.add_argument("--encoder", metavar="TEXT", help="prune: entries of encoders whose identity contains TEXT")
+    p.add_argument("--dry-run", action="store_true", help="prune: only report what would be deleted")
+    p.set_defaults(func=_cache)
+
     p = sub.add_parser("compare", help="table of metrics across run and evaluation folders")
     p.add_argument("runs", nargs="+", help="folders holding a metrics.json (from train or evaluate)")
     p.add_argument("--out", default="compare.csv", help="table file: .csv, .md or .json (default: compare.csv)")
@@ -221,6 +231,37 @@ def _ensemble(args) -> int:
         dev = member["dev_macro_f1"]
         print(f"{rank}: {member['name']}  dev macro-F1 {dev:.4f}" if dev is not None else f"{rank}: {member['name']}")
     print(f"wrote {Path(args.out) / 'ensemble.json'} ({len(payload['members'])} members; ties go to member 0)")
+    return 0
+
+
+def _cache(args) -> int:
+    from . import cache_admin, paths
+
+    root = Path(args.cache_dir) if args.cache_dir else paths.features_dir()
+    if not root.is_dir():
+        raise CommandError(f"{root}: no feature cache there")
+    if args.action == "info":
+        total = 0
+        print(f"cache: {root}")
+        for d in cache_admin.info(root):
+            total += d.bytes
+            print(f"  {d.kind:6s} {d.folder.name}  {d.entries:7d} entries  {d.bytes / 2**20:10.1f} MiB  {d.identity}")
+        print(f"  total {total / 2**30:.2f} GiB")
+        return 0
+    if args.action == "verify":
+        report = cache_admin.verify(root, deep=args.deep, fix=args.fix)
+        for path, reason in report.corrupt:
+            print(f"corrupt: {path}: {reason}", file=sys.stderr)
+        for path in report.stale_tmp:
+            print(f"stale temp file: {path}", file=sys.stderr)
+        print(f"checked {report.checked} entries: {len(report.corrupt)} corrupt, {len(report.stale_tmp)} stale temp "
+              f"file(s)" + (f"; removed {report.removed}" if args.fix else ""))
+        return 0 if report.ok or args.fix else 2
+    try:
+        files, size = cache_admin.prune(root, args.older_than, args.encoder, args.dry_run)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    print(f"{'would remove' if args.dry_run else 'removed'} {files} entries ({size / 2**20:.1f} MiB)")
     return 0
 
 
