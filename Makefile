@@ -30,6 +30,7 @@ test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ravdess_peers.py
 
 clean:

@@ -445,3 +445,20 @@ def test_asr_returns_text():
 def test_asr_on_ravdess(name):
     text = load_transcriber(name).transcribe([_ravdess_clip()])[0]
     assert "door" in text.lower()
+
+
+def test_asr_decodes_at_temperature_zero_only():
+    """faster-whisper's default temperature fallback samples, which made transcripts vary between runs."""
+    from dmha.encoders.asr import FasterWhisperTranscriber
+
+    seen = {}
+
+    class FakeModel:
+        def transcribe(self, wave, **kwargs):
+            seen.update(kwargs)
+            return iter(()), None
+
+    asr = FasterWhisperTranscriber.__new__(FasterWhisperTranscriber)
+    asr.model, asr.beam_size, asr.language, asr.vad_filter = FakeModel(), 1, "en", False
+    assert asr.transcribe([np.zeros(16000, dtype=np.float32)]) == [""]
+    assert seen["temperature"] == 0.0

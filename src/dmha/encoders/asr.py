@@ -43,7 +43,7 @@ def resolve_model(model_dir_or_name: str | Path, local_files_only: bool = True) 
 
 
 class FasterWhisperTranscriber:
-    """English transcription with faster-whisper, greedy by default, no VAD.
+    """English transcription with faster-whisper, greedy (temperature 0, no sampling fallback), no VAD.
 
     Parameters: model_dir_or_name ("tiny.en", "base" or a CTranslate2 Whisper dir), device,
     compute_type (CTranslate2 quantisation), beam_size, cpu_threads (default: available cores, ≤ 8),
@@ -63,15 +63,17 @@ class FasterWhisperTranscriber:
         self.beam_size, self.language, self.vad_filter = beam_size, language, vad_filter
         label = str(model_dir_or_name) if str(model_dir_or_name) in PACKAGED_ASR_MODELS else None
         self.identity = (f"{weights_id('faster-whisper', model, label=label)}|{compute_type}"
-                         f"|beam={beam_size}|lang={language}|vad={vad_filter}")
+                         f"|beam={beam_size}|lang={language}|vad={vad_filter}|temperature=0")
 
     def transcribe_one(self, wave: np.ndarray) -> str:
         """One 16 kHz waveform → its transcript."""
         wave = np.asarray(wave, dtype=np.float32)
         if wave.size < SAMPLE_RATE // 100:  # under 10 ms there is nothing to hear
             return ""
+        # temperature=0 only: faster-whisper's default falls back to *sampling* at higher temperatures
+        # when a decode looks repetitive, which makes transcripts (and so predictions) vary run to run.
         segments, _info = self.model.transcribe(wave, language=self.language, beam_size=self.beam_size,
-                                                vad_filter=self.vad_filter)
+                                                vad_filter=self.vad_filter, temperature=0.0)
         return " ".join(s.text.strip() for s in segments if s.text.strip())
 
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
