@@ -180,3 +180,28 @@ def _config_like(config, *overrides):
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(raw)
+
+
+def test_layer_subset_is_stored_trained_and_predicted(trained, tiny_encoders, tmp_path):
+    """features.layers keeps only the listed hidden states: in the cache, the head and live prediction."""
+    root, manifest, _, _ = trained
+    config = _config(tiny_encoders, root / "cache", "features.layers=[0, 2]")
+    metrics = train(manifest, tmp_path / "run", config, progress=False)
+    assert metrics["features_computed"] == 12  # a new cache identity: full-stack entries are not reused
+    bundle = load_model_dir(tmp_path / "run" / "model")
+    assert bundle.speech.num_layers == 2 and bundle.model.layer_sum.logits.shape == (2,)
+    assert "|layers=0,2" in bundle.speech.identity
+    speech_dir = next(p for p in (root / "cache" / "speech").iterdir()
+                      if "|layers=0,2" in (p / "encoder.json").read_text())
+    stored = FeatureCache.get(next(speech_dir.rglob("*.safetensors")))
+    assert stored.shape[0] == 2
+    rec = EmotionRecognizer.load(tmp_path / "run" / "model")
+    item = [i for i in read_manifest(manifest) if i.split == "test"][0]
+    assert rec.predict(item.path, transcript=item.transcript).label in bundle.labels
+    with pytest.raises(ValueError, match=r"hidden states 0-2"):
+        train(manifest, tmp_path / "bad", _config(tiny_encoders, root / "cache", "features.layers=[5]"), progress=False)
+    from dmha.config import ConfigError
+
+    for bad in ("features.layers=[-1]", "features.layers=[1, 1]"):
+        with pytest.raises(ConfigError, match="features.layers"):
+            _config(tiny_encoders, root / "cache", bad)

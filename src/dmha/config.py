@@ -51,6 +51,7 @@ class FeaturesConfig:
     batch_size: int = 8
     mode: str = "auto"  # cached | online (encoders run in the training step) | auto: online iff aug is on
     memory_gb: float = 4.0  # cached features kept in RAM during training (0 = always read from disk)
+    layers: list[int] = field(default_factory=list)  # speech hidden states to keep (0 = embeddings); [] = all
 
 
 @dataclass
@@ -207,6 +208,9 @@ def _validate(config: Config) -> None:
         _validate_aug(config.aug)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    layers = config.features.layers
+    if any(k < 0 for k in layers) or len(set(layers)) != len(layers):
+        raise ConfigError(f"config key features.layers must list distinct layer indices >= 0, got {layers!r}")
     prior = config.decision.prior.strip()
     if prior not in ("none", "uniform") and ":" not in prior:
         raise ConfigError(f"config key decision.prior must be none, uniform or 'label:weight,...', got {prior!r}")

@@ -41,7 +41,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     write_errors(data.errors, out / "errors.tsv")
     by_split = _split_refs(data.items, data.refs, labels)
 
-    speech, text = speech_encoder(config.encoders).info, text_encoder(config.encoders).info
+    speech, text = speech_encoder(config.encoders, config.features.layers).info, text_encoder(config.encoders).info
     specs = (EncoderSpec(speech.name, speech.identity, speech.num_layers, speech.dim),
              EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
     # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
@@ -57,7 +57,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     train_loader = _train_loader(by_split["train"], config, mode, norm, speech.frame_rate, progress)
     dev_loader = _loader(by_split["dev"], config, 0, shuffle=False)
     module = DMHAModule(model, loss, len(labels), config.train,
-                        speech_encoder(config.encoders) if mode == "online" else None)
+                        speech_encoder(config.encoders, config.features.layers) if mode == "online" else None)
     best_path, best_f1, best_epoch = fit(module, train_loader, dev_loader, out, config.train, progress)
     load_best_weights(model, best_path)
     model.eval()
@@ -129,7 +129,7 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
         return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate_waves,
                           num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
     if augmenter is not None:
-        refs = cache_augmented_copies(items, refs, speech_encoder(config.encoders), feature_cache(config.features),
+        refs = cache_augmented_copies(items, refs, speech_encoder(config.encoders, config.features.layers), feature_cache(config.features),
                                       norm, augmenter, config.aug, config.seed, progress)
     return _loader(list(zip(items, refs, targets)), config, round(config.train.crop_s * frame_rate), shuffle=True)
 

@@ -65,7 +65,7 @@ class EmotionRecognizer:
         for member in self.members:
             enc, spec = member.bundle.config.encoders, member.bundle.speech
             if self._speech_key(member) not in self._speech:
-                self._speech[self._speech_key(member)] = speech_encoder(enc)
+                self._speech[self._speech_key(member)] = speech_encoder(enc, member.bundle.config.features.layers)
             if self._text_key(member) not in self._text:
                 self._text[self._text_key(member)] = text_encoder(enc)
             encoder = self._speech[self._speech_key(member)]
@@ -76,7 +76,7 @@ class EmotionRecognizer:
     @staticmethod
     def _speech_key(member: Member) -> tuple:
         enc = member.bundle.config.encoders
-        return enc.speech, enc.speech_pad_to_s, enc.device
+        return enc.speech, enc.speech_pad_to_s, enc.device, tuple(member.bundle.config.features.layers)
 
     @staticmethod
     def _text_key(member: Member) -> tuple:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from .config import EncodersConfig, FeaturesConfig
 from .data.manifest import Item
 from .encoders import load_speech_encoder, load_text_encoder, load_transcriber
+from .encoders.base import LayerSubset
 from .features import FeatureCache, FeatureDataset, FeatureRef, WaveNorm, extract_features, collate
 from .modeldir import predict_proba
 from .model import DMHA
@@ -38,8 +39,10 @@ def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, cache: FeatureC
                             cache, batch_size=batch_size, progress=progress)
 
 
-def speech_encoder(enc: EncodersConfig):
-    return load_speech_encoder(enc.speech, device=enc.device, pad_to_s=enc.speech_pad_to_s)
+def speech_encoder(enc: EncodersConfig, layers: Sequence[int] = ()):
+    """The configured speech encoder, keeping only `layers` (features.layers) when given."""
+    encoder = load_speech_encoder(enc.speech, device=enc.device, pad_to_s=enc.speech_pad_to_s)
+    return LayerSubset(encoder, layers) if layers else encoder
 
 
 def text_encoder(enc: EncodersConfig):
@@ -63,7 +66,7 @@ def featurize(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig,
     items, errors = fill_transcripts(items, enc, cache, feats.batch_size, progress)
     bad = {path for path, _ in errors}
     items = [item for item in items if str(item.path) not in bad]
-    result = extract_features(items, speech_encoder(enc), text_encoder(enc), cache, norm, feats.batch_size, progress)
+    result = extract_features(items, speech_encoder(enc, feats.layers), text_encoder(enc), cache, norm, feats.batch_size, progress)
     kept = [(item, ref) for item, ref in zip(items, result.refs) if ref is not None]
     return Featurized([i for i, _ in kept], [r for _, r in kept], errors + result.errors, result.speech_computed)
 

@@ -1,7 +1,7 @@
 """The contracts every frozen encoder honours, so the model never sees which one it got."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -49,3 +49,24 @@ class Transcriber(Protocol):
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
         """16 kHz mono float32 waveforms → one transcript per wave ('' for no speech)."""
         ...
+
+
+class LayerSubset:
+    """A speech encoder that keeps only some hidden states (`features.layers`).
+
+    Large encoders return 25 states of 1024 (≈ 9 GB per audio hour in fp16); keeping a few
+    shrinks the cache and the head's layer weights accordingly. The identity names the subset,
+    so cached features of different subsets never mix.
+    """
+
+    def __init__(self, encoder: SpeechEncoder, layers: Sequence[int]):
+        available = encoder.info.num_layers
+        bad = [k for k in layers if not 0 <= k < available]
+        if bad:
+            raise ValueError(f"features.layers {list(layers)}: {encoder.info.name} has hidden states 0-{available - 1}")
+        self.encoder, self.layers = encoder, list(layers)
+        self.info = replace(encoder.info, identity=f"{encoder.info.identity}|layers={','.join(map(str, layers))}",
+                            num_layers=len(self.layers))
+
+    def encode(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        return [hidden[self.layers] for hidden in self.encoder.encode(waves)]
