@@ -188,6 +188,8 @@ def _train(args) -> int:
     from .experiment import train
 
     metrics = train(args.manifest, args.out, load(args.config, args.overrides))
+    if metrics is None:  # a secondary DDP rank
+        return 0
     print(f"model: {Path(args.out) / 'model'}")
     print(f"{metrics['split']} macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
           f"UAR {metrics['uar']:.4f}  (dev macro-F1 {metrics['dev_macro_f1']:.4f}, best epoch {metrics['best_epoch']})")

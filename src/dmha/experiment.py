@@ -25,8 +25,11 @@ from .training import DMHAModule, fit, load_best_weights
 log = logging.getLogger(__name__)
 
 
-def train(manifest: str | Path, out: str | Path, config: Config, progress: bool = True) -> dict:
-    """Train the DMHA head on the manifest's train split, select on dev, write RUN_DIR/model and metrics.json."""
+def train(manifest: str | Path, out: str | Path, config: Config, progress: bool = True) -> dict | None:
+    """Train the DMHA head on the manifest's train split, select on dev, write RUN_DIR/model and metrics.json.
+
+    Under DDP every rank runs this; only the main process returns the metrics (others return None).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items = read_manifest(manifest)
@@ -58,7 +61,10 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     dev_loader = _loader(by_split["dev"], config, 0, shuffle=False)
     module = DMHAModule(model, loss, len(labels), config.train,
                         speech_encoder(config.encoders, config.features.layers) if mode == "online" else None)
-    best_path, best_f1, best_epoch = fit(module, train_loader, dev_loader, out, config.train, progress)
+    fitted = fit(module, train_loader, dev_loader, out, config.train, progress)
+    if fitted is None:  # a secondary DDP rank: the main process writes the model and the metrics
+        return None
+    best_path, best_f1, best_epoch = fitted
     load_best_weights(model, best_path)
     model.eval()
 

@@ -60,7 +60,8 @@ class DMHAModule(L.LightningModule):
         self.val_confusion.update(logits.argmax(-1), batch["target"])
 
     def on_validation_epoch_end(self) -> None:
-        self.log(MONITOR, macro_f1_from_confusion(self.val_confusion.compute()), prog_bar=True)
+        # compute() already sums the confusion over DDP ranks; sync_dist then averages equal values.
+        self.log(MONITOR, macro_f1_from_confusion(self.val_confusion.compute()), prog_bar=True, sync_dist=True)
         self.val_confusion.reset()
 
     def configure_optimizers(self):
@@ -72,8 +73,9 @@ class DMHAModule(L.LightningModule):
 
 
 def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, run_dir: Path,
-        cfg: TrainConfig, progress: bool = True) -> tuple[Path, float, int]:
-    """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)."""
+        cfg: TrainConfig, progress: bool = True) -> tuple[Path, float, int] | None:
+    """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)
+    on the main process, None on the other DDP ranks (their work ends with training)."""
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
                            save_weights_only=False)
@@ -92,6 +94,8 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
         log.info("resuming from %s", resume)
     with contextlib.redirect_stdout(sys.stderr):  # Lightning's bars write to stdout; keep stdout for results
         trainer.fit(module, train_loader, dev_loader, ckpt_path=resume, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
     best_path = Path(best.best_model_path) if best.best_model_path else last
     score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
