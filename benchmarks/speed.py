@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from dmha.audio import load_audio  # noqa: E402
-from dmha.config import Config, ModelConfig, TrainConfig  # noqa: E402
+from dmha.audio import audio_duration, load_audio  # noqa: E402
+from dmha.config import Config, EncodersConfig, TrainConfig  # noqa: E402
 from dmha.data.ravdess import prepare_ravdess  # noqa: E402
 from dmha.features import FeatureCache, FeatureDataset, WaveNorm, collate, extract_features  # noqa: E402
 from dmha.losses import build_loss  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> int:
         items = pick(prepare_ravdess(Path(args.ravdess), Path(tmp) / "manifest.csv"), args.clips)
     labels = sorted({i.label for i in items})
     targets = [labels.index(i.label) for i in items]
-    audio_s = sum(len(load_audio(i.path)) for i in items) / 16000
+    audio_s = sum(audio_duration(i.path) for i in items)
     cfg = Config()
     results: dict[str, float | str] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +95,7 @@ def main() -> int:
         # 2. Whisper encoder on the true length vs padded to its 30 s window (same clips, batch 8)
         few = items[:args.padded_clips]
         waves = [load_audio(i.path) for i in few]
-        padded = speech_encoder(type(cfg.encoders)(speech_pad_to_s=30.0))
+        padded = speech_encoder(EncodersConfig(speech_pad_to_s=30.0))
         for enc in (speech, padded):  # warm-up
             enc.encode(waves[:2])
         _, t_true = timed(lambda: [speech.encode(waves[k:k + 8]) for k in range(0, len(waves), 8)])
@@ -135,7 +135,7 @@ def main() -> int:
         rec = EmotionRecognizer.load(model_dir)
         sample = items[:args.predict_clips]
         paths = [i.path for i in sample]
-        predict_audio_s = sum(len(load_audio(p)) for p in paths) / 16000
+        predict_audio_s = sum(audio_duration(p) for p in paths)
         rec.predict_files(paths[:2], batch_size=2)  # warm-up: loads the ASR model
         (one, _), t_one = timed(lambda: rec.predict_files(paths, batch_size=1))
         (many, _), t_many = timed(lambda: rec.predict_files(paths, batch_size=8))

@@ -132,15 +132,13 @@ def _decision_options(p: argparse.ArgumentParser) -> None:
 
 def _decision_prior(overrides: list[str]) -> str | None:
     """The decision.prior override, if any; only decision.* keys may change after training."""
-    from .config import _apply_override, from_dict
+    from .config import load
 
-    raw: dict = {}
-    for item in overrides:
-        _apply_override(raw, item)
-    extra = sorted(set(raw) - {"decision"})
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    extra = [key for key in keys if not key.startswith("decision.")]
     if extra:
-        raise CommandError(f"--set {extra[0]}...: only decision.* keys can be set here (the rest is fixed by training)")
-    return from_dict(raw).decision.prior if "prior" in raw.get("decision", {}) else None
+        raise CommandError(f"--set {extra[0]}: only decision.* keys can be set here (the rest is fixed by training)")
+    return load(None, overrides).decision.prior if "decision.prior" in keys else None
 
 
 def _demo(args) -> int:

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .decision import DecisionRule, hard_vote
+from .decision import DecisionRule, apply_thresholds, hard_vote
 from .fileio import atomic_write_text
 from .modeldir import THRESHOLDS_FILE, TRAINING_LOG_FILE, ModelBundle, ModelDirError, load_model_dir
 
@@ -125,7 +125,7 @@ def combine(rules: Sequence[DecisionRule], member_probs: Sequence[np.ndarray]) -
     member votes (M, N)). A single member's prediction is its own decision.
     """
     probs = [rule.probabilities(p) for rule, p in zip(rules, member_probs)]
-    votes = np.stack([rule.decide(p) for rule, p in zip(rules, member_probs)])
+    votes = np.stack([apply_thresholds(p, rule.thresholds) for rule, p in zip(rules, probs)])  # = rule.decide(raw)
     num_classes = probs[0].shape[1]
     preds = votes[0] if len(votes) == 1 else hard_vote(votes, num_classes)
     return preds, np.mean(probs, axis=0), votes

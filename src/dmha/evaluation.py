@@ -88,6 +88,12 @@ def _feature_key(member: Member) -> str:
     return json.dumps([cfg["encoders"], cfg["features"], vars(member.bundle.norm)], sort_keys=True)
 
 
+def _targets(items: Sequence[Item], labels: Sequence[str]) -> list[int]:
+    """Each item's label as its class index in the model's label order."""
+    index = {label: k for k, label in enumerate(labels)}
+    return [index[item.label] for item in items]
+
+
 def _split_items(members: Sequence[Member], manifest, split: str) -> list[Item]:
     labels = members[0].bundle.labels
     items = read_manifest(manifest)
@@ -102,7 +108,7 @@ def _split_items(members: Sequence[Member], manifest, split: str) -> list[Item]:
 
 def decision_variants(members: Sequence[Member], prior: str | None) -> dict[str, list[DecisionRule]]:
     """Every combination of prior correction (off/on) and thresholds (off/on, when tuned) to report."""
-    configured = prior if prior is not None else members[0].bundle.config.decision.prior
+    configured = members[0].bundle.prior_in_effect(prior)
     target = configured if configured != "none" else "uniform"
     have_thresholds = any(m.bundle.thresholds is not None for m in members)
     variants = {}
@@ -129,8 +135,7 @@ def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", o
     scored = score_members(members, _split_items(members, manifest, split), progress)
     out.mkdir(parents=True, exist_ok=True)
     write_errors(scored.errors, out / "errors.tsv")
-    index = {label: k for k, label in enumerate(labels)}
-    targets = [index[i.label] for i in scored.items]
+    targets = _targets(scored.items, labels)
 
     preds, probs, votes = combine([m.rule for m in members], scored.member_probs)
     result = classification_report(targets, preds.tolist(), labels)
@@ -140,7 +145,7 @@ def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", o
                  for name, rules in decision_variants(members, prior).items()}
     result.update({
         "split": split, "model": str(model_dir), "ensemble": is_ensemble(model_dir),
-        "decision": {"prior": prior if prior is not None else members[0].bundle.config.decision.prior,
+        "decision": {"prior": members[0].bundle.prior_in_effect(prior),
                      "thresholds": use_thresholds and any(m.bundle.thresholds is not None for m in members)},
         "decisions_macro_f1": decisions,
         "skipped": [{"path": p, "reason": r} for p, r in scored.errors],
@@ -150,9 +155,9 @@ def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", o
                        if key in members[0].bundle.meta})
     else:
         result["members"] = {
-            m.name: {"macro_f1": classification_report(targets, m.rule.decide(p).tolist(), labels)["macro_f1"],
+            m.name: {"macro_f1": classification_report(targets, member_votes.tolist(), labels)["macro_f1"],
                      "dev_macro_f1": m.bundle.meta.get("dev_macro_f1")}
-            for m, p in zip(members, scored.member_probs)}
+            for m, member_votes in zip(members, votes)}
     (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     if report:
         from .report import write_report
@@ -170,8 +175,7 @@ def tune_model_thresholds(model_dir: str | Path, manifest: str | Path, split: st
     scored = score_members(members, _split_items(members, manifest, split), progress)
     if not scored.items:
         raise ManifestError(f"{manifest}: no usable {split} items to tune thresholds on")
-    index = {label: k for k, label in enumerate(labels)}
-    targets = np.array([index[i.label] for i in scored.items])
+    targets = np.array(_targets(scored.items, labels))
     summary = {}
     for member, raw in zip(members, scored.member_probs):
         probs = member.rule.probabilities(raw)
@@ -181,7 +185,7 @@ def tune_model_thresholds(model_dir: str | Path, manifest: str | Path, split: st
         payload = {
             "thresholds": {label: float(t) for label, t in zip(labels, thresholds)},
             "split": split, "objective": objective, "n": len(targets),
-            "prior": prior if prior is not None else member.bundle.config.decision.prior,
+            "prior": member.bundle.prior_in_effect(prior),
             "macro_f1_before": before, "macro_f1_after": after,
         }
         write_thresholds(member.bundle.directory, payload)

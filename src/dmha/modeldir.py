@@ -56,9 +56,13 @@ class ModelBundle:
     thresholds: dict | None = None  # thresholds.json: {"thresholds": {label: t}, "prior": ..., ...}
     directory: Path | None = None
 
+    def prior_in_effect(self, prior: str | None = None) -> str:
+        """`prior` when given (an evaluate/predict override), else the model's configured decision.prior."""
+        return self.config.decision.prior if prior is None else prior
+
     def decision_rule(self, use_thresholds: bool = True, prior: str | None = None, warn: bool = True) -> DecisionRule:
         """The model's decision: its configured prior (or `prior`), then its thresholds if tuned."""
-        prior = self.config.decision.prior if prior is None else prior
+        prior = self.prior_in_effect(prior)
         target = parse_prior(prior, self.labels)
         source = train_prior(self.meta.get("class_counts", {}), self.labels) if target is not None else None
         thresholds = None
