@@ -1,4 +1,4 @@
-"""2-process DDP training on CPU (gloo), through the CLI as a user would run it."""
+"""2-process DDP extraction and training on CPU (gloo), through the CLI as a user would run it."""
 import csv
 import json
 import os
@@ -27,12 +27,14 @@ def test_two_process_ddp_training_matches_single_process(tiny_encoders, tmp_path
     manifest = write_tone_corpus(tmp_path / "corpus", n_per_class=8)
     single = _train(manifest, tmp_path / "single", tiny_encoders, tmp_path / "cache")
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = _train(manifest, tmp_path / "ddp", tiny_encoders, tmp_path / "cache", "train.devices=2")
+    # A cache of its own: the DDP run extracts in 2 processes too, then trains on 2 ranks.
+    ddp = _train(manifest, tmp_path / "ddp", tiny_encoders, tmp_path / "cache_ddp", "train.devices=2")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "Starting with 2 processes" in ddp.stderr + ddp.stdout  # really two ranks
     assert ddp.stdout.count("test macro-F1") == 1  # only the main process reports and writes
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     expected = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert metrics["features_computed"] == expected["features_computed"] == 16
     # Ranks see different shuffles and halves of each batch, so weights differ; on this separable
     # corpus both must reach the same decisions and scores.
     assert metrics["macro_f1"] == expected["macro_f1"] and metrics["dev_macro_f1"] == expected["dev_macro_f1"]

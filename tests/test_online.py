@@ -7,6 +7,7 @@ from conftest import write_tone_corpus
 from dmha.config import ConfigError, load
 from dmha.encoders import load_speech_encoder
 from dmha.experiment import feature_mode, train
+from dmha.store import FeatureStore
 from dmha.online import collate_waves, crop_wave, encode_waves
 
 
@@ -69,8 +70,9 @@ def test_cached_augmented_copies_are_computed_once(tiny_encoders, tmp_path):
     config = _config(tiny_encoders, tmp_path / "cache", "aug.enabled=true", "aug.cached_copies=2", "aug.p=1.0")
     metrics = train(manifest, tmp_path / "run", config, progress=False)
     assert metrics["feature_mode"] == "cached"
-    copies = list((tmp_path / "cache" / "speech").rglob("*-aug*.safetensors"))
+    store = FeatureStore(next((tmp_path / "cache" / "speech").iterdir()))
+    copies = [key for key in store.keys() if "-aug" in key]
     assert len(copies) == 2 * 4  # 2 training items per class × 2 classes × 2 copies
-    before = {p: p.stat().st_mtime_ns for p in copies}
+    shards = {p: p.stat().st_mtime_ns for p in store.shard_paths()}
     train(manifest, tmp_path / "run2", config, progress=False)
-    assert {p: p.stat().st_mtime_ns for p in copies} == before
+    assert {p: p.stat().st_mtime_ns for p in FeatureStore(store.folder).shard_paths()} == shards  # nothing new

@@ -12,6 +12,7 @@ from dmha.data.manifest import read_manifest
 from dmha.evaluation import evaluate
 from dmha.experiment import train
 from dmha.features import FeatureCache, collate, crop_or_repeat
+from dmha.store import FeatureStore
 from dmha.inference import EmotionRecognizer
 from dmha.modeldir import load_model_dir
 
@@ -157,13 +158,16 @@ def test_crop_or_repeat_and_collate_masks():
     assert batch["text_mask"].sum().item() == 6
 
 
-def test_cache_put_is_atomic_fp16(tmp_path):
+def test_cache_stores_fp16_shards_per_encoder(tmp_path):
     import torch
 
-    path = FeatureCache(tmp_path).path("speech", "enc", "ab" * 32)
-    FeatureCache.put(path, torch.randn(2, 3, 4))
-    assert FeatureCache.get(path).dtype == torch.float16
-    assert not list(path.parent.glob("*.tmp"))
+    cache = FeatureCache(tmp_path)
+    store = cache.store("speech", "enc")
+    assert cache.store("speech", "enc") is store and cache.store("text", "enc") is not store
+    with store.writer() as writer:
+        writer.put("ab" * 32, torch.randn(2, 3, 4))
+    assert store.get("ab" * 32).dtype == torch.float16
+    assert not list(store.shard_dir.glob(".*.tmp")) and len(store.shard_paths()) == 1
 
 
 def test_run_dir_with_another_config_is_not_resumed(trained):
@@ -193,8 +197,8 @@ def test_layer_subset_is_stored_trained_and_predicted(trained, tiny_encoders, tm
     assert "|layers=0,2" in bundle.speech.identity
     speech_dir = next(p for p in (root / "cache" / "speech").iterdir()
                       if "|layers=0,2" in (p / "encoder.json").read_text())
-    stored = FeatureCache.get(next(speech_dir.rglob("*.safetensors")))
-    assert stored.shape[0] == 2
+    store = FeatureStore(speech_dir)
+    assert len(store) == 12 and all(store.get(key).shape[0] == 2 for key in store.keys())
     rec = EmotionRecognizer.load(tmp_path / "run" / "model")
     item = [i for i in read_manifest(manifest) if i.split == "test"][0]
     assert rec.predict(item.path, transcript=item.transcript).label in bundle.labels

@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="override config keys, e.g. --set model.attention=subvector train.devices=2")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("extract", help="fill the feature store for a manifest, as train would (resumable)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--config", help="TOML config file (the one you will train with)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--processes", type=int, default=1,
+                   help="split the work over N processes (one per GPU with encoders.device=cuda)")
+    p.set_defaults(func=_extract)
+
     p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
     p.add_argument("model_dir")
     p.add_argument("--manifest", required=True)
@@ -99,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="cache root (default: features.cache_dir default, $DMHA_HOME/features)")
     p.add_argument("--deep", action="store_true", help="verify: read every stored value, not just headers")
     p.add_argument("--fix", action="store_true", help="verify: delete corrupt entries and stale temp files")
-    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: entries unused for DAYS days")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: shards unused for DAYS days")
     p.add_argument("--encoder", metavar="TEXT", help="prune: entries of encoders whose identity contains TEXT")
+    p.add_argument("--legacy", action="store_true", help="prune: per-utterance files of the old cache layout")
     p.add_argument("--dry-run", action="store_true", help="prune: only report what would be deleted")
     p.set_defaults(func=_cache)
 
@@ -195,6 +204,17 @@ def _train(args) -> int:
     return 0
 
 
+def _extract(args) -> int:
+    from . import config as cfg
+    from .experiment import extract
+
+    if args.processes < 1:
+        raise CommandError(f"--processes must be >= 1, got {args.processes}")
+    data = extract(args.manifest, cfg.load(args.config, args.overrides), progress=True, processes=args.processes)
+    print(f"features ready for {len(data.items)} items ({data.speech_computed} speech entries computed here)")
+    return _report_skipped(data.errors)
+
+
 def _evaluate(args) -> int:
     from .evaluation import evaluate
 
@@ -245,7 +265,10 @@ def _cache(args) -> int:
         print(f"cache: {root}")
         for d in cache_admin.info(root):
             total += d.bytes
-            print(f"  {d.kind:6s} {d.folder.name}  {d.entries:7d} entries  {d.bytes / 2**20:10.1f} MiB  {d.identity}")
+            files = "files " if d.kind == "asr" else "shards"
+            legacy = f"  (+{d.legacy} old-layout files: cache prune --legacy)" if d.legacy else ""
+            print(f"  {d.kind:6s} {d.folder.name}  {d.entries:7d} entries  {d.files:5d} {files}  "
+                  f"{d.bytes / 2**20:10.1f} MiB  {d.identity}{legacy}")
         print(f"  total {total / 2**30:.2f} GiB")
         return 0
     if args.action == "verify":
@@ -254,14 +277,15 @@ def _cache(args) -> int:
             print(f"corrupt: {path}: {reason}", file=sys.stderr)
         for path in report.stale_tmp:
             print(f"stale temp file: {path}", file=sys.stderr)
-        print(f"checked {report.checked} entries: {len(report.corrupt)} corrupt, {len(report.stale_tmp)} stale temp "
-              f"file(s)" + (f"; removed {report.removed}" if args.fix else ""))
+        print(f"checked {report.checked} files ({report.entries} entries): {len(report.corrupt)} corrupt, "
+              f"{len(report.stale_tmp)} stale temp file(s), {report.failed_markers} failure marker(s)"
+              + (f"; removed {report.removed}" if args.fix else ""))
         return 0 if report.ok or args.fix else 2
     try:
-        files, size = cache_admin.prune(root, args.older_than, args.encoder, args.dry_run)
+        files, size = cache_admin.prune(root, args.older_than, args.encoder, args.legacy, args.dry_run)
     except ValueError as err:
         raise CommandError(str(err)) from None
-    print(f"{'would remove' if args.dry_run else 'removed'} {files} entries ({size / 2**20:.1f} MiB)")
+    print(f"{'would remove' if args.dry_run else 'removed'} {files} files ({size / 2**20:.1f} MiB)")
     return 0
 
 

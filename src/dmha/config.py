@@ -6,12 +6,15 @@ values are errors that name the key, so a typo never silently falls back to a de
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin, get_type_hints
 
 from .augment import AugmentConfig, validate_config as _validate_aug
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -50,8 +53,8 @@ class FeaturesConfig:
     normalize: str = "train"  # train: waveform mean/std of the training split (paper §5.2) | none
     batch_size: int = 8
     mode: str = "auto"  # cached | online (encoders run in the training step) | auto: online iff aug is on
-    memory_gb: float = 4.0  # cached features kept in RAM during training (0 = always read from disk)
     layers: list[int] = field(default_factory=list)  # speech hidden states to keep (0 = embeddings); [] = all
+    shard_mb: float = 256.0  # feature-store shard size: a killed extraction loses at most one unwritten shard
 
 
 @dataclass
@@ -103,13 +106,20 @@ _CHOICES = {
     "features.mode": ("auto", "cached", "online"),
 }
 _POSITIVE = {
-    "model.heads", "model.hidden_dim", "features.batch_size", "train.max_epochs",
+    "model.heads", "model.hidden_dim", "features.batch_size", "features.shard_mb", "train.max_epochs",
     "train.batch_size", "train.lr", "train.lr_patience", "train.early_stop_patience",
     "train.devices", "train.num_nodes",
 }
 _NON_NEGATIVE = {
-    "model.hidden_layers", "model.dim", "features.memory_gb", "encoders.speech_pad_to_s", "train.weight_decay",
+    "model.hidden_layers", "model.dim", "encoders.speech_pad_to_s", "train.weight_decay",
     "train.crop_s", "train.focal_gamma", "train.num_workers",
+}
+
+
+# Keys older versions wrote (e.g. into a model's config.json) that no longer mean anything: accepted
+# and ignored with a warning, so old model directories and configs keep loading.
+_RETIRED = {
+    "features.memory_gb": "the feature store is memory-mapped; the page cache keeps hot shards in RAM",
 }
 
 
@@ -163,6 +173,9 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'} must be a table")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    for name in [n for n in raw if f"{prefix}{n}" in _RETIRED]:
+        log.warning("config key %s%s is no longer used (%s); ignored", prefix, name, _RETIRED[f"{prefix}{name}"])
+        raw = {k: v for k, v in raw.items() if k != name}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(

@@ -30,7 +30,7 @@ def score_split(model: DMHA, refs: Sequence[FeatureRef], targets: Sequence[int],
     preds = probs.argmax(axis=1)
     report = classification_report(list(targets), preds.tolist(), labels)
     if out is not None:
-        write_outputs(out, report, names or [str(r.speech) for r in refs], targets, preds, probs, labels)
+        write_outputs(out, report, names or [r.speech_key for r in refs], targets, preds, probs, labels)
     return report
 
 

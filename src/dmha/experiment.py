@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,8 @@ from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm, feat
 from .losses import build_loss
 from .modeldir import TRAINING_LOG_FILE, EncoderSpec, ModelBundle, build_model, save_model_dir
 from .online import WaveDataset, babble_pool, cache_augmented_copies, collate_waves
-from .pipeline import feature_cache, featurize, speech_encoder, text_encoder, write_errors
+from .parallel import Share
+from .pipeline import Featurized, feature_cache, featurize, speech_encoder, text_encoder, write_errors
 from .training import DMHAModule, fit, load_best_weights
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     mode = feature_mode(config)  # before any work: a contradictory setting fails now
     _claim_run_dir(out, config)
 
-    train_items = [i for i in items if i.split == "train"]
-    norm = compute_wave_norm(train_items, progress) if config.features.normalize == "train" else WaveNorm()
-    data = featurize(items, config.encoders, config.features, norm, progress)
+    norm, data = _features(items, config, progress, _extraction_processes(config))
     write_errors(data.errors, out / "errors.tsv")
     by_split = _split_refs(data.items, data.refs, labels)
 
@@ -77,6 +77,29 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     metrics = _final_metrics(model, labels, by_split, out, meta, data)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def extract(manifest: str | Path, config: Config, progress: bool = True, processes: int = 1) -> Featurized:
+    """`dmha extract`: fill the feature store for every item of the manifest exactly as `train` would
+    (same transcripts, waveform normalisation and encoders), optionally in several processes."""
+    items = read_manifest(manifest)
+    require_splits(items, ["train"], manifest)
+    return _features(items, config, progress, processes)[1]
+
+
+def _features(items: list[Item], config: Config, progress: bool, processes: int) -> tuple[WaveNorm, Featurized]:
+    train_items = [i for i in items if i.split == "train"]
+    norm = compute_wave_norm(train_items, progress) if config.features.normalize == "train" else WaveNorm()
+    return norm, featurize(items, config.encoders, config.features, norm, progress, processes)
+
+
+def _extraction_processes(config: Config) -> int:
+    """One extraction process per training device, when this process is the one launching DDP
+    (torchrun/SLURM ranks share the work through their environment; Lightning's own DDP children
+    start after extraction, when the store is complete)."""
+    world = config.train.devices * config.train.num_nodes
+    launched = "LOCAL_RANK" in os.environ or Share.from_env().world > 1
+    return config.train.devices if world > 1 and not launched else 1
 
 
 def _claim_run_dir(out: Path, config: Config) -> None:
@@ -130,7 +153,7 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
     if config.aug.enabled:
         augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
     if mode == "online":
-        dataset = WaveDataset(items, targets, [r.text for r in refs], norm,
+        dataset = WaveDataset(items, targets, refs, norm,
                               round(config.train.crop_s * SAMPLE_RATE), augmenter)
         return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate_waves,
                           num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
@@ -142,7 +165,7 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
 
 def _loader(triples, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
     dataset = FeatureDataset([r for _, r, _ in triples], [t for _, _, t in triples], crop_frames,
-                             memory_bytes=int(config.features.memory_gb * 2**30), sample_copies=shuffle)
+                             sample_copies=shuffle)
     return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=shuffle, collate_fn=collate,
                       num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
 
@@ -153,7 +176,8 @@ def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict
     for split in ("dev", "test"):
         if by_split.get(split):
             refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
-            scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}")
+            names = [str(item.path) for item, _, _ in by_split[split]]
+            scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}", names)
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}
     return {**top, "split": main, "dev": scores["dev"], **({"test": scores["test"]} if "test" in scores else {}),

@@ -1,9 +1,9 @@
-"""Run the frozen encoders once per utterance and keep their outputs on disk.
+"""Run the frozen encoders once per utterance and keep their outputs in the feature store.
 
 Speech features are all hidden states (L, T, D) in fp16; text features the last layer (T, D).
 Entries are content-addressed: audio bytes + preprocessing for speech, transcript text for text,
-each under a folder named after the encoder's identity, so a second run (or another model that
-shares an encoder) reads them back instead of running the encoder again.
+in one store per encoder identity (store.py), so a second run (or another model that shares an
+encoder) reads them back instead of running the encoder again.
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import paths
-from .fileio import atomic_path, atomic_write_text
 from .audio import AudioError, audio_duration, file_digest, load_audio
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder, TextEncoder
+from .parallel import Share
+from .store import FeatureStore, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,41 +65,41 @@ def compute_wave_norm(items: Sequence[Item], progress: bool = True) -> WaveNorm:
     return WaveNorm(float(mean), std)
 
 
+_OPEN: dict[Path, FeatureStore] = {}
+
+
 class FeatureCache:
-    """Encoder outputs on disk as safetensors, one file per utterance, written atomically."""
+    """The cache root: one FeatureStore per (kind, encoder identity), opened once per process."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, shard_bytes: int = 256 * 2**20):
         self.root = Path(root) if root else paths.features_dir()
+        self.shard_bytes = shard_bytes
 
-    def _dir(self, kind: str, identity: str) -> Path:
-        folder = self.root / kind / _sha(identity)[:16]
-        if not (folder / "encoder.json").exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / "encoder.json", json.dumps({"identity": identity}))
-        return folder
-
-    def path(self, kind: str, identity: str, key: str) -> Path:
-        """Where the entry for `key` under this encoder lives (may not exist yet)."""
-        return self._dir(kind, identity) / key[:2] / f"{key}.safetensors"
-
-    @staticmethod
-    def put(path: Path, hidden: torch.Tensor) -> None:
-        """Store a tensor in fp16 via temp file + rename, so readers never see half a file."""
-        with atomic_path(path) as tmp:
-            save_file({"hidden": hidden.detach().to(torch.float16).contiguous()}, str(tmp))
-
-    @staticmethod
-    def get(path: Path) -> torch.Tensor:
-        return load_file(str(path))["hidden"]
+    def store(self, kind: str, identity: str) -> FeatureStore:
+        """The store of one encoder (created on first use); `kind` is speech or text."""
+        folder = (self.root / kind / _sha(identity)[:16]).resolve()
+        if folder not in _OPEN:  # one handle per store and process, so every ref sees new shards
+            _OPEN[folder] = FeatureStore(folder, identity, self.shard_bytes)
+        return _OPEN[folder]
 
 
 @dataclass
 class FeatureRef:
-    """Where one utterance's cached speech and text features are (plus any cached augmented copies)."""
+    """One utterance's entries: speech and text features (plus the keys of cached augmented copies)."""
 
-    speech: Path
-    text: Path
-    copies: tuple[Path, ...] = ()
+    speech_store: FeatureStore
+    speech_key: str
+    text_store: FeatureStore
+    text_key: str
+    copies: tuple[str, ...] = ()
+
+    def speech(self, view: int = 0) -> torch.Tensor:
+        """(L, T, D) fp16; view 0 is the original audio, 1..K its augmented copies."""
+        return self.speech_store.get(self.copies[view - 1] if view else self.speech_key)
+
+    def text(self) -> torch.Tensor:
+        """(T, D) fp16."""
+        return self.text_store.get(self.text_key)
 
 
 @dataclass
@@ -117,6 +117,10 @@ def speech_key(digest: str, norm: WaveNorm) -> str:
     return _sha(f"{digest}|sr=16000|{norm.tag}")
 
 
+def text_key(transcript: str | None) -> str:
+    return _sha(transcript or "")
+
+
 def extract_features(
     items: Sequence[Item],
     speech_encoder: SpeechEncoder,
@@ -125,69 +129,126 @@ def extract_features(
     norm: WaveNorm,
     batch_size: int = 8,
     progress: bool = True,
+    share: Share | None = None,
 ) -> ExtractionResult:
-    """Make sure every item's features are cached; encoders run only on what is missing."""
+    """Make sure every item's features are in the store; encoders run only on what is missing.
+
+    With several processes (`share`, default: from torchrun/SLURM variables), each encodes every
+    world-th missing utterance, then waits for the others' shards (taking over what a stalled or
+    dead process left undone), so all end with the same complete store.
+    """
+    share = share or Share.from_env()
     result = ExtractionResult(refs=[None] * len(items))
-    speech_paths: dict[int, Path] = {}
+    speech_store = cache.store("speech", speech_encoder.info.identity)
+    text_store = cache.store("text", text_encoder.info.identity)
+    speech_store.refresh(), text_store.refresh()  # other processes may have added shards since it was opened
+    keys: dict[int, str] = {}
     for i, item in enumerate(items):
         try:
-            key = speech_key(file_digest(item.path), norm)
+            keys[i] = speech_key(file_digest(item.path), norm)
         except AudioError as err:
             result.errors.append((str(item.path), err.reason))
-            continue
-        speech_paths[i] = cache.path("speech", speech_encoder.info.identity, key)
-    missing = [i for i, p in speech_paths.items() if not p.exists()]
-    result.speech_computed = _encode_speech(items, missing, speech_paths, speech_encoder, norm, batch_size,
-                                            result.errors, progress)
-    text_paths = {i: cache.path("text", text_encoder.info.identity, _sha(items[i].transcript or ""))
-                  for i in speech_paths}
-    result.text_computed = _encode_text(items, text_paths, text_encoder, batch_size, progress)
+    jobs = _speech_jobs(items, keys, speech_store, result.errors)
+    result.speech_computed = _run_shared(jobs, speech_store, share, progress, f"speech features ({speech_encoder.info.name})",
+                                         lambda batch, writer, errors: _encode_speech(batch, speech_encoder, norm, writer, errors),
+                                         batch_size, result.errors)
     bad = {path for path, _ in result.errors}
-    for i, speech_path in speech_paths.items():
-        if str(items[i].path) not in bad and speech_path.exists():
-            result.refs[i] = FeatureRef(speech_path, text_paths[i])
+    texts = {text_key(items[i].transcript): items[i].transcript or "" for i in keys if str(items[i].path) not in bad}
+    text_jobs = [_Job(key, text, 0.0) for key, text in texts.items() if key not in text_store]
+    result.text_computed = _run_shared(text_jobs, text_store, share, progress, f"text features ({text_encoder.info.name})",
+                                       lambda batch, writer, errors: _encode_text(batch, text_encoder, writer, errors),
+                                       batch_size, result.errors)
+    for i, key in keys.items():
+        if str(items[i].path) not in bad and key in speech_store:
+            result.refs[i] = FeatureRef(speech_store, key, text_store, text_key(items[i].transcript))
     return result
 
 
-def _encode_speech(items, missing, speech_paths, encoder, norm, batch_size, errors, progress) -> int:
-    """Encode the missing items in length-sorted batches (less padding), caching each output."""
-    durations = {}
-    for i in missing:
+def count_missing(items: Sequence[Item], speech_identity: str, text_identity: str, cache: FeatureCache,
+                  norm: WaveNorm) -> int:
+    """How many readable items lack speech or text features (e.g. to skip starting worker processes)."""
+    speech, text = cache.store("speech", speech_identity), cache.store("text", text_identity)
+    missing = 0
+    for item in items:
         try:
-            durations[i] = audio_duration(items[i].path)
+            key = speech_key(file_digest(item.path), norm)
+        except AudioError:
+            continue
+        missing += key not in speech or text_key(item.transcript) not in text
+    return missing
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One entry to compute: its key, what to compute it from (audio path or text), and a cost."""
+
+    key: str
+    source: object
+    cost: float
+
+
+def _speech_jobs(items, keys, store: FeatureStore, errors) -> list[_Job]:
+    """Missing speech entries (identical audio once), cheapest first so batches pad little."""
+    jobs: dict[str, _Job] = {}
+    for i, key in keys.items():
+        if key in store or key in jobs:
+            continue
+        try:
+            jobs[key] = _Job(key, items[i].path, audio_duration(items[i].path))
         except AudioError as err:
             errors.append((str(items[i].path), err.reason))
-    order = sorted(durations, key=durations.get)
+    return sorted(jobs.values(), key=lambda job: job.cost)
+
+
+def _run_shared(jobs: list[_Job], store: FeatureStore, share: Share, progress: bool, desc: str, encode,
+                batch_size: int, errors: list) -> int:
+    """Encode this process's part of `jobs` in batches into new shards; then wait for the other parts."""
+    mine = [job for job in jobs if share.owns(job.key)]
     done = 0
-    with tqdm(total=len(order), desc=f"speech features ({encoder.info.name})", disable=not progress or not order) as bar:
-        for start in range(0, len(order), batch_size):
-            batch, waves = [], []
-            for i in order[start:start + batch_size]:
-                try:
-                    waves.append(norm.apply(load_audio(items[i].path)))
-                    batch.append(i)
-                except AudioError as err:
-                    errors.append((str(items[i].path), err.reason))
-            for i, hidden in zip(batch, encoder.encode(waves) if waves else []):
-                FeatureCache.put(speech_paths[i], hidden)  # (L, T, D)
-                done += 1
-            bar.update(len(order[start:start + batch_size]))
+    with store.writer() as writer, tqdm(total=len(mine), desc=desc, disable=not progress or not mine) as bar:
+        for start in range(0, len(mine), batch_size):
+            batch = mine[start:start + batch_size]
+            failed = len(errors)
+            done += encode(batch, writer, errors)
+            if share.world > 1:  # tell the other processes not to wait for what failed here
+                for path, reason in errors[failed:]:
+                    store.mark_failed(next(j.key for j in batch if str(j.source) == path), reason)
+            bar.update(len(batch))
+    if share.world == 1:
+        return done
+    left = share.wait_for(store, [job.key for job in jobs])
+    reported = {path for path, _ in errors}
+    for job in jobs:
+        reason = store.failure(job.key) if job.key in left else None
+        if reason is not None:
+            left.remove(job.key)
+            if str(job.source) not in reported:
+                errors.append((str(job.source), reason))
+    if left:  # another process stalled or died: do its part here
+        log.warning("%s: %d entries not written by the other processes; computing them here", desc, len(left))
+        wanted = set(left)
+        done += _run_shared([j for j in jobs if j.key in wanted], store, Share(), progress, desc, encode,
+                            batch_size, errors)
     return done
 
 
-def _encode_text(items, text_paths, encoder, batch_size, progress) -> int:
-    """Encode each distinct missing transcript once."""
-    todo: dict[Path, str] = {}
-    for i, path in text_paths.items():
-        if not path.exists():
-            todo.setdefault(path, items[i].transcript or "")
-    pending = list(todo.items())
-    for start in tqdm(range(0, len(pending), batch_size), desc=f"text features ({encoder.info.name})",
-                      disable=not progress or not pending):
-        chunk = pending[start:start + batch_size]
-        for (path, _), hidden in zip(chunk, encoder.encode([text for _, text in chunk])):
-            FeatureCache.put(path, hidden)  # (T, D)
-    return len(pending)
+def _encode_speech(batch: list[_Job], encoder: SpeechEncoder, norm: WaveNorm, writer: ShardWriter, errors) -> int:
+    waves, kept = [], []
+    for job in batch:
+        try:
+            waves.append(norm.apply(load_audio(job.source)))
+            kept.append(job)
+        except AudioError as err:
+            errors.append((str(job.source), err.reason))
+    for job, hidden in zip(kept, encoder.encode(waves) if waves else []):
+        writer.put(job.key, hidden)  # (L, T, D)
+    return len(kept)
+
+
+def _encode_text(batch: list[_Job], encoder: TextEncoder, writer: ShardWriter, errors) -> int:
+    for job, hidden in zip(batch, encoder.encode([job.source for job in batch])):
+        writer.put(job.key, hidden)  # (T, D)
+    return len(batch)
 
 
 def crop_or_repeat(hidden: torch.Tensor, frames: int, offset: int) -> torch.Tensor:
@@ -200,40 +261,34 @@ def crop_or_repeat(hidden: torch.Tensor, frames: int, offset: int) -> torch.Tens
 
 
 class FeatureDataset(Dataset):
-    """Cached features of labelled items; random fixed-length crops when crop_frames > 0 (training).
+    """Stored features of labelled items; random fixed-length crops when crop_frames > 0 (training).
 
-    Up to `memory_bytes` of features stay in RAM after their first read, so later epochs of a small
-    corpus skip the disk and the safetensors parsing altogether.
+    Items are views on the stores' memory maps: an item costs a dict lookup and a crop, and the
+    operating system's page cache keeps the shards of a corpus that fits in RAM there after epoch 1.
     """
 
     def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0,
-                 memory_bytes: int = 0, sample_copies: bool = False):
+                 sample_copies: bool = False):
         self.refs, self.targets, self.crop_frames = list(refs), list(targets), crop_frames
         self.sample_copies = sample_copies  # training: draw the original or one of its augmented copies
-        self.memory_bytes, self._held, self._memory = memory_bytes, 0, {}
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def _load(self, path: Path) -> torch.Tensor:
-        if path in self._memory:
-            return self._memory[path]
-        tensor = FeatureCache.get(path)
-        size = tensor.numel() * tensor.element_size()
-        if self._held + size <= self.memory_bytes:
-            self._memory[path] = tensor
-            self._held += size
-        return tensor
+    def frames(self, index: int) -> int:
+        """Speech frames of an item as the model will see it (for length bucketing)."""
+        t = self.refs[index].speech_store.location(self.refs[index].speech_key).shape[1]
+        return self.crop_frames or t
 
     def __getitem__(self, index: int) -> dict:
         ref = self.refs[index]
-        views = (ref.speech, *ref.copies) if self.sample_copies else (ref.speech,)
-        speech = self._load(views[int(torch.randint(0, len(views), ()).item())] if len(views) > 1 else views[0])  # (L, T1, D)
+        views = 1 + (len(ref.copies) if self.sample_copies else 0)
+        speech = ref.speech(int(torch.randint(0, views, ()).item()) if views > 1 else 0)  # (L, T1, D)
         if self.crop_frames:
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset)
-        return {"speech": speech, "text": self._load(self.refs[index].text), "target": self.targets[index]}
+        return {"speech": speech, "text": ref.text(), "target": self.targets[index]}
 
 
 def pad_time(seqs: Sequence[torch.Tensor], axis: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,8 +318,8 @@ def feature_stats(refs: Sequence[FeatureRef], progress: bool = True) -> dict[str
     """Per layer/dimension mean and std over all frames (speech) and tokens (text) of cached features."""
     sums: dict[str, list] = {}
     for ref in tqdm(refs, desc="feature statistics", disable=not progress, leave=False):
-        for kind, path, frame_axis in (("speech", ref.speech, 1), ("text", ref.text, 0)):
-            x = FeatureCache.get(path).double()  # speech (L, T, D), text (T, D)
+        for kind, tensor, frame_axis in (("speech", ref.speech(), 1), ("text", ref.text(), 0)):
+            x = tensor.double()  # speech (L, T, D), text (T, D)
             acc = sums.setdefault(kind, [0.0, 0.0, 0])
             acc[0] = acc[0] + x.sum(frame_axis)
             acc[1] = acc[1] + (x**2).sum(frame_axis)

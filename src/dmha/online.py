@@ -9,11 +9,11 @@ Two ways, selected by `features.mode` and `aug.cached_copies`:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -56,9 +56,9 @@ def babble_pool(items: Sequence[Item], count: int = 32, seed: int = 0) -> list[n
 class WaveDataset(Dataset):
     """Training items as waveforms: random crop → augmentation → train-set normalisation."""
 
-    def __init__(self, items: Sequence[Item], targets: Sequence[int], text: Sequence[Path], norm: WaveNorm,
+    def __init__(self, items: Sequence[Item], targets: Sequence[int], refs: Sequence[FeatureRef], norm: WaveNorm,
                  crop_samples: int, augmenter: Augmenter | None):
-        self.items, self.targets, self.text = list(items), list(targets), list(text)
+        self.items, self.targets, self.refs = list(items), list(targets), list(refs)  # refs: text features
         self.norm, self.crop_samples, self.augmenter = norm, crop_samples, augmenter
 
     def __len__(self) -> int:
@@ -70,7 +70,7 @@ class WaveDataset(Dataset):
         wave = crop_wave(load_audio(self.items[index].path), self.crop_samples, rng)
         if self.augmenter is not None:
             wave = self.augmenter(wave, rng)
-        return {"wave": self.norm.apply(wave), "text": FeatureCache.get(self.text[index]),
+        return {"wave": self.norm.apply(wave), "text": self.refs[index].text(),
                 "target": self.targets[index]}
 
 
@@ -98,16 +98,18 @@ def cache_augmented_copies(items: Sequence[Item], refs: Sequence[FeatureRef], en
                            seed: int, progress: bool = True) -> list[FeatureRef]:
     """Encode K augmented copies of each item once (seeded per item and copy); refs gain `copies`."""
     tag = augmentation_tag(config, seed)
+    store = cache.store("speech", encoder.info.identity)
     out = []
-    for item, ref in tqdm(list(zip(items, refs)), desc="augmented copies", disable=not progress):
-        digest = file_digest(item.path)
-        paths = []
-        for k in range(1, config.cached_copies + 1):
-            path = cache.path("speech", encoder.info.identity, speech_key(digest, norm) + f"-aug{tag}-{k}")
-            if not path.exists():
-                rng = np.random.default_rng([seed, k, int(digest[:12], 16)])
-                wave = norm.apply(augmenter(load_audio(item.path), rng))
-                FeatureCache.put(path, encoder.encode([wave])[0])
-            paths.append(path)
-        out.append(FeatureRef(ref.speech, ref.text, tuple(paths)))
+    with store.writer() as writer:
+        for item, ref in tqdm(list(zip(items, refs)), desc="augmented copies", disable=not progress):
+            digest = file_digest(item.path)
+            keys = []
+            for k in range(1, config.cached_copies + 1):
+                key = speech_key(digest, norm) + f"-aug{tag}-{k}"
+                if key not in store:
+                    rng = np.random.default_rng([seed, k, int(digest[:12], 16)])
+                    wave = norm.apply(augmenter(load_audio(item.path), rng))
+                    writer.put(key, encoder.encode([wave])[0])  # (L, T, D)
+                keys.append(key)
+            out.append(dataclasses.replace(ref, copies=tuple(keys)))
     return out

@@ -1,6 +1,7 @@
 """Steps shared by train, evaluate and transcribe: transcripts → cached features → head probabilities."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,9 @@ from .config import EncodersConfig, FeaturesConfig
 from .data.manifest import Item
 from .encoders import load_speech_encoder, load_text_encoder, load_transcriber
 from .encoders.base import LayerSubset
-from .features import FeatureCache, FeatureDataset, FeatureRef, WaveNorm, extract_features, collate
+from .features import FeatureCache, FeatureDataset, FeatureRef, WaveNorm, collate, count_missing, extract_features
 from .modeldir import predict_proba
+from .parallel import Share, run_processes
 from .model import DMHA
 from .transcription import transcribe_items
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def feature_cache(cfg: FeaturesConfig) -> FeatureCache:
     """The configured cache (default under $DMHA_HOME)."""
-    return FeatureCache(cfg.cache_dir or None)
+    return FeatureCache(cfg.cache_dir or None, shard_bytes=int(cfg.shard_mb * 2**20))
 
 
 def asr_identity(enc: EncodersConfig) -> str:
@@ -60,15 +62,33 @@ class Featurized:
 
 
 def featurize(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig, norm: WaveNorm,
-              progress: bool = True) -> Featurized:
-    """Transcribe what is missing, then make sure both encoders' outputs are cached; skip bad items."""
+              progress: bool = True, processes: int = 1) -> Featurized:
+    """Transcribe what is missing, then make sure both encoders' outputs are cached; skip bad items.
+
+    `processes` > 1 splits the extraction over that many spawned processes (one per GPU when the
+    encoders run on CUDA), all writing into the same store.
+    """
     cache = feature_cache(feats)
     items, errors = fill_transcripts(items, enc, cache, feats.batch_size, progress)
     bad = {path for path, _ in errors}
     items = [item for item in items if str(item.path) not in bad]
-    result = extract_features(items, speech_encoder(enc, feats.layers), text_encoder(enc), cache, norm, feats.batch_size, progress)
+    speech, text, computed = speech_encoder(enc, feats.layers), text_encoder(enc), 0
+    if processes > 1 and count_missing(items, speech.info.identity, text.info.identity, cache, norm):
+        devices = [f"cuda:{k}" for k in range(processes)] if enc.device.startswith("cuda") else []
+        computed = sum(run_processes(processes, extract_worker, (items, enc, feats, norm, progress), devices))
+    result = extract_features(items, speech, text, cache, norm, feats.batch_size, progress)
     kept = [(item, ref) for item, ref in zip(items, result.refs) if ref is not None]
-    return Featurized([i for i, _ in kept], [r for _, r in kept], errors + result.errors, result.speech_computed)
+    return Featurized([i for i, _ in kept], [r for _, r in kept], errors + result.errors,
+                      computed + result.speech_computed)
+
+
+def extract_worker(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig, norm: WaveNorm,
+                   progress: bool, device: str | None = None) -> int:
+    """One process's share of an extraction (its rank comes from RANK/WORLD_SIZE); returns entries computed."""
+    if device:
+        enc = dataclasses.replace(enc, device=device)
+    return extract_features(items, speech_encoder(enc, feats.layers), text_encoder(enc), feature_cache(feats), norm,
+                            feats.batch_size, progress and Share.from_env().rank == 0).speech_computed
 
 
 def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:
