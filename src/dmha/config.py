@@ -66,6 +66,7 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01
     crop_s: float = 5.5  # random training crops with repetition padding; 0 = full length
+    length_buckets: bool = True  # batch utterances of similar length (less padding); false = plain random batches
     lr_patience: int = 5  # halve the LR after this many epochs without dev macro-F1 gain
     lr_factor: float = 0.5
     early_stop_patience: int = 10

@@ -11,16 +11,17 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, audio_duration
 from .augment import Augmenter
 from .config import Config, ConfigError, to_dict
 from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
 from .evaluation import score_split
-from .features import FeatureDataset, WaveNorm, collate, compute_wave_norm, feature_stats
+from .features import WaveNorm, compute_wave_norm, feature_loader, feature_stats
 from .losses import build_loss
 from .modeldir import TRAINING_LOG_FILE, EncoderSpec, ModelBundle, build_model, save_model_dir
 from .online import WaveDataset, babble_pool, cache_augmented_copies, collate_waves
 from .parallel import Share
+from .sampling import LengthBucketSampler
 from .pipeline import Featurized, feature_cache, featurize, speech_encoder, text_encoder, write_errors
 from .training import DMHAModule, fit, load_best_weights
 
@@ -153,9 +154,12 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
     if config.aug.enabled:
         augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
     if mode == "online":
-        dataset = WaveDataset(items, targets, refs, norm,
-                              round(config.train.crop_s * SAMPLE_RATE), augmenter)
-        return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate_waves,
+        crop = round(config.train.crop_s * SAMPLE_RATE)
+        dataset = WaveDataset(items, targets, refs, norm, crop, augmenter)
+        lengths = [crop] * len(items) if crop else [round(audio_duration(i.path) * SAMPLE_RATE) for i in items]
+        sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed,
+                                      pool=_pool(config), distributed=True)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_waves,
                           num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
     if augmenter is not None:
         refs = cache_augmented_copies(items, refs, speech_encoder(config.encoders, config.features.layers), feature_cache(config.features),
@@ -164,10 +168,14 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
 
 
 def _loader(triples, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
-    dataset = FeatureDataset([r for _, r, _ in triples], [t for _, _, t in triples], crop_frames,
-                             sample_copies=shuffle)
-    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=shuffle, collate_fn=collate,
-                      num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
+    """Length-bucketed batches, split across DDP ranks (the sampler does it: Lightning's is off)."""
+    return feature_loader([r for _, r, _ in triples], [t for _, _, t in triples], config.train.batch_size,
+                          crop_frames, shuffle, config.seed, _pool(config), config.train.num_workers, distributed=True)
+
+
+def _pool(config: Config) -> int:
+    """Batches per length-sorted pool: 1 = plain random batches (train.length_buckets=false)."""
+    return 50 if config.train.length_buckets else 1
 
 
 def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict:

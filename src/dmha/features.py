@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import paths
@@ -24,6 +24,7 @@ from .audio import AudioError, audio_duration, file_digest, load_audio
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder, TextEncoder
 from .parallel import Share
+from .sampling import LengthBucketSampler
 from .store import FeatureStore, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -289,6 +290,19 @@ class FeatureDataset(Dataset):
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset)
         return {"speech": speech, "text": ref.text(), "target": self.targets[index]}
+
+
+def feature_loader(refs: Sequence[FeatureRef], targets: Sequence[int] | None = None, batch_size: int = 32,
+                   crop_frames: int = 0, shuffle: bool = False, seed: int = 0, pool: int = 50,
+                   num_workers: int = 0, distributed: bool = False) -> DataLoader:
+    """Length-bucketed batches of stored features (see sampling.py); `.batch_sampler.order()` maps
+    the batches' rows back to `refs` when shuffle is off."""
+    dataset = FeatureDataset(refs, targets if targets is not None else [0] * len(refs), crop_frames,
+                             sample_copies=shuffle)
+    sampler = LengthBucketSampler([dataset.frames(i) for i in range(len(dataset))], batch_size, shuffle, seed,
+                                  pool, distributed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
 
 
 def pad_time(seqs: Sequence[torch.Tensor], axis: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,15 +9,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .config import EncodersConfig, FeaturesConfig
 from .data.manifest import Item
 from .encoders import load_speech_encoder, load_text_encoder, load_transcriber
 from .encoders.base import LayerSubset
-from .features import FeatureCache, FeatureDataset, FeatureRef, WaveNorm, collate, count_missing, extract_features
+from .features import FeatureCache, FeatureRef, WaveNorm, count_missing, extract_features, feature_loader
 from .modeldir import predict_proba
 from .parallel import Share, run_processes
+from .sampling import in_input_order
 from .model import DMHA
 from .transcription import transcribe_items
 
@@ -94,9 +94,11 @@ def extract_worker(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesCo
 def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:
     """(N, K) class probabilities of the head on cached features, full length (no crops)."""
     model.eval()
-    loader = DataLoader(FeatureDataset(refs, [0] * len(refs)), batch_size=batch_size, collate_fn=collate)
+    loader = feature_loader(refs, batch_size=batch_size)
     probs = [predict_proba(model, batch)[0] for batch in loader]
-    return torch.cat(probs).numpy() if probs else np.zeros((0, model.classifier.output.out_features))
+    if not probs:
+        return np.zeros((0, model.classifier.output.out_features))
+    return np.stack(in_input_order(list(torch.cat(probs).numpy()), loader.batch_sampler.order()))
 
 
 def write_errors(errors: Sequence[tuple[str, str]], path: Path) -> None:

@@ -15,10 +15,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .ensemble import Member, training_log
-from .features import FeatureDataset, FeatureRef, collate
+from .features import FeatureRef, feature_loader
 from .fileio import atomic_write_text
 from .metrics import plot_confusion
 from .model import DMHA, unpad_attention
@@ -198,17 +197,18 @@ def attention_by_item(model: DMHA, refs: Sequence[FeatureRef], wanted: set[int],
                       ) -> tuple[list[tuple[float, float]], dict[int, dict]]:
     """Speech share of every item, and the full unpadded attention of the `wanted` items."""
     model.eval()
-    loader = DataLoader(FeatureDataset(refs, [0] * len(refs)), batch_size=batch_size, collate_fn=collate)
-    shares, kept, start = [], {}, 0  # shares: (attention share, position share) per item
+    loader = feature_loader(refs, batch_size=batch_size)
+    order = iter(loader.batch_sampler.order())  # item index of each row, batch after batch
+    shares, kept = [None] * len(refs), {}  # shares: (attention share, position share) per item
     for batch in loader:
         out = model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention=True)
         for i in range(len(batch["speech"])):
+            index = next(order)
             t1, t2 = int(batch["speech_mask"][i].sum()), int(batch["text_mask"][i].sum())
             att = unpad_attention(out.attention, i, t1, t2, batch["speech_mask"].shape[1])
-            shares.append(speech_share(att))
-            if start + i in wanted:
-                kept[start + i] = att
-        start += len(batch["speech"])
+            shares[index] = speech_share(att)
+            if index in wanted:
+                kept[index] = att
     return shares, kept
 
 

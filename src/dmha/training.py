@@ -87,6 +87,7 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
         precision=cfg.precision, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
         enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=run_dir,
+        use_distributed_sampler=False,  # our length-bucketed samplers split batches across ranks themselves
     )
     last = ckpt_dir / "last.ckpt"
     resume = last if last.exists() else None
