@@ -378,13 +378,14 @@ def test_pad_to_s_rejected_for_non_whisper(speech_dir):
 # --- packaged models (slow) -------------------------------------------------------------------
 
 
-def _ravdess_clip() -> np.ndarray:
-    """The RAVDESS sentence 'Kids are talking by the door', or skip."""
+def _ravdess_clip(k: int = 0) -> np.ndarray:
+    """A RAVDESS sentence ('Kids are talking by the door' for k=0; other actors/emotions for k > 0), or skip."""
     if not RAVDESS_CLIP.is_file():
         pytest.skip(f"RAVDESS clip not found at {RAVDESS_CLIP}; run with ../shared/data/ravdess present")
     import soundfile
 
-    wave, sr = soundfile.read(RAVDESS_CLIP, dtype="float32")
+    path = RAVDESS_CLIP if k == 0 else sorted(RAVDESS_CLIP.parent.parent.glob("Actor_*/*.flac"))[k * 97]
+    wave, sr = soundfile.read(path, dtype="float32")
     assert sr == SR and wave.ndim == 1
     return wave
 
@@ -447,7 +448,7 @@ def test_asr_on_ravdess(name):
     assert "door" in text.lower()
 
 
-def test_asr_decodes_at_temperature_zero_only():
+def test_asr_long_form_decodes_at_temperature_zero_only():
     """faster-whisper's default temperature fallback samples, which made transcripts vary between runs."""
     from dmha.encoders.asr import FasterWhisperTranscriber
 
@@ -460,5 +461,16 @@ def test_asr_decodes_at_temperature_zero_only():
 
     asr = FasterWhisperTranscriber.__new__(FasterWhisperTranscriber)
     asr.model, asr.beam_size, asr.language, asr.vad_filter = FakeModel(), 1, "en", False
-    assert asr.transcribe([np.zeros(16000, dtype=np.float32)]) == [""]
+    assert asr.transcribe([np.zeros(31 * 16000, dtype=np.float32), np.zeros(10, np.float32)]) == ["", ""]
     assert seen["temperature"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.ravdess
+def test_asr_batch_gives_the_batch_of_one_transcripts():
+    """Short clips are decoded together; each transcript must not depend on its batch-mates."""
+    clips = [_ravdess_clip(k) for k in range(4)] + [np.zeros(16000, np.float32)]
+    asr = load_transcriber("tiny.en")
+    one = [asr.transcribe([c])[0] for c in clips]
+    assert asr.transcribe(clips) == one
+    assert all("door" in t.lower() for t in one[:4]) and one[4] == ""

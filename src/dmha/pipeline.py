@@ -31,7 +31,7 @@ def feature_cache(cfg: FeaturesConfig) -> FeatureCache:
 
 def asr_identity(enc: EncodersConfig) -> str:
     """Cache identity of the ASR setting (the name is enough: registry names pin packaged weights)."""
-    return f"asr:{enc.asr}|temperature=0"  # decoding settings that change the text are part of the key
+    return f"asr:{enc.asr}|temperature=0|batched-notimestamps"  # decoding settings that change the text
 
 
 def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, cache: FeatureCache,

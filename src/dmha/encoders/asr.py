@@ -42,12 +42,23 @@ def resolve_model(model_dir_or_name: str | Path, local_files_only: bool = True) 
     )
 
 
+WINDOW_S = 30  # Whisper's input window: shorter clips are decoded together in one batched call
+NO_SPEECH_PROB, MIN_AVG_LOGPROB = 0.6, -1.0  # faster-whisper's rule for dropping a silent window
+
+
 class FasterWhisperTranscriber:
-    """English transcription with faster-whisper, greedy (temperature 0, no sampling fallback), no VAD.
+    """English transcription with faster-whisper's model, greedy (temperature 0, no sampling fallback).
+
+    Clips up to 30 s (one Whisper window) are decoded as one batch: log-mel features padded to the
+    window, one CTranslate2 encoder call and one batched greedy decode without timestamps, so a
+    list of utterances costs about one decode step per token for all of them together. The same
+    function decodes a batch of one, so results do not depend on the batch size. Longer recordings
+    go through faster-whisper's sequential long-form transcription.
 
     Parameters: model_dir_or_name ("tiny.en", "base" or a CTranslate2 Whisper dir), device,
     compute_type (CTranslate2 quantisation), beam_size, cpu_threads (default: available cores, ≤ 8),
-    language, vad_filter, local_files_only (False lets faster-whisper fetch a size name or hub id).
+    language, vad_filter (long-form only), local_files_only (False lets faster-whisper fetch a size
+    name or hub id).
     Returns from `transcribe`: one stripped transcript per wave ('' if silent).
     Example: `FasterWhisperTranscriber("tiny.en").transcribe([wave])  # ['Kids are talking by the door.']`.
     """
@@ -56,26 +67,54 @@ class FasterWhisperTranscriber:
                  *, beam_size: int = 1, cpu_threads: int | None = None, language: str = "en",
                  vad_filter: bool = False, local_files_only: bool = True) -> None:
         from faster_whisper import WhisperModel  # heavy import, only when ASR is wanted
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         model = resolve_model(model_dir_or_name, local_files_only)
         self.model = WhisperModel(model, device=device, compute_type=compute_type,
                                   cpu_threads=cpu_threads or _default_threads(), local_files_only=local_files_only)
         self.beam_size, self.language, self.vad_filter = beam_size, language, vad_filter
+        multilingual = self.model.model.is_multilingual
+        self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
+                                   language=language if multilingual else None)
+        self.prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=True)
+        self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
         label = str(model_dir_or_name) if str(model_dir_or_name) in PACKAGED_ASR_MODELS else None
         self.identity = (f"{weights_id('faster-whisper', model, label=label)}|{compute_type}"
-                         f"|beam={beam_size}|lang={language}|vad={vad_filter}|temperature=0")
+                         f"|beam={beam_size}|lang={language}|vad={vad_filter}|temperature=0|batched-notimestamps")
 
-    def transcribe_one(self, wave: np.ndarray) -> str:
-        """One 16 kHz waveform → its transcript."""
-        wave = np.asarray(wave, dtype=np.float32)
-        if wave.size < SAMPLE_RATE // 100:  # under 10 ms there is nothing to hear
-            return ""
+    def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
+        """16 kHz mono waveforms → one transcript per wave; clips ≤ 30 s are decoded in one batch."""
+        waves = [np.asarray(w, dtype=np.float32) for w in waves]
+        texts = [""] * len(waves)  # under 10 ms there is nothing to hear
+        short = [i for i, w in enumerate(waves) if SAMPLE_RATE // 100 <= w.size <= WINDOW_S * SAMPLE_RATE]
+        for i, text in zip(short, self._decode_windows([waves[i] for i in short]) if short else []):
+            texts[i] = text
+        for i, wave in enumerate(waves):
+            if wave.size > WINDOW_S * SAMPLE_RATE:
+                texts[i] = self._transcribe_long(wave)
+        return texts
+
+    def _decode_windows(self, waves: list[np.ndarray]) -> list[str]:
+        """Clips of at most one window → transcripts, in one encoder call and one batched decode."""
+        from faster_whisper.audio import pad_or_trim
+
+        features = np.stack([pad_or_trim(self.model.feature_extractor(w)[..., :-1]) for w in waves])  # (B, 80, 3000)
+        encoded = self.model.encode(features)
+        results = self.model.model.generate(
+            encoded, [list(self.prompt) for _ in waves], beam_size=self.beam_size, max_length=self.model.max_length,
+            suppress_blank=True, suppress_tokens=self.suppress, return_scores=True, return_no_speech_prob=True)
+        texts = []
+        for result in results:
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # faster-whisper's definition
+            silent = result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < MIN_AVG_LOGPROB
+            texts.append("" if silent else self.tokenizer.decode(tokens).strip())
+        return texts
+
+    def _transcribe_long(self, wave: np.ndarray) -> str:
         # temperature=0 only: faster-whisper's default falls back to *sampling* at higher temperatures
         # when a decode looks repetitive, which makes transcripts (and so predictions) vary run to run.
         segments, _info = self.model.transcribe(wave, language=self.language, beam_size=self.beam_size,
                                                 vad_filter=self.vad_filter, temperature=0.0)
         return " ".join(s.text.strip() for s in segments if s.text.strip())
-
-    def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
-        """16 kHz mono waveforms → one transcript per wave."""
-        return [self.transcribe_one(w) for w in waves]
