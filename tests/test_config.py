@@ -50,3 +50,15 @@ def test_augmentation_keys():
         load(None, ["aug.p=2.0"])
     with pytest.raises(ConfigError, match="features.mode must be one of"):
         load(None, ["features.mode=sometimes"])
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    from dmha import training
+
+    monkeypatch.setattr(training, "_cpu_has_bf16", lambda: False)
+    assert training.resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(training, "_cpu_has_bf16", lambda: True)
+    assert training.resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert training.resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit settings are kept
+    with pytest.raises(ConfigError, match="train.precision"):
+        load(None, ["train.precision=fp8"])

@@ -474,3 +474,15 @@ def test_asr_batch_gives_the_batch_of_one_transcripts():
     one = [asr.transcribe([c])[0] for c in clips]
     assert asr.transcribe(clips) == one
     assert all("door" in t.lower() for t in one[:4]) and one[4] == ""
+
+
+@pytest.mark.slow
+@pytest.mark.ravdess
+def test_asr_shorter_window_is_a_setting_with_its_own_cache_identity():
+    from dmha.encoders.asr import FasterWhisperTranscriber
+
+    short = load_transcriber("tiny.en", window_s=10)
+    assert "|window=10" in short.identity and "|window" not in load_transcriber("tiny.en").identity
+    assert "door" in short.transcribe([_ravdess_clip()])[0].lower()
+    with pytest.raises(ValueError, match="ASR window"):
+        FasterWhisperTranscriber("tiny.en", window_s=0.5)

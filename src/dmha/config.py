@@ -28,6 +28,7 @@ class EncodersConfig:
     speech: str = "whisper-base"
     text: str = "minilm"
     asr: str = "tiny.en"
+    asr_window_s: float = 30.0  # ASR encoder window for clips up to 30 s (< 30: faster, see README)
     speech_pad_to_s: float = 0.0  # Whisper window: 0 = true length, 30 = Whisper's padded window
     device: str = "cpu"
 
@@ -75,7 +76,7 @@ class TrainConfig:
     accelerator: str = "cpu"
     devices: int = 1
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "32-true"  # Lightning precision, or auto: bf16-mixed where the hardware has bf16 units
 
 
 @dataclass
@@ -105,6 +106,7 @@ _CHOICES = {
     "model.feature_norm": ("standardize", "layernorm", "none"),
     "features.normalize": ("train", "none"),
     "features.mode": ("auto", "cached", "online"),
+    "train.precision": ("32-true", "32", "auto", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
 }
 _POSITIVE = {
     "model.heads", "model.hidden_dim", "features.batch_size", "features.shard_mb", "train.max_epochs",
@@ -228,6 +230,8 @@ def _validate(config: Config) -> None:
     prior = config.decision.prior.strip()
     if prior not in ("none", "uniform") and ":" not in prior:
         raise ConfigError(f"config key decision.prior must be none, uniform or 'label:weight,...', got {prior!r}")
+    if not 1.0 <= config.encoders.asr_window_s <= 30.0:
+        raise ConfigError(f"config key encoders.asr_window_s must be in [1, 30], got {config.encoders.asr_window_s!r}")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
 

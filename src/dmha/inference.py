@@ -14,8 +14,7 @@ from .features import collate
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members
 from .modeldir import ModelBundle, predict_proba
-from .pipeline import speech_encoder, text_encoder
-from .encoders import load_transcriber
+from .pipeline import speech_encoder, text_encoder, transcriber
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class EmotionRecognizer:
         """ASR with the lead member's transcriber (loaded on first use), shared by all members."""
         if self._asr is None:
             enc = self.bundle.config.encoders
-            self._asr = load_transcriber(enc.asr, device=enc.device)
+            self._asr = transcriber(enc)
         return self._asr.transcribe(waves)
 
     def predict_waves(self, waves: Sequence[np.ndarray], transcripts: Sequence[str | None],

@@ -31,14 +31,21 @@ def feature_cache(cfg: FeaturesConfig) -> FeatureCache:
 
 def asr_identity(enc: EncodersConfig) -> str:
     """Cache identity of the ASR setting (the name is enough: registry names pin packaged weights)."""
-    return f"asr:{enc.asr}|temperature=0|batched-notimestamps"  # decoding settings that change the text
+    window = f"|window={enc.asr_window_s:g}" if enc.asr_window_s != 30 else ""
+    return f"asr:{enc.asr}|temperature=0|batched-notimestamps{window}"  # settings that change the text
 
 
 def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, cache: FeatureCache,
                      batch_size: int = 8, progress: bool = True) -> tuple[list[Item], list[tuple[str, str]]]:
     """ASR for every item without a transcript (cached; given transcripts are kept)."""
-    return transcribe_items(items, asr_identity(enc), lambda: load_transcriber(enc.asr, device=enc.device),
+    return transcribe_items(items, asr_identity(enc), lambda: transcriber(enc),
                             cache, batch_size=batch_size, progress=progress)
+
+
+def transcriber(enc: EncodersConfig):
+    """The configured ASR (only the options that differ from the defaults, so registry names stay cached)."""
+    options = {"window_s": enc.asr_window_s} if enc.asr_window_s != 30 else {}
+    return load_transcriber(enc.asr, device=enc.device, **options)
 
 
 def speech_encoder(enc: EncodersConfig, layers: Sequence[int] = ()):

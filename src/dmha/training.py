@@ -72,6 +72,26 @@ class DMHAModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR}}
 
 
+def _cpu_has_bf16() -> bool:
+    """bf16 matrix units (AMX, AVX512-BF16): without them bf16 autocast on CPU is emulated and far
+    slower than fp32 (measured 20x slower on an AVX2-only EPYC)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed where the hardware runs bf16 natively (recent GPUs, CPUs with AMX or
+    AVX512-BF16), else fp16-mixed on older GPUs and 32-true on other CPUs."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if _cpu_has_bf16() else "32-true"
+
+
 def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, run_dir: Path,
         cfg: TrainConfig, progress: bool = True) -> tuple[Path, float, int] | None:
     """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)
@@ -84,7 +104,7 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
         callbacks.append(TQDMProgressBar(leave=True))
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        precision=cfg.precision, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        precision=resolve_precision(cfg.precision, cfg.accelerator), callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
         enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=run_dir,
         use_distributed_sampler=False,  # our length-bucketed samplers split batches across ranks themselves
