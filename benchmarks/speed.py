@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dmha.audio import audio_duration, load_audio  # noqa: E402
 from dmha.config import Config, EncodersConfig, TrainConfig  # noqa: E402
 from dmha.data.ravdess import prepare_ravdess  # noqa: E402
-from dmha.features import FeatureCache, FeatureDataset, WaveNorm, collate, extract_features  # noqa: E402
+from dmha.features import FeatureCache, WaveNorm, extract_features, feature_loader  # noqa: E402
 from dmha.losses import build_loss  # noqa: E402
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir  # noqa: E402
 from dmha.online import WaveDataset, collate_waves  # noqa: E402
@@ -62,12 +62,57 @@ def epoch_seconds(module: DMHAModule, loader) -> float:
     return time.perf_counter() - start
 
 
+def cache_vs_online(module, items, refs, targets, norm) -> tuple[float, float]:
+    """Seconds of one epoch from the store and of one epoch with online extraction, same clips and head."""
+    cached_loader = feature_loader(refs, targets, 32, shuffle=True)
+    online_loader = torch.utils.data.DataLoader(WaveDataset(items, targets, refs, norm, 0, None),
+                                                batch_size=32, shuffle=True, collate_fn=collate_waves)
+    epoch_seconds(module(False), cached_loader)  # warm-up (page cache, allocator)
+    return epoch_seconds(module(False), cached_loader), epoch_seconds(module(True), online_loader)
+
+
+def paper_size_epochs(items, targets, labels, tmp) -> dict[str, float]:
+    """The paper's setting: a 24-layer, 1024-wide WavLM-large-sized encoder (random weights: speed does
+    not depend on their values) and the head at D=1024, standard and sub-vector first attention."""
+    from transformers import WavLMConfig, WavLMModel, Wav2Vec2FeatureExtractor
+
+    folder = Path(tmp) / "wavlm-large-random"
+    torch.manual_seed(0)
+    WavLMModel(WavLMConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                           feat_extract_norm="layer", do_stable_layer_norm=True)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(folder)
+    enc = EncodersConfig(speech=str(folder))
+    speech, text = speech_encoder(enc), text_encoder(enc)
+    cache = FeatureCache(Path(tmp) / "cache-paper")
+    norm = WaveNorm()
+    refs = extract_features(items, speech, text, cache, norm, 4, progress=False).refs
+    specs = (EncoderSpec(speech.info.name, speech.info.identity, speech.info.num_layers, speech.info.dim),
+             EncoderSpec(text.info.name, text.info.identity, text.info.num_layers, text.info.dim))
+    counts = [max(targets.count(k), 1) for k in range(len(labels))]
+    out = {}
+    for attention in ("standard", "subvector"):
+        cfg = Config()
+        cfg.model.attention = attention
+
+        def module(online: bool, cfg=cfg) -> DMHAModule:
+            torch.manual_seed(0)
+            return DMHAModule(build_model(cfg, *specs, len(labels)), build_loss("wce", counts), len(labels),
+                              TrainConfig(), speech if online else None)
+
+        t_cached, t_online = cache_vs_online(module, items, refs, targets, norm)
+        out[f"cache_epoch_speedup_wavlm_large_{attention}"] = t_online / t_cached
+        out[f"epoch_s_cached_wavlm_large_{attention}"], out["epoch_s_online_wavlm_large"] = t_cached, t_online
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ravdess", default=str(DEFAULT_RAVDESS), help="RAVDESS folder (../shared by default)")
     parser.add_argument("--clips", type=int, default=96, help="clips for extraction and the epoch figures")
     parser.add_argument("--predict-clips", type=int, default=24, help="clips for the predict figures")
     parser.add_argument("--padded-clips", type=int, default=16, help="clips for the padded-30 s Whisper figure")
+    parser.add_argument("--paper-clips", type=int, default=32,
+                        help="clips for the epoch figures with a WavLM-large-sized encoder (0 = skip)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args()
     if not Path(args.ravdess).is_dir():
@@ -89,8 +134,13 @@ def main() -> int:
         # 1. extraction throughput and cache size (true length, batch 8, cold cache)
         extracted, seconds = timed(lambda: extract_features(items, speech, text, cache, norm, 8, progress=False))
         results["extract_audio_s_per_s"] = audio_s / seconds
-        speech_bytes = sum(p.stat().st_size for p in (cache.root / "speech").rglob("*.safetensors"))
+        speech_bytes = sum(p.stat().st_size for p in (cache.root / "speech").rglob("shards/*.safetensors"))
         results["cache_bytes_per_audio_hour"] = speech_bytes / (audio_s / 3600)
+        refs = extracted.refs
+        # Reading the store: one pass of the training loader (memory-mapped views + padding), no model.
+        loader = feature_loader(refs, targets, 32, shuffle=True)
+        _, t_read = timed(lambda: [None for _ in loader])
+        results["store_read_ms_per_item"] = 1000 * t_read / len(refs)
 
         # 2. Whisper encoder on the true length vs padded to its 30 s window (same clips, batch 8)
         few = items[:args.padded_clips]
@@ -114,16 +164,12 @@ def main() -> int:
             model = build_model(cfg, *specs, len(labels))
             return DMHAModule(model, build_loss("wce", counts), len(labels), TrainConfig(), speech if online else None)
 
-        refs = extracted.refs
-        cached_loader = torch.utils.data.DataLoader(FeatureDataset(refs, targets, 0), batch_size=32, shuffle=True,
-                                                    collate_fn=collate)
-        online_loader = torch.utils.data.DataLoader(WaveDataset(items, targets, [r.text for r in refs], norm, 0, None),
-                                                    batch_size=32, shuffle=True, collate_fn=collate_waves)
-        epoch_seconds(module(False), cached_loader)  # warm-up (page cache, allocator)
-        t_cached = epoch_seconds(module(False), cached_loader)
-        t_online = epoch_seconds(module(True), online_loader)
+        t_cached, t_online = cache_vs_online(module, items, refs, targets, norm)
         results["cache_epoch_speedup"] = t_online / t_cached
         results["epoch_s_cached"], results["epoch_s_online"] = t_cached, t_online
+        results["store_read_share_of_cached_epoch"] = t_read / t_cached
+        if args.paper_clips:
+            results.update(paper_size_epochs(items[:args.paper_clips], targets[:args.paper_clips], labels, tmp))
 
         # 4. predict: batched vs batch 1 (ASR + encoders + head), real-time factors
         from dmha.inference import EmotionRecognizer
@@ -146,6 +192,18 @@ def main() -> int:
         texts = [i.transcript for i in sample]
         _, t_given = timed(lambda: rec.predict_files(paths, transcripts=texts, batch_size=8))
         results["predict_rtf_cpu_given_transcript"] = t_given / predict_audio_s
+        # The same with a 10 s ASR window instead of Whisper's 30 s (encoders.asr_window_s=10)
+        short_dir = Path(tmp) / "model-asr10"
+        short_cfg = Config()
+        short_cfg.encoders.asr_window_s = 10.0
+        save_model_dir(short_dir, ModelBundle(rec.bundle.model, short_cfg, labels, *specs, norm,
+                                              {"class_counts": dict(zip(labels, counts))}))
+        short = EmotionRecognizer.load(short_dir)
+        short.predict_files(paths[:2], batch_size=2)  # warm-up
+        (short_preds, _), t_short = timed(lambda: short.predict_files(paths, batch_size=8))
+        results["predict_rtf_cpu_asr_window_10s"] = t_short / predict_audio_s
+        results["asr_window_10s_same_transcripts"] = float(
+            np.mean([a.transcript == b.transcript for a, b in zip(many, short_preds)]))
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["clips"], results["audio_s"], results["predict_audio_s"] = len(items), audio_s, predict_audio_s
     results["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
