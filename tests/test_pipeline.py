@@ -1,4 +1,5 @@
 """train → model directory → evaluate → predict, end to end on tiny random-init encoders."""
+import csv
 import json
 
 import numpy as np
@@ -209,3 +210,26 @@ def test_layer_subset_is_stored_trained_and_predicted(trained, tiny_encoders, tm
     for bad in ("features.layers=[-1]", "features.layers=[1, 1]"):
         with pytest.raises(ConfigError, match="features.layers"):
             _config(tiny_encoders, root / "cache", bad)
+
+
+def test_lr_halves_after_patience_epochs_without_dev_gain(trained, tiny_encoders, tmp_path):
+    """The separable corpus reaches dev macro-F1 1.0 at once, so every later epoch is 'without gain'."""
+    root, manifest, _, _ = trained
+    config = _config(tiny_encoders, root / "cache", "train.max_epochs=6", "train.lr_patience=2",
+                     "train.early_stop_patience=10", "train.lr=0.001")
+    train(manifest, tmp_path / "run", config, progress=False)
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("lr")]
+    f1 = [float(r["val_macro_f1"]) for r in rows]
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(lrs) == 6
+    expected, lr, best, bad = [], 0.001, -1.0, 0  # "halve after 2 epochs without gain"
+    for score in f1:
+        if score > best * (1 + 1e-4):
+            best, bad = score, 0
+        else:
+            bad += 1
+        if bad >= 2:
+            lr, bad = lr / 2, 0
+        expected.append(lr)
+    assert lrs == pytest.approx(expected) and min(lrs) < 0.001  # it did halve, on schedule

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from . import __version__
 from .config import Config, from_dict, to_dict
 from .decision import DecisionRule, parse_prior, train_prior
 from .features import WaveNorm
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_write_text
 from .model import DMHA
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,26 @@ def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_clas
 
 
 def save_model_dir(directory: Path, bundle: ModelBundle) -> None:
-    """Write the three files atomically (each via temp file + rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the directory as a whole: into a temp sibling, then renamed into place, so a crash
+    leaves either the previous model directory or the new one, never a mix (an old thresholds.json
+    is dropped with the old weights it was tuned for)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        _write_model_files(tmp, bundle)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.rename(directory, old)
+            os.rename(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_model_files(directory: Path, bundle: ModelBundle) -> None:
     payload = {
         "format_version": FORMAT_VERSION,
         "dmha_version": __version__,
@@ -93,10 +114,9 @@ def save_model_dir(directory: Path, bundle: ModelBundle) -> None:
         "meta": bundle.meta,
     }
     state = {k: v.detach().contiguous() for k, v in bundle.model.state_dict().items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(state, str(tmp))
-    atomic_write_text(directory / "labels.json", json.dumps(bundle.labels))
-    atomic_write_text(directory / "config.json", json.dumps(payload, indent=2))
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "labels.json").write_text(json.dumps(bundle.labels), encoding="utf-8")
+    (directory / "config.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
 def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:

@@ -29,6 +29,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from .fileio import atomic_path, atomic_write_text
@@ -218,8 +219,14 @@ class ShardWriter:
         if not self._buffer:
             return
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
-        with atomic_path(self.store.shard_dir / name) as tmp:
-            save_file(self._buffer, str(tmp), metadata={"format": FORMAT, "entries": str(len(self._buffer))})
+        try:
+            with atomic_path(self.store.shard_dir / name) as tmp:
+                save_file(self._buffer, str(tmp), metadata={"format": FORMAT, "entries": str(len(self._buffer))})
+        except (OSError, SafetensorError) as err:  # e.g. a full disk: the temp file is gone, earlier shards stay
+            self._buffer, self._bytes = {}, 0  # not retried at exit: the next run recomputes these
+            reason = getattr(err, "strerror", None) or str(err).rpartition(": ")[2] or type(err).__name__
+            raise StoreError(f"{self.store.shard_dir}: cannot write a feature shard ({reason}); "
+                             "finished shards are kept") from None
         self.written += len(self._buffer)
         self._buffer, self._bytes, self._since = {}, 0, time.monotonic()
         self.store.refresh()

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -16,6 +19,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from .config import TrainConfig
 from .encoders.base import SpeechEncoder
+from .fileio import atomic_path
 from .model import DMHA
 from .online import encode_waves
 
@@ -60,16 +64,52 @@ class DMHAModule(L.LightningModule):
         self.val_confusion.update(logits.argmax(-1), batch["target"])
 
     def on_validation_epoch_end(self) -> None:
-        # compute() already sums the confusion over DDP ranks; sync_dist then averages equal values.
-        self.log(MONITOR, macro_f1_from_confusion(self.val_confusion.compute()), prog_bar=True, sync_dist=True)
+        # compute() already sums the confusion over DDP ranks, so every rank sees the same score.
+        score = macro_f1_from_confusion(self.val_confusion.compute())
+        self.log(MONITOR, score, prog_bar=True, sync_dist=True)
         self.val_confusion.reset()
+        # The plateau schedule steps here, not in Lightning's epoch-end hook, so the checkpoint written
+        # right after validation already holds this epoch's step and a resumed run stays on schedule.
+        if not self.trainer.sanity_checking:
+            self.plateau.step(float(score))
+            self.log("lr", self.plateau.optimizer.param_groups[0]["lr"], sync_dist=False)  # the LR for the next epoch
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dmha_plateau"] = self.plateau.state_dict()
+        # Random-number states travel with the checkpoint, so a resumed run draws the same dropout
+        # masks and crops as an uninterrupted one (stored as tensors and ints: weights_only-safe).
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        checkpoint["dmha_rng"] = {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)),
+                                                                             pos, has_gauss, cached],
+                                  "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._plateau_state = checkpoint.get("dmha_plateau")  # applied once the scheduler exists
+        state = checkpoint.get("dmha_rng")
+        if state is None:  # a checkpoint from before dmha stored them: resumes, not bit-exactly
+            return
+        torch.set_rng_state(state["torch"])
+        keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        random.setstate((state["python_version"], tuple(state["python"]), None))
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         # torch counts `patience` bad epochs before acting; "halve after N epochs without gain" is N-1.
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=self.cfg.lr_factor, patience=max(self.cfg.lr_patience - 1, 0))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR}}
+        if getattr(self, "_plateau_state", None):
+            self.plateau.load_state_dict(self._plateau_state)
+        return optimizer
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file and renamed into place: a process killed while saving
+    leaves the previous last.ckpt intact instead of half a file that resuming would choke on."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def _cpu_has_bf16() -> bool:
@@ -97,9 +137,15 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
     """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)
     on the main process, None on the other DDP ranks (their work ends with training)."""
     ckpt_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
-                           save_weights_only=False)
-    callbacks = [best, EarlyStopping(MONITOR, mode="max", patience=cfg.early_stop_patience)]
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_weights_only=False,
+                           save_on_train_epoch_end=False)
+    # Lightning's save_last only writes when a top-k checkpoint is written, i.e. when dev improved: a
+    # kill after a plateau would lose every epoch since. This one rewrites last.ckpt after every
+    # epoch's validation (so early stopping and the LR schedule have seen that epoch).
+    latest = ModelCheckpoint(ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                             save_on_train_epoch_end=False, enable_version_counter=False)
+    callbacks = [best, latest, EarlyStopping(MONITOR, mode="max", patience=cfg.early_stop_patience,
+                                               check_on_train_epoch_end=False)]  # decided before the checkpoints
     if progress:
         callbacks.append(TQDMProgressBar(leave=True))
     trainer = L.Trainer(
@@ -108,6 +154,7 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
         enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=run_dir,
         use_distributed_sampler=False,  # our length-bucketed samplers split batches across ranks themselves
+        plugins=[AtomicCheckpointIO()],
     )
     last = ckpt_dir / "last.ckpt"
     resume = last if last.exists() else None
