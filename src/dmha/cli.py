@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers", "faster_whisper"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.allow_pickle:
+        from .trust import allow_pickle
+
+        allow_pickle()
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmha", description="Double Multi-Head Attention speech emotion recognition")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and show tracebacks")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="let encoders load pickle weights (pytorch_model.bin): only for models you trust")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="offline end-to-end run on a synthesised corpus")

@@ -230,6 +230,8 @@ def _validate(config: Config) -> None:
     prior = config.decision.prior.strip()
     if prior not in ("none", "uniform") and ":" not in prior:
         raise ConfigError(f"config key decision.prior must be none, uniform or 'label:weight,...', got {prior!r}")
+    if not 0.0 < config.train.lr_factor < 1.0:
+        raise ConfigError(f"config key train.lr_factor must be in (0, 1), got {config.train.lr_factor!r}")
     if not 1.0 <= config.encoders.asr_window_s <= 30.0:
         raise ConfigError(f"config key encoders.asr_window_s must be in [1, 30], got {config.encoders.asr_window_s!r}")
     if not 0.0 <= config.model.dropout < 1.0:

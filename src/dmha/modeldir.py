@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -137,6 +138,8 @@ def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
     model = build_model(config, speech, text, len(labels))
     try:
         model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
+    except SafetensorError as err:  # not a safetensors file at all (e.g. a pickle posing as one)
+        raise ModelDirError(f"{directory / 'model.safetensors'}: not a valid safetensors file ({err})") from None
     except (RuntimeError, OSError) as err:
         raise ModelDirError(f"{directory / 'model.safetensors'}: weights do not fit the config ({err})") from err
     model.to(device).eval()

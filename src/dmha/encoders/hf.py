@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokeni
 
 from dmha.encoders.base import SAMPLE_RATE, EncoderInfo
 from dmha.encoders.batching import even_windows, length_sorted_batches
+from dmha.trust import explain_missing_safetensors, weights_kwargs
 from dmha.encoders.fingerprint import weights_id
 from dmha.encoders.whisper import WhisperSpeechEncoder
 from dmha.encoders.whisper_mel import WhisperMel
@@ -26,6 +27,14 @@ def _label(name_or_path: str | Path, name: str | None) -> str:
     return name or str(name_or_path)
 
 
+def _pretrained(cls, name_or_path: str | Path, revision: str | None) -> torch.nn.Module:
+    """Weights from safetensors only, no remote code (see trust.py)."""
+    try:
+        return cls.from_pretrained(name_or_path, revision=revision, **weights_kwargs())
+    except OSError as err:
+        raise explain_missing_safetensors(name_or_path, err) from None
+
+
 def _frozen(model: torch.nn.Module, device: str) -> torch.nn.Module:
     """Inference-only copy on `device`: eval mode, no gradients."""
     return model.to(device).eval().requires_grad_(False)
@@ -34,7 +43,7 @@ def _frozen(model: torch.nn.Module, device: str) -> torch.nn.Module:
 def _hf_whisper(name_or_path: str | Path, device: str, *, name: str | None, revision: str | None,
                 pad_to_s: float, max_window_s: float, batch_size: int) -> WhisperSpeechEncoder:
     """Encoder of a transformers Whisper checkpoint, run by the same true-length code as the CT2 rebuild."""
-    model = WhisperModel.from_pretrained(name_or_path, revision=revision)
+    model = _pretrained(WhisperModel, name_or_path, revision)
     try:
         mel = WhisperMel.from_feature_extractor(AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision))
     except OSError:  # checkpoint saved without preprocessor_config.json
@@ -78,7 +87,7 @@ class HFSpeechEncoder:
         if max_window_s <= 0:
             raise ValueError(f"max_window_s must be > 0, got {max_window_s}")
         self.extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision)
-        self.model = _frozen(AutoModel.from_pretrained(name_or_path, revision=revision), device)
+        self.model = _frozen(_pretrained(AutoModel, name_or_path, revision), device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.max_window = int(max_window_s * SAMPLE_RATE)
@@ -152,7 +161,7 @@ class HFTextEncoder:
     def __init__(self, name_or_path: str | Path, device: str = "cpu", *, name: str | None = None,
                  revision: str | None = None, batch_size: int = 32) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-        self.model = _frozen(AutoModel.from_pretrained(name_or_path, revision=revision), device)
+        self.model = _frozen(_pretrained(AutoModel, name_or_path, revision), device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.max_length = self._max_length()
