@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="manifest to write (default: overwrite the input)")
     p.add_argument("--asr", default=None, help="ASR model: tiny.en (default), base, or a CTranslate2 Whisper dir")
     p.add_argument("--batch-size", type=int, default=8)
+    _errors_option(p)
     p.set_defaults(func=_transcribe)
 
     p = sub.add_parser("train", help="train a DMHA model")
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--processes", type=int, default=1,
                    help="split the work over N processes (one per GPU with encoders.device=cuda)")
+    _errors_option(p)
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
@@ -134,9 +136,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transcript", action="append", default=None,
                    help="transcript for the files, in order (repeat once per file); default: ASR")
     p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
+    _errors_option(p)
+    p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
+    p.add_argument("--segment", action="store_true",
+                   help="long recordings: one prediction per speech segment (silero-vad) and a timeline per file")
+    p.add_argument("--min-segment-s", type=float, default=2.0, help="--segment: shortest segment, s (default 2)")
+    p.add_argument("--max-segment-s", type=float, default=15.0, help="--segment: longest segment, s (default 15)")
+    p.add_argument("--timeline-dir", default="timelines",
+                   help="--segment: folder for each file's STEM.csv, .json and .png (default: timelines)")
     _decision_options(p)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="export the fusion + classifier head to ONNX (the encoders stay outside)")
+    p.add_argument("model_dir", help="model directory (ensembles: export each member)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True, help="the .onnx file; a .json sidecar (labels, input shapes) goes beside it")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("serve", help="web service and page: POST /v1/predict, /v1/predict-long; GET / (FastAPI)")
+    p.add_argument("model_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload (413 above)")
+    p.add_argument("--max-duration-s", type=float, default=60.0, help="longest clip for /v1/predict (422 above)")
+    p.add_argument("--max-long-duration-s", type=float, default=3600.0, help="longest recording for /v1/predict-long")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit of /v1/predict (504 after)")
+    p.add_argument("--long-timeout-s", type=float, default=900.0, help="per-request limit of /v1/predict-long")
+    p.add_argument("--queue-size", type=int, default=64, help="requests waiting for the model (503 when full)")
+    p.add_argument("--batch-window-ms", type=float, default=20.0, help="micro-batching window (0: no waiting)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests per model call (1: no micro-batching)")
+    p.add_argument("--tmp-dir", help="where the service makes its temp folder for uploads (default: system temp)")
+    _decision_options(p)
+    p.set_defaults(func=_serve)
     return parser
+
+
+def _errors_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--errors", metavar="FILE",
+                   help="write one 'path<TAB>reason' line per skipped item to FILE (empty when none)")
 
 
 def _decision_options(p: argparse.ArgumentParser) -> None:
@@ -193,7 +231,7 @@ def _transcribe(args) -> int:
     out = args.out or args.manifest
     write_manifest(filled, Path(out))
     print(f"wrote {out}: {sum(1 for i in filled if i.transcript)} of {len(filled)} items transcribed")
-    return _report_skipped(errors)
+    return _report_skipped(errors, args.errors)
 
 
 def _train(args) -> int:
@@ -218,7 +256,7 @@ def _extract(args) -> int:
         raise CommandError(f"--processes must be >= 1, got {args.processes}")
     data = extract(args.manifest, cfg.load(args.config, args.overrides), progress=True, processes=args.processes)
     print(f"features ready for {len(data.items)} items ({data.speech_computed} speech entries computed here)")
-    return _report_skipped(data.errors)
+    return _report_skipped(data.errors, args.errors)
 
 
 def _evaluate(args) -> int:
@@ -306,16 +344,30 @@ def _compare(args) -> int:
 
 
 def _predict(args) -> int:
+    if args.segment:
+        from .segment import SegmentPlanner
+
+        try:  # bad bounds fail before the model loads
+            SegmentPlanner(args.min_segment_s, args.max_segment_s)
+        except ValueError as err:
+            raise CommandError(f"--min-segment-s/--max-segment-s: {err}") from None
+        _large_tensors_off_the_heap()  # before torch allocates anything
     from tqdm.auto import tqdm
 
     from .inference import EmotionRecognizer
 
     if args.transcript is not None and len(args.transcript) != len(args.files):
         raise CommandError(f"got {len(args.transcript)} --transcript for {len(args.files)} files")
+    if args.segment and (args.transcript is not None or args.format == "challenge"):
+        raise CommandError("--segment: each segment is transcribed by ASR (--no-asr skips it), so --transcript "
+                           "and --format challenge do not apply")
     rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
                                  prior=_decision_prior(args.overrides))
+    if args.segment:
+        return _predict_segments(args, rec)
+    transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
     with tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2, file=sys.stderr) as bar:
-        preds, errors = rec.predict_files(args.files, args.transcript, args.batch_size, progress=bar.update)
+        preds, errors = rec.predict_files(args.files, transcripts, args.batch_size, progress=bar.update)
     kept = [p for p in preds if p is not None]
     if args.out:
         from .fileio import atomic_path
@@ -325,8 +377,91 @@ def _predict(args) -> int:
         print(f"wrote {args.out}: {len(kept)} predictions")
     else:
         _print_predictions(kept, rec.labels, args.format, sys.stdout)
-    code = _report_skipped(errors)
+    code = _report_skipped(errors, args.errors)
     return 3 if errors and args.strict else code
+
+
+def _large_tensors_off_the_heap() -> None:
+    """glibc: allocations of 1 MiB and more come from mmap, so freed tensors go back to the OS.
+
+    Call before torch starts. By default glibc keeps what torch frees in its heap, and on segments
+    of ever-different lengths that heap fragments: an hour of audio peaked 0.7 GB above five
+    minutes while holding nothing. Mapped, the hour peaks 30 MB above; huge pages for torch's large
+    tensors (THP_MEM_ALLOC_ENABLE) keep the fresh mappings' page faults cheap (7% more CPU time
+    than the default instead of 60%; tiny test encoders, tests/test_long.py).
+    """
+    import ctypes
+
+    if "torch" in sys.modules:  # dmha called from a running program: its allocator is not ours to tune
+        return
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD, fixed at 1 MiB
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _predict_segments(args, rec) -> int:
+    """--segment: a timeline per file (CSV, JSON, PNG in --timeline-dir); segment records on stdout or --out."""
+    import contextlib
+
+    from tqdm.auto import tqdm
+
+    from .audio import AudioError, audio_duration
+    from .fileio import atomic_path
+
+    errors, stems, count = [], set(), 0
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if args.out:
+            out = stack.enter_context(open(stack.enter_context(atomic_path(args.out)), "w", encoding="utf-8",
+                                           newline=""))
+        if args.format == "csv":
+            header = ["path", "start", "end", "label", *[f"p_{l}" for l in rec.labels], "transcript"]
+            csv.writer(out).writerow(header)
+        for path in args.files:
+            try:
+                with tqdm(total=round(audio_duration(path), 1), desc=Path(path).name, unit="s", file=sys.stderr,
+                          bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
+                    timeline = rec.predict_long(path, min_s=args.min_segment_s, max_s=args.max_segment_s,
+                                                batch_size=args.batch_size, progress=bar.update,
+                                                transcribe=not args.no_asr)
+            except AudioError as err:
+                errors.append((path, err.reason))
+                continue
+            stem = Path(path).stem
+            stem = next(s for s in (stem, *(f"{stem}-{k}" for k in range(2, len(stems) + 3))) if s not in stems)
+            stems.add(stem)
+            written = timeline.write_all(args.timeline_dir, stem)
+            print(f"{path}: {len(timeline.segments)} segments in {timeline.duration:.1f} s; wrote "
+                  + ", ".join(str(p) for p in written), file=sys.stderr)
+            _print_segments(timeline, rec.labels, args.format, out)
+            count += len(timeline.segments)
+    if args.out:
+        print(f"wrote {args.out}: {count} segments")
+    code = _report_skipped(errors, args.errors)
+    return 3 if errors and args.strict else code
+
+
+def _print_segments(timeline, labels, fmt: str, out) -> None:
+    for s in timeline.segments:
+        if fmt == "jsonl":
+            print(json.dumps(s.to_dict(timeline.path)), file=out)
+        elif fmt == "csv":
+            csv.writer(out).writerow([timeline.path, f"{s.start:.3f}", f"{s.end:.3f}", s.label,
+                                      *[f"{s.probs[l]:.6f}" for l in labels], s.transcript])
+        else:
+            top = sorted(s.probs.items(), key=lambda kv: -kv[1])[:3]
+            print(f"{timeline.path}\t{s.start:8.2f}-{s.end:8.2f}\t{s.label}\t"
+                  + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{s.transcript!r}", file=out)
+
+
+def _export(args) -> int:
+    from .export import export_onnx
+
+    sidecar = export_onnx(args.model_dir, args.out, opset=args.opset)
+    print(f"wrote {args.out} and {sidecar}")
+    return 0
 
 
 def _print_predictions(preds, labels, fmt: str, out) -> None:
@@ -351,12 +486,39 @@ def _print_predictions(preds, labels, fmt: str, out) -> None:
                   file=out)
 
 
-def _report_skipped(errors) -> int:
-    """List skipped items on stderr; skipping is not a failure (use --strict where offered)."""
+def _serve(args) -> int:
+    from .serve.settings import ServeSettings
+    from .serve.server import serve  # ImportError names the missing [serve] extra
+
+    from .inference import EmotionRecognizer
+
+    settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
+                             max_long_duration_s=args.max_long_duration_s, timeout_s=args.timeout_s,
+                             long_timeout_s=args.long_timeout_s, queue_size=args.queue_size,
+                             batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, tmp_dir=args.tmp_dir)
+    rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
+                                 prior=_decision_prior(args.overrides))
+    print(f"dmha serve: {args.model_dir} ({', '.join(rec.labels)}) on http://{args.host}:{args.port}/ "
+          f"(API docs at /docs); Ctrl-C stops", file=sys.stderr)
+    serve(rec, settings, args.host, args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def _report_skipped(errors, errors_file: str | None = None) -> int:
+    """List skipped items on stderr (and in `errors_file`); skipping is not a failure (use --strict where offered)."""
     if errors:
         print(f"skipped {len(errors)} bad file(s):", file=sys.stderr)
         for path, reason in errors:
             print(f"  {path}: {reason}", file=sys.stderr)
+    if errors_file:
+        from .pipeline import write_errors
+
+        target = Path(errors_file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("", encoding="utf-8")  # a fresh file even when nothing was skipped
+        write_errors(errors, target)
+        if errors:
+            print(f"wrote {target}: {len(errors)} skipped item(s)", file=sys.stderr)
     return 0
 
 

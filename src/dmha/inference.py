@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,8 @@ from .model import unpad_attention
 from .ensemble import Member, combine, load_members
 from .modeldir import ModelBundle, predict_proba
 from .pipeline import speech_encoder, text_encoder, transcriber
+from .segment import SegmentStream, stream_audio
+from .timeline import Segment, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,23 @@ class EmotionRecognizer:
              prior: str | None = None) -> "EmotionRecognizer":
         """Load a model or ensemble directory (JSON + safetensors; never unpickles).
 
-        `use_thresholds=False` ignores thresholds.json; `prior` overrides decision.prior
-        (none, uniform or 'label:weight,...').
+        Args:
+            model_dir: a model directory (`RUN_DIR/model`) or an ensemble directory.
+            device: where the head runs ("cpu", "cuda", "cuda:1"); the encoders follow the
+                model's `encoders.device` setting.
+            use_thresholds: apply thresholds.json when the model has one.
+            prior: override decision.prior (none, uniform or 'label:weight,...').
+
+        Returns:
+            An EmotionRecognizer; its encoders are loaded now, the ASR on first use.
+
+        Raises:
+            ModelDirError: not a model or ensemble directory, or files that do not fit together.
+
+        Example:
+            >>> rec = EmotionRecognizer.load("demo_out/model", device="cpu")   # doctest: +SKIP
+            >>> rec.labels                                                   # doctest: +SKIP
+            ['angry', 'happy', 'neutral', 'sad']
         """
         return cls(load_members(model_dir, device, use_thresholds, prior), device)
 
@@ -151,19 +168,129 @@ class EmotionRecognizer:
     def predict(self, inputs, *, sample_rate: int | None = None, transcript: str | None = None,
                 transcripts: Sequence[str | None] | None = None, batch_size: int = 1,
                 return_attention: bool = False):
-        """A path or waveform → Prediction; a list of paths → list of Predictions (bad files raise AudioError)."""
-        if isinstance(inputs, np.ndarray):
-            if sample_rate is None:
-                raise ValueError("sample_rate is required when predicting from a waveform array")
-            wave = load_audio_array(inputs, sample_rate)
-            return self.predict_waves([wave], [transcript], return_attention)[0]
-        if isinstance(inputs, (str, Path)):
-            return self.predict([inputs], transcripts=[transcript], return_attention=return_attention)[0]
-        preds, errors = self.predict_files(inputs, transcripts=transcripts, batch_size=batch_size,
-                                           return_attention=return_attention)
-        if errors:
-            raise AudioError(errors[0][0], errors[0][1])
+        """Predict the emotion of one recording or of several.
+
+        Args:
+            inputs: an audio file path (any format libsndfile reads); a waveform, as a numpy array
+                or torch tensor of shape (n,), (n, channels) or (channels, n) (the shorter axis is
+                taken as channels; float, or integer PCM); or a list of paths and/or waveforms.
+            sample_rate: the waveforms' rate in Hz (required for waveforms; files use their own).
+            transcript: what is said in a single input; None runs the model's ASR.
+            transcripts: one transcript (or None) per item of a list.
+            batch_size: list items per encoder call (length-sorted, so padding stays small).
+            return_attention: also return the head's attention weights (`Prediction.attention`).
+
+        Returns:
+            A Prediction for a single input, a list of Predictions (in input order) for a list.
+
+        Raises:
+            AudioError: an unreadable file or unusable waveform, naming it and the reason.
+            ValueError: missing sample_rate, or transcripts that do not match the inputs.
+
+        Example:
+            >>> rec = EmotionRecognizer.load("demo_out/model")            # doctest: +SKIP
+            >>> rec.predict("clip.wav").label                            # doctest: +SKIP
+            'happy'
+            >>> rec.predict(wave, sample_rate=48000, transcript="I did it!").probs   # doctest: +SKIP
+            {'angry': 0.02, 'happy': 0.91, 'neutral': 0.05, 'sad': 0.02}
+        """
+        if _is_waveform(inputs) or isinstance(inputs, (str, Path)):
+            if transcripts is not None:
+                raise ValueError("transcripts is for a list of inputs; use transcript= for a single one")
+            return self.predict([inputs], sample_rate=sample_rate, transcripts=[transcript],
+                                return_attention=return_attention)[0]
+        inputs = list(inputs)
+        if transcript is not None:
+            raise ValueError("transcript is for a single input; pass transcripts=[...] with a list")
+        if transcripts is not None and len(transcripts) != len(inputs):
+            raise ValueError(f"got {len(transcripts)} transcripts for {len(inputs)} inputs")
+        if all(isinstance(x, (str, Path)) for x in inputs):
+            preds, errors = self.predict_files(inputs, transcripts=transcripts, batch_size=batch_size,
+                                               return_attention=return_attention)
+            if errors:
+                raise AudioError(errors[0][0], errors[0][1])
+            return preds
+        waves = [self._load(x, sample_rate, i if len(inputs) > 1 else None) for i, x in enumerate(inputs)]
+        preds = self._predict_loaded(waves, transcripts or [None] * len(waves), batch_size, return_attention)
+        for item, pred in zip(inputs, preds):
+            pred.path = str(item) if isinstance(item, (str, Path)) else None
         return preds
+
+    def _predict_loaded(self, waves: list[np.ndarray], transcripts: Sequence[str | None], batch_size: int,
+                        return_attention: bool) -> list[Prediction]:
+        """Waveforms in length-sorted batches; results in input order."""
+        results: list[Prediction | None] = [None] * len(waves)
+        order = sorted(range(len(waves)), key=lambda i: waves[i].size)
+        step = max(1, batch_size)
+        for start in range(0, len(order), step):
+            index = order[start:start + step]
+            preds = self.predict_waves([waves[i] for i in index], [transcripts[i] for i in index], return_attention)
+            for i, pred in zip(index, preds):
+                results[i] = pred
+        return results
+
+    @staticmethod
+    def _load(item, sample_rate: int | None, index: int | None) -> np.ndarray:
+        """A path or waveform (item `index` of a list) → (n,) float32 at 16 kHz."""
+        if isinstance(item, (str, Path)):
+            return load_audio(item)
+        if not _is_waveform(item):
+            raise TypeError(f"input {index or 0}: expected a path, numpy array or torch tensor, "
+                            f"got {type(item).__name__}")
+        if sample_rate is None:
+            raise ValueError("sample_rate is required when predicting from a waveform array")
+        name = "<array>" if index is None else f"<array {index}>"
+        return load_audio_array(_as_array(item), sample_rate, name=name)
+
+    def predict_long(self, inputs, *, sample_rate: int | None = None, min_s: float = 2.0, max_s: float = 15.0,
+                     batch_size: int = 8, progress: Callable[[float], None] | None = None,
+                     transcribe: bool = True) -> Timeline:
+        """Predict the emotion of each speech segment of a long recording.
+
+        The audio is streamed (a file is read in blocks, never whole), silero-vad finds speech,
+        speech regions are merged or split into segments of min_s-max_s seconds, and segments are
+        predicted in batches as they complete, so memory stays flat however long the file is.
+
+        Args:
+            inputs: an audio file path, or a waveform (numpy array or torch tensor, as for predict).
+            sample_rate: the waveform's rate in Hz (waveforms only).
+            min_s, max_s: segment length bounds in seconds (shorter speech is merged with a neighbour
+                or widened into the surrounding silence; longer speech is cut into equal pieces).
+            batch_size: segments per encoder call.
+            progress: called with the seconds of audio consumed after each block (e.g. tqdm.update).
+            transcribe: run ASR on each segment (True) or give the text branch an empty transcript.
+
+        Returns:
+            A Timeline: `path`, `duration` (s) and `segments` (start, end, label, probs, transcript).
+
+        Example:
+            >>> timeline = rec.predict_long("meeting.flac", max_s=10)    # doctest: +SKIP
+            >>> [(s.start, s.label) for s in timeline.segments][:2]      # doctest: +SKIP
+            [(0.42, 'neutral'), (3.9, 'happy')]
+            >>> timeline.write_csv("meeting.csv"); timeline.plot("meeting.png")   # doctest: +SKIP
+        """
+        if isinstance(inputs, (str, Path)):
+            audio = stream_audio(inputs, sample_rate)
+        elif _is_waveform(inputs):
+            audio = stream_audio(_as_array(inputs), sample_rate)
+        else:
+            raise TypeError(f"predict_long takes one path or waveform, got {type(inputs).__name__}")
+        stream = SegmentStream(audio.blocks, min_s=min_s, max_s=max_s, progress=progress)
+        segments, batch = [], []
+        for item in stream:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                segments += self._predict_segments(batch, transcribe)
+                batch = []
+        segments += self._predict_segments(batch, transcribe)
+        log.info("%s: %d segments in %.1f s of audio", audio.name, len(segments), stream.duration)
+        return Timeline(audio.name, stream.duration, segments, self.labels)
+
+    def _predict_segments(self, batch, transcribe: bool) -> list[Segment]:
+        if not batch:
+            return []
+        preds = self.predict_waves([s.wave for s in batch], [None if transcribe else ""] * len(batch))
+        return [Segment(s.start, s.end, p.label, p.probs, p.transcript, p.votes) for s, p in zip(batch, preds)]
 
     def predict_files(self, paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,
                       batch_size: int = 1, return_attention: bool = False, progress=None
@@ -195,3 +322,21 @@ class EmotionRecognizer:
             if progress is not None:
                 progress(len(order[start:start + batch_size]))
         return results, errors
+
+
+def _is_waveform(x) -> bool:
+    return isinstance(x, (np.ndarray, torch.Tensor))
+
+
+def _as_array(wave) -> np.ndarray:
+    """A numpy array or torch tensor → numpy (n,) or (n, channels): a 2-D input's shorter axis is its channels."""
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu()
+        if wave.is_floating_point() and wave.dtype not in (torch.float32, torch.float64):
+            wave = wave.float()  # numpy has no bfloat16
+        wave = wave.numpy()
+    array = np.asarray(wave)
+    if array.ndim == 2 and array.shape[0] < array.shape[1]:
+        array = array.T  # (channels, n) → (n, channels)
+    return array
+

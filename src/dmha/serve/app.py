@@ -1,0 +1,319 @@
+"""The FastAPI app: predict endpoints, model info, health, and the web page at `/`.
+
+Every request streams its upload into the service's temp folder, decodes it off the event loop,
+and hands the waveform to the micro-batcher; the event loop never runs torch.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, ConfigDict
+except ImportError as err:  # one line for the CLI; the rest of dmha works without the extra
+    raise ImportError(f"dmha serve needs the [serve] extra ({err.name} is missing): "
+                      "pip install 'dmha[serve]'") from None
+
+from .. import __version__
+from ..audio import AudioError
+from .batcher import BatcherClosed, MicroBatcher, QueueFull
+from .decode import decode_upload, long_upload_input
+from .settings import ServeSettings
+from .uploads import Upload, UploadError, received_upload
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+class PredictionOut(BaseModel):
+    """One clip's result, the `predict --format jsonl` record; `votes` only for ensembles."""
+
+    path: str
+    label: str
+    probs: dict[str, float]
+    transcript: str
+    votes: dict[str, str] | None = None
+
+
+class SegmentOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    start: float
+    end: float
+    label: str
+    probs: dict[str, float]
+    transcript: str
+
+
+class TimelineOut(BaseModel):
+    """A long recording's timeline: one prediction per speech segment (seconds from the start)."""
+
+    model_config = ConfigDict(extra="allow")
+    path: str
+    duration: float
+    segments: list[SegmentOut]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in (
+    (400, "malformed multipart request"), (408, "the upload was too slow"), (413, "upload over the size limit"),
+    (415, "not multipart/form-data"), (422, "no file, undecodable audio, too long, or a bad field"),
+    (500, "the model failed on this input"), (503, "queue full or service stopping"),
+    (504, "no result within the request timeout"))}
+
+
+def _multipart_body(extra: dict[str, Any]) -> dict:
+    """The OpenAPI request body: the endpoints read the stream themselves, so declare it by hand."""
+    properties = {"file": {"type": "string", "format": "binary", "description": "audio (wav, flac, ogg/opus, "
+                                                                                 "mp3, webm/opus, mp4/aac)"}}
+    properties.update(extra)
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["file"], "properties": properties, "additionalProperties": False},
+        "encoding": {"file": {"contentType": "audio/*"}}}}}}  # the part's type is not checked; its bytes are
+
+
+class _ModelFailure(Exception):
+    """The model raised on one upload: a 500 naming the upload, without a traceback for the client."""
+
+    def __init__(self, name: str, err: Exception):
+        super().__init__(f"{name}: prediction failed ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+
+
+class Service:
+    """What the endpoints share: the recognizer, its batcher, the limits and the temp folder."""
+
+    def __init__(self, recognizer, settings: ServeSettings):
+        self.recognizer, self.settings = recognizer, settings
+        self.batcher = MicroBatcher(recognizer.predict_waves, window_s=settings.batch_window_ms / 1000,
+                                    max_batch=settings.max_batch, queue_size=settings.queue_size)
+        self.tmp_dir: Path | None = None
+        self._decode_slots: asyncio.Semaphore | None = None
+
+    def start(self) -> None:
+        """Make the temp folder and start the worker (the app's lifespan calls this)."""
+        self.tmp_dir = Path(tempfile.mkdtemp(prefix="dmha-serve-", dir=self.settings.tmp_dir))
+        self._decode_slots = asyncio.Semaphore(self.settings.max_decodes)  # in the serving loop
+        self.batcher.start()
+        log.info("serving %s; uploads in %s", self.recognizer.labels, self.tmp_dir)
+
+    def close(self) -> None:
+        """Stop the worker, then remove the temp folder with anything a cancelled request left."""
+        self.batcher.close()
+        if self.tmp_dir is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def upload(self, request: Request):
+        """`async with service.upload(request) as upload:` the request's audio in the temp folder."""
+        return received_upload(request, self.tmp_dir, self.settings.max_upload_bytes, self.settings.upload_timeout_s)
+
+    async def decode(self, fn, *args, started: float, limit: float, what: str):
+        """`fn(*args)` in a thread, `max_decodes` at once: a decoded minute of 192 kHz audio is ~0.1 GB."""
+        try:
+            async with asyncio.timeout(limit - (time.monotonic() - started)):
+                async with self._decode_slots:
+                    return await run_in_threadpool(fn, *args)  # a running decode is waited for, not abandoned
+        except TimeoutError:
+            raise _too_slow(what, limit) from None
+
+    def model_info(self) -> dict:
+        """GET /v1/model: for an ensemble, `thresholds` is None and each member lists its own."""
+        members = [_member_info(m) for m in self.recognizer.members]
+        lead = members[0]
+        return {"labels": self.recognizer.labels, "ensemble": len(members) > 1, "encoders": lead["encoders"],
+                "thresholds": lead["thresholds"] if len(members) == 1 else None, "members": members,
+                "limits": self.settings.public(), "dmha_version": __version__}
+
+
+def _member_info(member) -> dict:
+    """A member's encoders and the decision rule it actually applies (thresholds may be switched off)."""
+    enc, rule = member.bundle.config.encoders, member.rule
+    thresholds = None if rule.thresholds is None else dict(zip(rule.labels, map(float, rule.thresholds)))
+    return {"name": member.name, "encoders": {"speech": enc.speech, "text": enc.text, "asr": enc.asr},
+            "thresholds": thresholds, "prior_correction": rule.prior_target is not None}
+
+
+async def _result(future: Future, started: float, limit: float, what: str):
+    """Wait for the worker without blocking the loop; a timed-out job is cancelled if not yet started."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), limit - (time.monotonic() - started))
+    except TimeoutError:
+        future.cancel()
+        raise _too_slow(what, limit) from None
+
+
+def _too_slow(what: str, limit: float) -> UploadError:
+    return UploadError(504, f"{what} did not finish within {limit:g} s (the service is busy); try again later")
+
+
+def _check_fields(upload: Upload, allowed: tuple[str, ...], endpoint: str) -> None:
+    """Unknown fields are refused, not ignored: a mistyped `transcipt` would silently mean 'run ASR'."""
+    unknown = sorted(set(upload.fields) - set(allowed))
+    if unknown:
+        raise UploadError(422, f"unknown form field {unknown[0][:40]!r}: {endpoint} takes file, {', '.join(allowed)}")
+
+
+def _transcript(upload: Upload, settings: ServeSettings) -> str | None:
+    """The `transcript` field; absent or blank means 'transcribe with ASR'."""
+    text = upload.fields.get("transcript", "").strip()
+    if len(text) > settings.max_transcript_chars:
+        raise UploadError(422, f"transcript is over {settings.max_transcript_chars} characters")
+    return text or None
+
+
+_SEGMENT_S = {"min_s": 2.0, "max_s": 15.0}  # predict_long's defaults
+_SEGMENT_RANGE_S = (0.5, 60.0)
+
+
+def _segment_bounds(upload: Upload) -> dict[str, float]:
+    """Optional `min_s` / `max_s` fields of /v1/predict-long, checked; one alone moves the other's default."""
+    low, high = _SEGMENT_RANGE_S
+    bounds = {}
+    for key in ("min_s", "max_s"):
+        if upload.fields.get(key, "").strip():
+            try:
+                bounds[key] = float(upload.fields[key])
+            except ValueError:
+                raise UploadError(422, f"{key} must be a number of seconds") from None
+            if not low <= bounds[key] <= high:  # also refuses nan and inf
+                raise UploadError(422, f"{key} must be between {low:g} and {high:g} s")
+    if len(bounds) == 2 and bounds["min_s"] > bounds["max_s"]:
+        raise UploadError(422, "min_s must not exceed max_s")
+    if "min_s" in bounds:  # min_s=20 alone means segments of 20 s or more, not an error against max_s's default
+        bounds.setdefault("max_s", max(bounds["min_s"], _SEGMENT_S["max_s"]))
+    if "max_s" in bounds:
+        bounds.setdefault("min_s", min(bounds["max_s"], _SEGMENT_S["min_s"]))
+    return bounds
+
+
+def create_app(recognizer, settings: ServeSettings | None = None) -> FastAPI:
+    """The service around a loaded EmotionRecognizer; the worker starts with the app's lifespan.
+
+    Example:
+        >>> app = create_app(EmotionRecognizer.load("runs/x/model"), ServeSettings(max_batch=4))  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8000)                                        # doctest: +SKIP
+    """
+    service = Service(recognizer, settings or ServeSettings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="dmha", version=__version__, lifespan=lifespan,
+                  description="Speech emotion recognition (Double Multi-Head Attention). The web page is at /.")
+    app.state.service = service
+    _add_error_handlers(app)
+    _add_info_routes(app, service)
+    _add_predict_routes(app, service)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UploadError)
+    async def _upload_error(_request, err: UploadError):
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    @app.exception_handler(AudioError)
+    async def _audio_error(_request, err: AudioError):
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_request, err: QueueFull):
+        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(_ModelFailure)
+    async def _model_failure(_request, err: _ModelFailure):
+        log.error("%s", err, exc_info=err.__cause__)
+        return JSONResponse({"detail": str(err)}, status_code=500)
+
+    @app.exception_handler(BatcherClosed)
+    async def _closed(_request, err: BatcherClosed):
+        return JSONResponse({"detail": str(err)}, status_code=503)
+
+
+def _add_info_routes(app: FastAPI, service: Service) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz():
+        """Liveness: 200 while the prediction worker runs, 503 otherwise."""
+        alive = service.batcher.alive
+        body = {"status": "ok" if alive else "worker stopped", "queued": service.batcher.pending,
+                **service.batcher.stats}
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    @app.get("/v1/model")
+    async def model():
+        """Labels, encoders, thresholds, ensemble members and the service's limits."""
+        return service.model_info()
+
+
+def _add_predict_routes(app: FastAPI, service: Service) -> None:
+    settings = service.settings
+
+    transcript_field = {"type": "string", "maxLength": settings.max_transcript_chars,
+                        "description": "optional; absent or blank: transcribed by ASR"}
+
+    @app.post("/v1/predict", response_model=PredictionOut, response_model_exclude_none=True, responses=_ERRORS,
+              openapi_extra=_multipart_body({"transcript": transcript_field}))
+    async def predict(request: Request):
+        """One clip → its emotion (micro-batched with concurrent requests)."""
+        async with service.upload(request) as upload:
+            _check_fields(upload, ("transcript",), "/v1/predict")
+            started, transcript = time.monotonic(), _transcript(upload, settings)
+            wave = await service.decode(decode_upload, upload.path, upload.name, settings.max_duration_s,
+                                        started=started, limit=settings.timeout_s, what="the prediction")
+        future = service.batcher.submit(wave, transcript)
+        try:
+            pred = await _result(future, started, settings.timeout_s, "the prediction")
+        except UploadError:
+            raise
+        except Exception as err:  # the model failed on this item only; its batch-mates got their results
+            raise _ModelFailure(upload.name, err) from err
+        return {**pred.to_dict(), "path": upload.name}
+
+    low, high = _SEGMENT_RANGE_S
+    segment_field = {"type": "number", "minimum": low, "maximum": high}
+
+    @app.post("/v1/predict-long", response_model=TimelineOut, responses=_ERRORS, openapi_extra=_multipart_body({
+        "min_s": {**segment_field, "description": "shortest segment, s (default 2; at most max_s)"},
+        "max_s": {**segment_field, "description": "longest segment, s (default 15)"}}))
+    async def predict_long(request: Request):
+        """A long recording → a timeline of speech segments, each with its emotion (runs alone in the worker)."""
+        async with service.upload(request) as upload:
+            _check_fields(upload, ("min_s", "max_s"), "/v1/predict-long")
+            started, bounds = time.monotonic(), _segment_bounds(upload)
+            inputs, rate = await service.decode(long_upload_input, upload.path, upload.name,
+                                                settings.max_long_duration_s, started=started,
+                                                limit=settings.long_timeout_s, what="the timeline")
+            future = service.batcher.submit_call(
+                lambda: service.recognizer.predict_long(inputs, sample_rate=rate, **bounds))
+            try:  # the file stays until predict_long has read it
+                timeline = await _result(future, started, settings.long_timeout_s, "the timeline")
+            except AudioError as err:
+                raise AudioError(upload.name, err.reason) from None
+            except UploadError:
+                raise
+            except Exception as err:
+                raise _ModelFailure(upload.name, err) from err
+        return {**timeline.to_dict(), "path": upload.name}

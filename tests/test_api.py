@@ -1,0 +1,181 @@
+"""The public Python API: `from dmha import EmotionRecognizer`, every input form, and the README example."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import dmha
+from conftest import write_tone_corpus
+from dmha.audio import AudioError
+from dmha.cli import main
+from dmha.config import load
+from dmha.data.manifest import read_manifest
+from dmha.ensemble import make_ensemble
+from dmha.experiment import train
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def train_tiny_model(tiny_encoders, root: Path, *overrides: str) -> Path:
+    """A model directory trained for one epoch on the tone corpus with the tiny encoders (seconds)."""
+    manifest = write_tone_corpus(root / "corpus")
+    config = load(None, [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
+                         f"features.cache_dir={root / 'cache'}", "train.max_epochs=1", "train.batch_size=4",
+                         "model.hidden_layers=1", *overrides])
+    train(manifest, root / "run", config, progress=False)
+    return root / "run" / "model"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_encoders, tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    model_dir = train_tiny_model(tiny_encoders, root)
+    items = read_manifest(root / "corpus" / "manifest.csv")[:4]
+    return model_dir, [str(i.path) for i in items], [i.transcript for i in items]
+
+
+@pytest.fixture(scope="module")
+def rec(setup):
+    return dmha.EmotionRecognizer.load(setup[0], device="cpu")
+
+
+def _same(a, b, tol=1e-4):
+    assert a.label == b.label and max(abs(a.probs[k] - b.probs[k]) for k in a.probs) <= tol
+
+
+def test_import_dmha_is_lazy_and_lists_the_api():
+    code = "import sys, dmha; print('torch' in sys.modules, sorted(set(dir(dmha)) & {'EmotionRecognizer', 'Timeline'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False ['EmotionRecognizer', 'Timeline']"
+    from dmha import EmotionRecognizer, Prediction, Segment, Timeline  # noqa: F401
+
+    assert dmha.EmotionRecognizer.__module__ == "dmha.inference" and dmha.Timeline.__module__ == "dmha.timeline"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        dmha.Nope
+
+
+def test_predict_a_path(rec, setup):
+    _, paths, texts = setup
+    pred = rec.predict(paths[0], transcript=texts[0])
+    assert isinstance(pred, dmha.Prediction) and pred.path == paths[0] and pred.transcript == texts[0]
+    assert pred.label in rec.labels and set(pred.probs) == set(rec.labels)
+    assert sum(pred.probs.values()) == pytest.approx(1.0, abs=1e-5) and pred.attention is None
+    assert rec.predict(Path(paths[0]), transcript=texts[0]).to_dict() == pred.to_dict()
+
+
+def test_predict_a_list_of_paths_in_batches_keeps_the_order(rec, setup):
+    _, paths, texts = setup
+    batched = rec.predict(paths, transcripts=texts, batch_size=3)
+    assert [p.path for p in batched] == paths
+    for path, text, pred in zip(paths, texts, batched):
+        _same(pred, rec.predict(path, transcript=text))
+
+
+def test_every_waveform_form_gives_the_file_result(rec, setup):
+    _, paths, texts = setup
+    ref = rec.predict(paths[0], transcript=texts[0])
+    wave, rate = sf.read(paths[0], dtype="float32")  # (n,) at 16 kHz
+    stereo = np.stack([wave, wave], axis=1)  # (n, 2)
+    int16 = np.round(wave * 32767).astype(np.int16)
+    forms = {"1-D": wave, "(n, ch)": stereo, "(ch, n)": stereo.T.copy(), "tensor": torch.from_numpy(wave),
+             "tensor (ch, n)": torch.from_numpy(stereo.T.copy()), "float64": wave.astype(np.float64),
+             "bf16 tensor": torch.from_numpy(wave).to(torch.bfloat16)}
+    for name, form in forms.items():
+        pred = rec.predict(form, sample_rate=rate, transcript=texts[0])
+        assert pred.path is None, name
+        _same(pred, ref, tol=1e-4 if "bf16" not in name else 2e-2)
+    _same(rec.predict(int16, sample_rate=rate, transcript=texts[0]), ref, tol=1e-3)
+    wave_8k = sf.read(paths[0], dtype="float32")[0][::2]  # any rate is resampled to 16 kHz
+    assert rec.predict(wave_8k, sample_rate=8000, transcript=texts[0]).label in rec.labels
+
+
+def test_a_list_of_arrays_and_a_mixed_list(rec, setup):
+    _, paths, texts = setup
+    waves = [sf.read(p, dtype="float32")[0] for p in paths]
+    preds = rec.predict(waves, sample_rate=16000, transcripts=texts, batch_size=2)
+    mixed = rec.predict([paths[0], waves[1]], sample_rate=16000, transcripts=texts[:2])
+    assert [p.path for p in mixed] == [paths[0], None]
+    for pred, path, text in zip(preds, paths, texts):
+        _same(pred, rec.predict(path, transcript=text))
+    _same(mixed[1], preds[1])
+
+
+def test_attention_weights_on_request(rec, setup):
+    _, paths, texts = setup
+    pred = rec.predict(paths[0], transcript=texts[0], return_attention=True)
+    first, pooling = pred.attention["first"], pred.attention["pooling"]
+    t = first.shape[-1]  # speech frames + text tokens
+    assert first.shape == (4, t, t) and pooling.shape == (t,) and 0 < int(pred.attention["speech_frames"]) < t
+    assert np.allclose(first.sum(-1), 1, atol=1e-4) and pooling.sum() == pytest.approx(1, abs=1e-4)
+    for item in rec.predict(paths[:2], transcripts=texts[:2], return_attention=True, batch_size=2):
+        assert item.attention["first"].ndim == 3
+
+
+def test_bad_inputs_are_one_line_errors(rec, setup, tmp_path):
+    _, paths, texts = setup
+    wave = sf.read(paths[0], dtype="float32")[0]
+    with pytest.raises(ValueError, match="sample_rate is required"):
+        rec.predict(wave, transcript="x")
+    with pytest.raises(ValueError, match="got 1 transcripts for 2 inputs"):
+        rec.predict(paths[:2], transcripts=["x"])
+    with pytest.raises(ValueError, match="transcript is for a single input"):
+        rec.predict(paths[:2], transcript="x")
+    with pytest.raises(AudioError, match=r"<array>: expected shape \(n,\) or \(n, channels\)"):
+        rec.predict(np.zeros((2, 3, 16000), np.float32), sample_rate=16000, transcript="x")
+    with pytest.raises(AudioError, match=r"<array 1>: contains NaN/Inf"):
+        rec.predict([wave, np.full(16000, np.nan, np.float32)], sample_rate=16000, transcripts=["x", "y"])
+    (tmp_path / "bad.wav").write_text("not audio")
+    with pytest.raises(AudioError, match="bad.wav: cannot decode audio") as err:
+        rec.predict([paths[0], str(tmp_path / "bad.wav")], transcripts=["x", "y"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(TypeError, match="input 1: expected a path, numpy array or torch tensor, got int"):
+        rec.predict([wave, 3], sample_rate=16000, transcripts=["x", "y"])
+
+
+def test_an_ensemble_directory_predicts_with_votes(tiny_encoders, setup, tmp_path):
+    model_dir, paths, texts = setup
+    other = train_tiny_model(tiny_encoders, tmp_path / "sub", "model.attention=subvector", "seed=1")
+    make_ensemble([model_dir, other], tmp_path / "ens")
+    ens = dmha.EmotionRecognizer.load(tmp_path / "ens")
+    pred = ens.predict(paths[0], transcript=texts[0])
+    assert len(pred.votes) == 2 and set(pred.votes.values()) <= set(ens.labels)
+    assert pred.to_dict()["votes"] == pred.votes
+
+
+def test_cli_predict_without_asr(setup, capsys):
+    model_dir, paths, _ = setup
+    assert main(["predict", str(model_dir), *paths[:2], "--no-asr", "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in records] == paths[:2] and all(r["transcript"] == "" for r in records)
+
+
+def _readme_block(heading: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_api_example_runs(setup, tmp_path):
+    """The README's example, run as written, in a folder with the files it names."""
+    from test_long import speech_clips, write_long_recording
+
+    model_dir, paths, _ = setup
+    shutil.copytree(model_dir, tmp_path / "demo_out" / "model")
+    shutil.copy(paths[0], tmp_path / "clip.wav")
+    wave, rate = sf.read(paths[1])
+    sf.write(tmp_path / "other.flac", wave, rate)
+    write_long_recording(tmp_path / "meeting.wav", 20.0, speech_clips(tmp_path / "espeak"))
+    (tmp_path / "example.py").write_text(_readme_block("## Python API"))
+    run = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[0] == "['high', 'low']" and len(lines) >= 5
+    for name in ("meeting.csv", "meeting.json", "meeting.png"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -1,0 +1,144 @@
+"""The web page at `/`, driven end to end in real headless Chromium against the real uvicorn server."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import require_ravdess
+
+pytest.importorskip("fastapi", reason="the [serve] extra (fastapi) is not installed")
+httpx = pytest.importorskip("httpx")
+
+from dmha.inference import EmotionRecognizer  # noqa: E402
+from dmha.serve.app import create_app  # noqa: E402
+from dmha.serve.server import BackgroundServer  # noqa: E402
+from test_serve import train_tiny_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+# The machine has no internet: without these Chromium stalls on network and update services.
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a fake microphone
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+CLIP = "audio/Actor_01/03-01-05-02-01-01-01.flac"  # angry, "Kids are talking by the door"
+
+
+def _browser_or_skip():
+    """Playwright and Debian chromium, or a skip (a failure when DMHA_REQUIRE_BROWSER=1)."""
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem, sync_playwright = "the playwright package is not installed", None
+    if problem is None and not CHROMIUM.exists():
+        problem = f"{CHROMIUM} not found (apt-get install chromium)"
+    if problem:
+        if os.environ.get("DMHA_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (DMHA_REQUIRE_BROWSER=1) but {problem}")
+        pytest.skip(f"browser test skipped: {problem}")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def server(tiny_encoders, tmp_path_factory):
+    model = train_tiny_model(tmp_path_factory.mktemp("web_model"), tiny_encoders, labels=EMOTIONS)
+    with BackgroundServer(create_app(EmotionRecognizer.load(model))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _browser_or_skip()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1180, "height": 820}, device_scale_factor=1)
+    context.grant_permissions(["microphone"], origin=server.url)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('emotions')")
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def _keep(page, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, results / name)
+    return shot
+
+
+def _wait_done(page, timeout_ms: int = 60_000) -> None:
+    page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=timeout_ms)
+    assert page.evaluate("document.body.dataset.state") == "done", page.text_content("#status")
+
+
+def test_upload_shows_the_same_emotion_as_the_api(page, server, tmp_path):
+    clip = require_ravdess() / CLIP
+    api = httpx.post(server.url + "/v1/predict", files={"file": (clip.name, clip.read_bytes())}, timeout=60).json()
+    page.set_input_files("#file", str(clip))
+    page.click("#analyse")
+    _wait_done(page)
+    assert page.text_content("#label") == api["label"]
+    assert page.text_content("#transcript-out") == api["transcript"]
+    assert "door" in api["transcript"].lower()  # ASR (tiny.en) ran on the upload
+    assert page.locator("#bars .bar-fill").count() == len(EMOTIONS)
+    labels = httpx.get(server.url + "/v1/model").json()["labels"]  # the bars follow the model's order
+    assert page.locator("#bars .bar-name").all_text_contents() == labels
+    shown = page.locator("#bars .bar-value").all_text_contents()
+    assert shown == [f"{100 * api['probs'][e]:.1f}%" for e in labels]
+    assert clip.name in page.text_content("#status")
+    assert _keep(page, tmp_path, "web_page.png").stat().st_size > 10_000
+
+
+def test_recording_from_the_microphone_is_decoded(page, server):
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record-text').textContent === 'Stop'")
+    page.wait_for_timeout(1500)
+    page.click("#record")  # stop → upload the webm/opus recording
+    _wait_done(page)
+    assert page.text_content("#label") in EMOTIONS
+    assert "recording.webm" in page.text_content("#status")
+
+
+@pytest.mark.slow  # silero-vad and ASR on 17 s of real speech, twice
+def test_long_file_shows_a_timeline(page, server, tmp_path):
+    data = require_ravdess()
+    from dmha.audio import load_audio
+
+    silence = np.zeros(24000, np.float32)
+    parts = [silence]
+    for name in ("03-01-05-02-01-01-01.flac", "03-01-03-01-02-01-01.flac", "03-01-04-01-01-01-01.flac"):
+        parts += [load_audio(data / "audio" / "Actor_01" / name), silence]
+    long_file = tmp_path / "conversation.wav"
+    sf.write(long_file, np.concatenate(parts), 16000)
+    api = httpx.post(server.url + "/v1/predict-long", files={"file": (long_file.name, long_file.read_bytes())},
+                     timeout=120)
+    assert api.status_code == 200, api.text
+    segments = api.json()["segments"]
+    page.check("#long")
+    page.set_input_files("#file", str(long_file))
+    page.click("#analyse")
+    _wait_done(page, 120_000)
+    assert page.locator("#timeline .seg").count() == len(segments) >= 2
+    rows = page.locator("#segments tbody tr")
+    assert [rows.nth(i).locator("td").nth(2).text_content() for i in range(rows.count())] == \
+        [s["label"] for s in segments]
+    _keep(page, tmp_path, "web_page_timeline.png")
