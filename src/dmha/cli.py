@@ -487,6 +487,7 @@ def _print_predictions(preds, labels, fmt: str, out) -> None:
 
 
 def _serve(args) -> int:
+    _large_tensors_off_the_heap()  # /v1/predict-long runs hours of ever-different segment lengths
     from .serve.settings import ServeSettings
     from .serve.server import serve  # ImportError names the missing [serve] extra
 
