@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import sys
 from pathlib import Path
@@ -137,6 +138,8 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
     """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)
     on the main process, None on the other DDP ranks (their work ends with training)."""
     ckpt_dir = run_dir / "checkpoints"
+    # deterministic=True makes CUDA refuse cuBLAS's non-deterministic workspace unless this is set.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     best = ModelCheckpoint(ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_weights_only=False,
                            save_on_train_epoch_end=False)
     # Lightning's save_last only writes when a top-k checkpoint is written, i.e. when dev improved: a
