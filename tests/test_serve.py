@@ -509,7 +509,8 @@ def test_predict_long_returns_the_timeline(rec, long_recording):
         assert client.get("/healthz").json()["calls"] == 1  # it ran in the worker thread
         assert tmp_files(client) == []
     with TestClient(create_app(rec, ServeSettings(max_long_duration_s=5))) as client:
-        response = post(client, long_recording.read_bytes(), name="meeting.wav", url="/v1/predict-long")
+        response = post(client, long_recording.read_bytes(), name="meeting.wav", transcript=None,
+                        url="/v1/predict-long")  # predict-long takes no transcript (unknown fields are 422)
         assert response.status_code == 422 and "limit of 5 s" in response.json()["detail"]
 
 

@@ -14,7 +14,11 @@ SAMPLE_RATE = 16_000
 # Extensions importers treat as audio; all are decoded by libsndfile (mp3 needs libsndfile ≥ 1.1).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
 _DIGEST_BLOCK = 1 << 20
+_READ_BLOCK = 1 << 20  # frames per read: memory follows the samples decoded, not what a header claims
+_MIN_RATE, _MAX_RATE = 1_000, 1_000_000  # Hz; outside this a header is corrupt (a 1 Hz header made 1 GB)
 _ARRAY_NAME = "<array>"
+# libsndfile's words that mislead once _check_file has passed: its mp3 probe says this of unknown bytes.
+_MISLEADING = {"File does not exist or is not a regular file (possibly a pipe?)": "Format not recognised"}
 
 
 class AudioError(ValueError):
@@ -23,13 +27,15 @@ class AudioError(ValueError):
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = str(path)
         self.reason = " ".join(str(reason).split())  # one line, whatever libsndfile said
-        super().__init__(f"{self.path}: {self.reason}")
+        shown = self.path if self.path.isprintable() else repr(self.path)  # a file name may hold a newline
+        super().__init__(f"{shown}: {self.reason}")
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as a mono float32 1-D array at `sample_rate`.
 
     Channels are averaged; other rates are resampled with soxr (HQ). Silent audio is valid.
+    Decoding is block by block, so a header that overstates its length costs nothing.
 
     Args:
         path: any format libsndfile decodes (wav, flac, ogg/opus, mp3, aiff).
@@ -39,19 +45,27 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         float32 array of shape (n,).
 
     Raises:
-        AudioError: missing, unreadable, empty, undecodable, sample-free or non-finite audio.
+        AudioError: missing, unreadable, empty, undecodable, sample-free, too short or
+            non-finite audio, or a sample rate outside 1000-1000000 Hz.
 
     Example:
         >>> wave = load_audio("clip.wav")  # (n,) float32 at 16 kHz
     """
     _check_file(path, allow_empty=False)
+    _check_rate(sample_rate, path, "target sample rate")
     try:
-        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)  # (n, channels)
+        with sf.SoundFile(os.fspath(path)) as handle:
+            rate = _check_rate(handle.samplerate, path)
+            mono = _read_mono(handle, path)  # (n,)
+    except AudioError:
+        raise
     except PermissionError:
         raise AudioError(path, "permission denied") from None
+    except MemoryError:
+        raise AudioError(path, "too long to decode in memory") from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
         raise AudioError(path, f"cannot decode audio ({_short_reason(err)})") from None
-    return _to_mono_rate(data, rate, sample_rate, path)
+    return _resample(mono, rate, sample_rate, path)
 
 
 def load_audio_array(
@@ -69,21 +83,26 @@ def load_audio_array(
         float32 array of shape (n',) at `target_rate`.
 
     Raises:
-        AudioError: wrong shape or dtype, bad rate, no samples, NaN/Inf samples.
+        AudioError: wrong shape or dtype, bad rate, no samples, NaN/Inf or float32-overflowing samples.
 
     Example:
         >>> load_audio_array(np.zeros((48000, 2), np.float32), 48000).shape
         (16000,)
     """
-    array = np.asarray(wave)
+    try:
+        array = np.asarray(wave)
+    except (ValueError, TypeError) as err:  # ragged nested lists and the like
+        raise AudioError(name, f"not an array of samples ({err})") from None
     if array.ndim not in (1, 2):
         raise AudioError(name, f"expected shape (n,) or (n, channels), got {array.shape}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise AudioError(name, f"sample rate must be a positive integer, got {sample_rate!r}")
+    rate = _check_rate(sample_rate, name)
+    _check_rate(target_rate, name, "target sample rate")
     data = _as_float32(array, name)
     if data.ndim == 1:
         data = data[:, None]  # (n, 1)
-    return _to_mono_rate(data, int(sample_rate), target_rate, name)
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioError(name, "contains no samples")
+    return _resample(_mono(data, name), rate, target_rate, name)
 
 
 def audio_duration(path: str | os.PathLike[str]) -> float:
@@ -97,7 +116,7 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
         raise AudioError(path, f"cannot decode audio ({_short_reason(err)})") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "contains no samples")
-    return info.frames / info.samplerate
+    return info.frames / _check_rate(info.samplerate, path)
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -128,6 +147,8 @@ def _check_file(path: str | os.PathLike[str], *, allow_empty: bool) -> None:
         raise AudioError(path, "permission denied") from None
     except OSError as err:
         raise AudioError(path, f"cannot access file ({err.strerror or err})") from None
+    except ValueError as err:  # e.g. an embedded NUL byte
+        raise AudioError(path, f"invalid path ({err})") from None
     if not stat.S_ISREG(info.st_mode):
         kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a special file"
         raise AudioError(path, f"not a regular file ({kind})")
@@ -139,27 +160,68 @@ def _check_file(path: str | os.PathLike[str], *, allow_empty: bool) -> None:
 
 def _short_reason(err: BaseException) -> str:
     """libsndfile's own words, without the 'Error opening <path>:' prefix that repeats the path."""
-    reason = getattr(err, "error_string", None) or str(err) or type(err).__name__
-    return reason.strip().rstrip(".")
+    reason = (getattr(err, "error_string", None) or str(err) or type(err).__name__).strip().rstrip(".")
+    return _MISLEADING.get(reason, reason)
+
+
+def _check_rate(rate: object, name: str | os.PathLike[str], what: str = "sample rate") -> int:
+    """A plausible integer rate in Hz, or an AudioError naming it."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise AudioError(name, f"{what} must be a positive integer, got {rate!r}")
+    if not _MIN_RATE <= rate <= _MAX_RATE:
+        raise AudioError(name, f"{what} {rate} Hz is outside {_MIN_RATE}-{_MAX_RATE} Hz")
+    return int(rate)
 
 
 def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
     """Float arrays are cast; integer PCM is scaled to [-1, 1) the way libsndfile does."""
     if np.issubdtype(array.dtype, np.floating):
-        return array.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):
+            data = array.astype(np.float32, copy=False)
+        if data is not array and not np.isfinite(data).all() and np.isfinite(array).all():
+            raise AudioError(name, "sample values too large (overflow float32)")
+        return data
+    if array.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128 (as in WAV files)
+        return ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     if np.issubdtype(array.dtype, np.signedinteger):
         scale = float(2 ** (8 * array.dtype.itemsize - 1))
         return (array.astype(np.float64) / scale).astype(np.float32)
     raise AudioError(name, f"expected float or signed integer samples, got dtype {array.dtype}")
 
 
-def _to_mono_rate(data: np.ndarray, rate: int, target_rate: int, name: str | os.PathLike[str]) -> np.ndarray:
-    """(n, channels) float32 → checked (n',) float32 at target_rate."""
-    if data.shape[0] == 0 or data.shape[1] == 0:
+def _read_mono(handle: sf.SoundFile, name: str | os.PathLike[str]) -> np.ndarray:
+    """Decode block by block until the decoder stops: a header's frame count can be wildly wrong."""
+    blocks = []
+    while True:
+        block = handle.read(_READ_BLOCK, dtype="float32", always_2d=True)  # (≤ block, channels)
+        if block.shape[0]:
+            blocks.append(_mono(block, name))
+        if block.shape[0] < _READ_BLOCK:
+            break
+    if not blocks or handle.channels == 0:
         raise AudioError(name, "contains no samples")
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]  # (n,)
+
+
+def _mono(data: np.ndarray, name: str | os.PathLike[str]) -> np.ndarray:
+    """(n, channels) float32 → finite (n,) float32, channels averaged."""
     if not np.isfinite(data).all():
         raise AudioError(name, "contains NaN/Inf samples")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]  # (n,)
+    if data.shape[1] == 1:
+        return data[:, 0]  # (n,)
+    with np.errstate(over="ignore"):  # overflow is caught after resampling
+        return data.mean(axis=1, dtype=np.float32)  # (n,)
+
+
+def _resample(mono: np.ndarray, rate: int, target_rate: int, name: str | os.PathLike[str]) -> np.ndarray:
+    """(n,) float32 at `rate` → checked (n',) float32 at target_rate."""
+    samples = mono.size
     if rate != target_rate:
         mono = soxr.resample(mono, rate, target_rate, quality="HQ")  # (n * target / rate,)
+    if mono.size == 0:
+        raise AudioError(name, f"too short: {samples} sample(s) at {rate} Hz make none at {target_rate} Hz")
+    with np.errstate(over="ignore"):
+        finite = bool(np.isfinite(mono).all())
+    if not finite:  # finite input that overflowed float32 in the cast, the mixdown or the resampler
+        raise AudioError(name, "sample values too large (overflow float32)")
     return np.ascontiguousarray(mono, dtype=np.float32)

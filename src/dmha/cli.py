@@ -167,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=20.0, help="micro-batching window (0: no waiting)")
     p.add_argument("--max-batch", type=int, default=8, help="requests per model call (1: no micro-batching)")
     p.add_argument("--tmp-dir", help="where the service makes its temp folder for uploads (default: system temp)")
+    p.add_argument("--head-timeout-s", type=float, default=10.0,
+                   help="a connection must send a complete request header within this (408/closed after)")
+    p.add_argument("--max-decodes", type=int, default=2, help="uploads decoded at once (bounds decoding memory)")
     _decision_options(p)
     p.set_defaults(func=_serve)
     return parser
@@ -496,7 +499,8 @@ def _serve(args) -> int:
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
                              max_long_duration_s=args.max_long_duration_s, timeout_s=args.timeout_s,
                              long_timeout_s=args.long_timeout_s, queue_size=args.queue_size,
-                             batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, tmp_dir=args.tmp_dir)
+                             batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, tmp_dir=args.tmp_dir,
+                             head_timeout_s=args.head_timeout_s, max_decodes=args.max_decodes)
     rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
                                  prior=_decision_prior(args.overrides))
     print(f"dmha serve: {args.model_dir} ({', '.join(rec.labels)}) on http://{args.host}:{args.port}/ "

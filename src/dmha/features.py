@@ -153,6 +153,7 @@ def extract_features(
     result.speech_computed = _run_shared(jobs, speech_store, share, progress, f"speech features ({speech_encoder.info.name})",
                                          lambda batch, writer, errors: _encode_speech(batch, speech_encoder, norm, writer, errors),
                                          batch_size, result.errors)
+    _report_copies(items, keys, result.errors)
     bad = {path for path, _ in result.errors}
     texts = {text_key(items[i].transcript): items[i].transcript or "" for i in keys if str(items[i].path) not in bad}
     text_jobs = [_Job(key, text, 0.0) for key, text in texts.items() if key not in text_store]
@@ -177,6 +178,16 @@ def count_missing(items: Sequence[Item], speech_identity: str, text_identity: st
             continue
         missing += key not in speech or text_key(item.transcript) not in text
     return missing
+
+
+def _report_copies(items: Sequence[Item], keys: dict[int, str], errors: list) -> None:
+    """Identical audio is encoded once, so a failure was seen under one path: report every copy."""
+    reason = dict(errors)
+    failed = {keys[i]: reason[str(items[i].path)] for i in keys if str(items[i].path) in reason}
+    for i, key in keys.items():
+        if key in failed and str(items[i].path) not in reason:
+            errors.append((str(items[i].path), failed[key]))
+            reason[str(items[i].path)] = failed[key]
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,11 @@ def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int 
 
 
 def write_errors(errors: Sequence[tuple[str, str]], path: Path) -> None:
-    """One `path<TAB>reason` line per skipped item (nothing written when there are none)."""
+    """One `path<TAB>reason` line per skipped item (nothing written when there are none); backslash,
+    tab and newline in a path are escaped as \\\\, \\t and \\n, so every line stays one record."""
     if errors:
-        path.write_text("".join(f"{p}\t{r}\n" for p, r in errors), encoding="utf-8")
+        path.write_text("".join(f"{_escape(p)}\t{_escape(r)}\n" for p, r in errors), encoding="utf-8")
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")

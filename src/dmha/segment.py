@@ -371,11 +371,17 @@ def _file_blocks(path: str | os.PathLike[str], block_s: float) -> Iterator[np.nd
         with sf.SoundFile(os.fspath(path)) as f:
             rate = f.samplerate
             resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
-            for block in f.blocks(blocksize=max(1, int(block_s * rate)), dtype="float32", always_2d=True):
-                if not np.isfinite(block).all():  # (n, channels)
+            size = max(1, int(block_s * rate))
+            while True:  # not f.blocks(): it ignores short reads and repeats stale blocks past a lying header
+                block = f.read(size, dtype="float32", always_2d=True)  # (n, channels)
+                if block.shape[0] == 0:
+                    break
+                if not np.isfinite(block).all():
                     raise AudioError(path, "contains NaN/Inf samples")
                 mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]  # (n,)
                 yield mono if resampler is None else resampler.resample_chunk(mono)
+                if block.shape[0] < size:  # the decoder has nothing more, whatever the header claimed
+                    break
             if resampler is not None:
                 yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
     except AudioError:

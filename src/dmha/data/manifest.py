@@ -1,12 +1,13 @@
 """The manifest: a CSV of `path,label,split` (+ optional columns) that every dmha command reads."""
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
 import re
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class Item:
 
 class ManifestError(ValueError):
     """A manifest that cannot be used; the one-line message names the file (and row)."""
+
+    def __init__(self, message: str) -> None:
+        # A quoted CSV cell can hold a newline or a tab; the message stays one line whatever it quotes.
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
 
 
 class CorpusError(ValueError):
@@ -76,22 +81,21 @@ def read_manifest(
     manifest = Path(path)
     text = _read_text(manifest)
     delimiter = _sniff_delimiter(manifest, text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [name.strip() for name in next(reader)]
+    records = _records(manifest, csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    header = [name.strip() for name in next(records)[1]]
     _check_header(manifest, header, require_label)
     base = manifest.parent.resolve()  # the folder, not a symlinked file's target
     items: list[Item] = []
     rows_by_path: dict[Path, int] = {}
-    for cells in reader:
+    for row, cells in records:
         if not any(cell.strip() for cell in cells):
             continue
-        item = _parse_row(manifest, reader.line_num, header, cells, base, require_label)
+        item = _parse_row(manifest, row, header, cells, base, require_label, delimiter)
         if item.path in rows_by_path:
             raise ManifestError(
-                f"manifest {manifest}: rows {rows_by_path[item.path]} and {reader.line_num} "
-                f"both name {item.path}"
+                f"manifest {manifest}: rows {rows_by_path[item.path]} and {row} both name {item.path}"
             )
-        rows_by_path[item.path] = reader.line_num
+        rows_by_path[item.path] = row
         items.append(item)
     if not items:
         raise ManifestError(f"manifest {manifest} has no data rows")
@@ -163,17 +167,40 @@ def add_durations(items: Iterable[Item], source: str | os.PathLike[str]) -> None
 
 
 def _read_text(manifest: Path) -> str:
-    """The whole file as text; a manifest is small next to the audio it lists."""
+    """The whole file as text (UTF-8, or UTF-16 with its BOM: Excel's "Unicode text"); no NUL bytes."""
     try:
-        return manifest.read_text(encoding="utf-8-sig")
+        raw = manifest.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"manifest {manifest}: file not found") from None
     except IsADirectoryError:
         raise ManifestError(f"manifest {manifest}: is a directory, not a CSV file") from None
     except PermissionError:
         raise ManifestError(f"manifest {manifest}: permission denied") from None
+    except OSError as err:
+        raise ManifestError(f"manifest {manifest}: cannot read ({err.strerror or err})") from None
+    encoding = "UTF-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "UTF-8"
+    try:
+        text = raw.decode("utf-16" if encoding == "UTF-16" else "utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ManifestError(f"manifest {manifest}: not UTF-8 text (byte {err.start})") from None
+        raise ManifestError(f"manifest {manifest}: not {encoding} text (byte {err.start})") from None
+    if "\0" in text:  # csv would pass it on, and no path can hold it
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ManifestError(f"manifest {manifest}: line {line} holds a NUL byte (a binary file, not CSV text)")
+    return text
+
+
+def _records(manifest: Path, reader) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) of each CSV record; the csv module's own errors become ManifestErrors.
+
+    The row number is the line the record starts on (a quoted cell may span lines).
+    """
+    try:
+        start = 1
+        for cells in reader:
+            yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise ManifestError(f"manifest {manifest}: malformed CSV near line {reader.line_num} ({err})") from None
 
 
 def _sniff_delimiter(manifest: Path, text: str) -> str:
@@ -182,7 +209,7 @@ def _sniff_delimiter(manifest: Path, text: str) -> str:
     if not first:
         raise ManifestError(f"manifest {manifest} is empty (expected a header with path,label,split)")
     for delimiter in _DELIMITERS:
-        names = next(csv.reader(first, delimiter=delimiter))
+        names = next(_records(manifest, csv.reader(first, delimiter=delimiter)))[1]
         if "path" in (name.strip() for name in names):
             return delimiter
     raise ManifestError(
@@ -204,13 +231,18 @@ def _check_header(manifest: Path, header: list[str], require_label: bool) -> Non
 
 
 def _parse_row(
-    manifest: Path, row: int, header: list[str], cells: list[str], base: Path, require_label: bool
+    manifest: Path, row: int, header: list[str], cells: list[str], base: Path, require_label: bool,
+    delimiter: str = ",",
 ) -> Item:
     """One CSV row → Item, or a ManifestError naming the row."""
     if len(cells) > len(header):
         raise ManifestError(
             f"manifest {manifest}: row {row} has {len(cells)} fields, header has {len(header)}"
         )
+    other = [d for d in _DELIMITERS if d != delimiter and d in cells[0]] if len(cells) == 1 < len(header) else []
+    if other:
+        raise ManifestError(f"manifest {manifest}: row {row} has 1 field, header has {len(header)} "
+                            f"(row separated by {other[0]!r}, header by {delimiter!r}?)")
     values = dict(zip(header, (cell.strip() for cell in cells)))
     for name in header[len(cells):]:
         values[name] = ""  # short rows: trailing optional cells left out
@@ -224,7 +256,7 @@ def _parse_row(
             f"manifest {manifest}: row {row} has split {split!r}; use letters, digits, '_' or '-'"
         )
     return Item(
-        path=(base / Path(values["path"]).expanduser()).resolve(),
+        path=_resolve(manifest, row, cells[header.index("path")], base),
         label=values.get("label") or None,
         split=split,
         speaker=values.get("speaker") or None,
@@ -233,9 +265,40 @@ def _parse_row(
     )
 
 
+def _resolve(manifest: Path, row: int, cell: str, base: Path) -> Path:
+    """A path cell → absolute resolved path ('~user' expanded), or a ManifestError naming the row.
+
+    Surrounding spaces are padding, unless the file's name really has them (write_manifest keeps them).
+    """
+    try:
+        if cell != cell.strip():
+            exact = (base / _expand(cell)).resolve()
+            if _is_file(exact):
+                return exact
+        return (base / _expand(cell.strip())).resolve()
+    except OSError as err:  # a path the OS refuses
+        raise ManifestError(f"manifest {manifest}: row {row} has path {cell[:200]!r} that cannot be resolved "
+                            f"({err})") from None
+
+
+def _expand(cell: str) -> Path:
+    """'~' and '~user' expanded (not './~…'); a name like '~$draft.wav' that names no user is taken literally."""
+    try:
+        return Path(cell).expanduser() if cell.startswith("~") else Path(cell)
+    except RuntimeError:
+        return Path(cell)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the file system: it cannot be an existing file
+        return False
+
+
 def _check_files(manifest: Path, items: list[Item]) -> None:
     """One error for all missing audio, so a user with a wrong root fixes it in one go."""
-    missing = [str(item.path) for item in items if not item.path.is_file()]
+    missing = [str(item.path) for item in items if not _is_file(item.path)]
     if missing:
         shown = ", ".join(missing[:_SHOW_MISSING])
         more = f" and {len(missing) - _SHOW_MISSING} more" if len(missing) > _SHOW_MISSING else ""
@@ -265,6 +328,7 @@ def _row(item: Item, columns: list[str], base: Path) -> list[str]:
         common = os.path.commonpath([path, base])
         if common != item.path.anchor:
             path = os.path.relpath(path, base)
+            path = f".{os.sep}{path}" if path.startswith("~") else path  # a file named ~…, not a home
     core = {"path": path, "label": item.label, "split": item.split, "speaker": item.speaker,
             "transcript": item.transcript}
     return [(core[name] if name in core else item.extra.get(name)) or "" for name in columns]

@@ -71,8 +71,8 @@ class ErrorOut(BaseModel):
 
 _ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in (
     (400, "malformed multipart request"), (408, "the upload was too slow"), (413, "upload over the size limit"),
-    (415, "not multipart/form-data"), (422, "no file, undecodable audio, too long, or a bad field"),
-    (500, "the model failed on this input"), (503, "queue full or service stopping"),
+    (415, "not multipart/form-data"), (422, "no file, undecodable audio, too long, or a bad or unknown field"),
+    (500, "the model failed on this input"), (503, "queue full, too many connections, or service stopping"),
     (504, "no result within the request timeout"))}
 
 
@@ -221,7 +221,8 @@ def create_app(recognizer, settings: ServeSettings | None = None) -> FastAPI:
     app.state.service = service
     _add_error_handlers(app)
     _add_info_routes(app, service)
-    _add_predict_routes(app, service)
+    _add_predict_route(app, service)
+    _add_long_route(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -268,9 +269,8 @@ def _add_info_routes(app: FastAPI, service: Service) -> None:
         return service.model_info()
 
 
-def _add_predict_routes(app: FastAPI, service: Service) -> None:
+def _add_predict_route(app: FastAPI, service: Service) -> None:
     settings = service.settings
-
     transcript_field = {"type": "string", "maxLength": settings.max_transcript_chars,
                         "description": "optional; absent or blank: transcribed by ASR"}
 
@@ -292,6 +292,9 @@ def _add_predict_routes(app: FastAPI, service: Service) -> None:
             raise _ModelFailure(upload.name, err) from err
         return {**pred.to_dict(), "path": upload.name}
 
+
+def _add_long_route(app: FastAPI, service: Service) -> None:
+    settings = service.settings
     low, high = _SEGMENT_RANGE_S
     segment_field = {"type": "number", "minimum": low, "maximum": high}
 
