@@ -13,9 +13,11 @@ def _cache(tmp_path):
     speech = cache.store("speech", "enc-a")
     good = []
     for k in range(3):
+        before = set(speech.shard_paths())
         with speech.writer() as writer:
             writer.put(f"{k:02d}aaaa", torch.randn(2, 5, 4))
-        good.append(speech.shard_paths()[-1])
+        (new,) = set(speech.shard_paths()) - before
+        good.append(new)
     text = cache.store("text", "enc-b")
     with text.writer() as writer:
         writer.put("77bbbb", torch.randn(3, 4))

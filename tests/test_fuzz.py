@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import re
+import resource
 import struct
 import subprocess
 import sys
@@ -304,8 +305,15 @@ def test_atheris_loader_and_parser(work: Path, originals) -> None:
     (corpus / "seed.csv").write_bytes(bytes([4]) + b"path,label,split\na.wav,x,train\n")
     scratch = work / "atheris_scratch"
     scratch.mkdir(exist_ok=True)
+    # libFuzzer watches getrusage's peak RSS, and Linux hands a child the peak of the process that
+    # started it (the parent's memory high-water mark survives fork/vfork + exec): late in a full
+    # test run this pytest process has peaked near 2 GB, so libFuzzer's default 2 GB limit fired
+    # on the first inputs ("out-of-memory" in CI, never in this file alone). Give the fuzzer its
+    # own 2 GB on top of what it inherits.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     done = subprocess.run([sys.executable, "-c", ATHERIS_TARGET, str(scratch), "10000",
-                           f"-artifact_prefix={scratch}{os.sep}", str(corpus)],
+                           f"-rss_limit_mb={inherited_mb + 2048}", f"-artifact_prefix={scratch}{os.sep}",
+                           str(corpus)],
                           capture_output=True, text=True, timeout=300, cwd=work,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     tail = (done.stdout + done.stderr)[-3000:]

@@ -3,7 +3,7 @@
 Layout of one store (one encoder identity, e.g. `<cache>/speech/<hash>/`):
 
     encoder.json                 {"identity": ..., "format": FORMAT}
-    shards/<time>-<pid>-<rand>.safetensors   many entries each, named by content key, fp16
+    shards/<utc time>-<pid>-<rand>.safetensors   many entries each, named by content key, fp16
     shards/.<name>.*.tmp         a shard being written (temp file + rename)
     failed/<key>.txt             why an entry could not be computed (read by the other processes)
 
@@ -192,6 +192,15 @@ class FeatureStore:
         self._lock = threading.Lock()
 
 
+def _shard_name() -> str:
+    """`<UTC time to the microsecond>-<pid>-<random>.safetensors`: names sort in writing order
+    within a process (a second-resolution name made two shards of one second sort at random),
+    and two processes can never pick the same name."""
+    now = time.time_ns() // 1000
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000)) + f"{now % 1_000_000:06d}"
+    return f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
+
+
 class ShardWriter:
     """Buffers new entries and writes them as one shard when the buffer is full, old, or closed.
 
@@ -218,7 +227,7 @@ class ShardWriter:
         """Write the buffer as a new shard (temp file + rename) and add it to the store's index."""
         if not self._buffer:
             return
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
+        name = _shard_name()
         try:
             with atomic_path(self.store.shard_dir / name) as tmp:
                 save_file(self._buffer, str(tmp), metadata={"format": FORMAT, "entries": str(len(self._buffer))})
