@@ -205,3 +205,25 @@ def test_array_errors(wave: np.ndarray, rate: int, fragment: str) -> None:
     with pytest.raises(AudioError) as err:
         load_audio_array(wave, rate, name="upload.wav")
     assert str(err.value).startswith("upload.wav: ") and fragment in err.value.reason
+
+
+def test_max_seconds_is_checked_on_the_decoded_samples(tmp_path: Path) -> None:
+    path = write(tmp_path / "three.flac", tone(3.0, 16000))
+    assert load_audio(path, max_seconds=3.5).size == 48000
+    with pytest.raises(AudioError) as err:
+        load_audio(path, max_seconds=1)
+    assert_one_line_error(err, path, "more than the limit of 1 s")
+
+
+def test_many_channels_are_read_in_blocks_bounded_by_samples(tmp_path: Path, monkeypatch) -> None:
+    # A block used to be 2**20 frames whatever the channel count: 1 GB for a 255-channel Ogg Vorbis
+    # file of a few KB (found by the atheris fuzzer as an out-of-memory).
+    import dmha.audio as audio
+
+    monkeypatch.setattr(audio, "_READ_SAMPLES", 4096)
+    wave = np.random.default_rng(0).uniform(-0.5, 0.5, (5000, 64)).astype(np.float32)
+    path = write(tmp_path / "64ch.wav", wave, subtype="FLOAT")
+    with sf.SoundFile(path) as handle:
+        blocks = list(audio.read_blocks(handle, path))
+    assert max(b.size for b in blocks) == 4096 // 64 and sum(b.size for b in blocks) == 5000
+    np.testing.assert_allclose(load_audio(path), wave.mean(axis=1), atol=1e-6)

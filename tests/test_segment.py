@@ -204,6 +204,15 @@ def test_stream_errors_name_the_input(tmp_path):
         stream_audio(tmp_path / "nan.wav", sample_rate=16000)
 
 
+def test_stream_refuses_audio_over_max_seconds(tmp_path):
+    sf.write(tmp_path / "three.wav", _test_signal(3.0), 16000)
+    assert sum(b.size for b in stream_audio(tmp_path / "three.wav", max_seconds=3.5).blocks) == 48000
+    with pytest.raises(AudioError, match=r"three.wav: audio lasts 3.0 s, more than the limit of 2 s"):
+        stream_audio(tmp_path / "three.wav", max_seconds=2)
+    with pytest.raises(AudioError, match=r"<array>: audio lasts 3.0 s"):
+        stream_audio(_test_signal(3.0), 16000, max_seconds=2)
+
+
 def test_window_slices_across_blocks_and_refuses_trimmed_samples():
     window = _Window()
     for k in range(5):

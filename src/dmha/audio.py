@@ -5,6 +5,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -14,7 +15,8 @@ SAMPLE_RATE = 16_000
 # Extensions importers treat as audio; all are decoded by libsndfile (mp3 needs libsndfile ≥ 1.1).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
 _DIGEST_BLOCK = 1 << 20
-_READ_BLOCK = 1 << 20  # frames per read: memory follows the samples decoded, not what a header claims
+_READ_SAMPLES = 1 << 20  # samples per read over all channels: memory follows what is decoded, not what a
+# header claims, and not the channel count either (1 M frames of a 255-channel Ogg Vorbis were 1 GB)
 _MIN_RATE, _MAX_RATE = 1_000, 1_000_000  # Hz; outside this a header is corrupt (a 1 Hz header made 1 GB)
 _ARRAY_NAME = "<array>"
 # libsndfile's words that mislead once _check_file has passed: its mp3 probe says this of unknown bytes.
@@ -31,21 +33,25 @@ class AudioError(ValueError):
         super().__init__(f"{shown}: {self.reason}")
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, *,
+               max_seconds: float | None = None) -> np.ndarray:
     """Read an audio file as a mono float32 1-D array at `sample_rate`.
 
     Channels are averaged; other rates are resampled with soxr (HQ). Silent audio is valid.
-    Decoding is block by block, so a header that overstates its length costs nothing.
+    Decoding is block by block, so a header that overstates its length costs nothing, and
+    `max_seconds` is enforced on the decoded samples, so one that understates it cannot smuggle
+    in hours of audio (a 4 KB compressed file can decode to minutes of many-channel audio).
 
     Args:
         path: any format libsndfile decodes (wav, flac, ogg/opus, mp3, aiff).
         sample_rate: rate of the returned array, in Hz.
+        max_seconds: refuse audio that decodes to more than this (None: no limit).
 
     Returns:
         float32 array of shape (n,).
 
     Raises:
-        AudioError: missing, unreadable, empty, undecodable, sample-free, too short or
+        AudioError: missing, unreadable, empty, undecodable, sample-free, too short, too long or
             non-finite audio, or a sample rate outside 1000-1000000 Hz.
 
     Example:
@@ -56,7 +62,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     try:
         with sf.SoundFile(os.fspath(path)) as handle:
             rate = _check_rate(handle.samplerate, path)
-            mono = _read_mono(handle, path)  # (n,)
+            blocks = list(read_blocks(handle, path, max_seconds=max_seconds))
+            mono = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]  # (n,)
     except AudioError:
         raise
     except PermissionError:
@@ -189,18 +196,30 @@ def _as_float32(array: np.ndarray, name: str) -> np.ndarray:
     raise AudioError(name, f"expected float or signed integer samples, got dtype {array.dtype}")
 
 
-def _read_mono(handle: sf.SoundFile, name: str | os.PathLike[str]) -> np.ndarray:
-    """Decode block by block until the decoder stops: a header's frame count can be wildly wrong."""
-    blocks = []
-    while True:
-        block = handle.read(_READ_BLOCK, dtype="float32", always_2d=True)  # (≤ block, channels)
-        if block.shape[0]:
-            blocks.append(_mono(block, name))
-        if block.shape[0] < _READ_BLOCK:
-            break
-    if not blocks or handle.channels == 0:
+def read_blocks(handle: sf.SoundFile, name: str | os.PathLike[str], *, frames: int | None = None,
+                max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Decode an open file as (n,) mono float32 blocks at its own rate, until the decoder stops.
+
+    A block is at most `frames` frames and at most _READ_SAMPLES samples over all channels. The
+    header's frame count is never trusted: it can be wildly wrong either way. AudioError when
+    there are no samples, NaN/Inf ones, or more than `max_seconds` of them.
+    """
+    if handle.channels <= 0:
         raise AudioError(name, "contains no samples")
-    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]  # (n,)
+    size = max(1, min(frames or _READ_SAMPLES, _READ_SAMPLES // handle.channels))
+    limit = None if max_seconds is None else max_seconds * handle.samplerate
+    total = 0
+    while True:
+        block = handle.read(size, dtype="float32", always_2d=True)  # (≤ size, channels)
+        total += block.shape[0]
+        if limit is not None and total > limit:
+            raise AudioError(name, f"audio lasts more than the limit of {max_seconds:g} s")
+        if block.shape[0]:
+            yield _mono(block, name)
+        elif total == 0:
+            raise AudioError(name, "contains no samples")
+        if block.shape[0] < size:
+            break
 
 
 def _mono(data: np.ndarray, name: str | os.PathLike[str]) -> np.ndarray:

@@ -244,7 +244,7 @@ class EmotionRecognizer:
 
     def predict_long(self, inputs, *, sample_rate: int | None = None, min_s: float = 2.0, max_s: float = 15.0,
                      batch_size: int = 8, progress: Callable[[float], None] | None = None,
-                     transcribe: bool = True) -> Timeline:
+                     transcribe: bool = True, max_seconds: float | None = None) -> Timeline:
         """Predict the emotion of each speech segment of a long recording.
 
         The audio is streamed (a file is read in blocks, never whole), silero-vad finds speech,
@@ -259,6 +259,8 @@ class EmotionRecognizer:
             batch_size: segments per encoder call.
             progress: called with the seconds of audio consumed after each block (e.g. tqdm.update).
             transcribe: run ASR on each segment (True) or give the text branch an empty transcript.
+            max_seconds: stop with an AudioError once more than this much audio has been decoded
+                (a file's header may understate its length); None: no limit.
 
         Returns:
             A Timeline: `path`, `duration` (s) and `segments` (start, end, label, probs, transcript).
@@ -270,9 +272,9 @@ class EmotionRecognizer:
             >>> timeline.write_csv("meeting.csv"); timeline.plot("meeting.png")   # doctest: +SKIP
         """
         if isinstance(inputs, (str, Path)):
-            audio = stream_audio(inputs, sample_rate)
+            audio = stream_audio(inputs, sample_rate, max_seconds=max_seconds)
         elif _is_waveform(inputs):
-            audio = stream_audio(_as_array(inputs), sample_rate)
+            audio = stream_audio(_as_array(inputs), sample_rate, max_seconds=max_seconds)
         else:
             raise TypeError(f"predict_long takes one path or waveform, got {type(inputs).__name__}")
         stream = SegmentStream(audio.blocks, min_s=min_s, max_s=max_s, progress=progress)

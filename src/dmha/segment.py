@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio_array
+from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio_array, read_blocks
 
 log = logging.getLogger(__name__)
 
@@ -343,12 +343,13 @@ class AudioStream:
 
 
 def stream_audio(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None = None,
-                 block_s: float = 4.0) -> AudioStream:
+                 block_s: float = 4.0, max_seconds: float | None = None) -> AudioStream:
     """A file or an (n,) / (n, channels) array as a stream of 16 kHz mono blocks.
 
     Files are checked (header, as load_audio does) before any block is read, then decoded
     `block_s` seconds at a time, mixed to mono and resampled with soxr's streaming resampler (HQ),
-    so memory does not grow with the length. Arrays need `sample_rate`.
+    so memory does not grow with the length. Arrays need `sample_rate`. `max_seconds` is checked
+    on the header and again on the decoded samples (a header can understate the length).
 
     Raises:
         AudioError: the file or array cannot be used (also while streaming: a decode error,
@@ -358,30 +359,28 @@ def stream_audio(source: str | os.PathLike[str] | np.ndarray, sample_rate: int |
         if sample_rate is None:
             raise ValueError("sample_rate is required when the input is a waveform array")
         wave = load_audio_array(source, sample_rate)  # (n,) at 16 kHz
+        _check_length(wave.size / SAMPLE_RATE, "<array>", max_seconds)
         step = int(block_s * SAMPLE_RATE)
         return AudioStream("<array>", (wave[i:i + step] for i in range(0, wave.size, step)), wave.size / SAMPLE_RATE)
     if sample_rate is not None:
         raise ValueError("sample_rate is only for waveform arrays; a file's rate comes from its header")
     duration = audio_duration(source)  # AudioError for missing, empty or undecodable files
-    return AudioStream(str(source), _file_blocks(source, block_s), duration)
+    _check_length(duration, source, max_seconds)
+    return AudioStream(str(source), _file_blocks(source, block_s, max_seconds), duration)
 
 
-def _file_blocks(path: str | os.PathLike[str], block_s: float) -> Iterator[np.ndarray]:
+def _check_length(seconds: float, name: str | os.PathLike[str], max_seconds: float | None) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(name, f"audio lasts {seconds:.1f} s, more than the limit of {max_seconds:g} s")
+
+
+def _file_blocks(path: str | os.PathLike[str], block_s: float, max_seconds: float | None) -> Iterator[np.ndarray]:
     try:
         with sf.SoundFile(os.fspath(path)) as f:
             rate = f.samplerate
             resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", "HQ")
-            size = max(1, int(block_s * rate))
-            while True:  # not f.blocks(): it ignores short reads and repeats stale blocks past a lying header
-                block = f.read(size, dtype="float32", always_2d=True)  # (n, channels)
-                if block.shape[0] == 0:
-                    break
-                if not np.isfinite(block).all():
-                    raise AudioError(path, "contains NaN/Inf samples")
-                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]  # (n,)
+            for mono in read_blocks(f, path, frames=max(1, int(block_s * rate)), max_seconds=max_seconds):  # (n,) each
                 yield mono if resampler is None else resampler.resample_chunk(mono)
-                if block.shape[0] < size:  # the decoder has nothing more, whatever the header claimed
-                    break
             if resampler is not None:
                 yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
     except AudioError:

@@ -310,7 +310,8 @@ def _add_long_route(app: FastAPI, service: Service) -> None:
                                                 settings.max_long_duration_s, started=started,
                                                 limit=settings.long_timeout_s, what="the timeline")
             future = service.batcher.submit_call(
-                lambda: service.recognizer.predict_long(inputs, sample_rate=rate, **bounds))
+                lambda: service.recognizer.predict_long(inputs, sample_rate=rate, max_seconds=settings.max_long_duration_s,
+                                                **bounds))
             try:  # the file stays until predict_long has read it
                 timeline = await _result(future, started, settings.long_timeout_s, "the timeline")
             except AudioError as err:

@@ -28,7 +28,7 @@ def decode_upload(path: Path, name: str, max_duration_s: float) -> np.ndarray:
     """The whole upload as a (n,) float32 array at 16 kHz; AudioError if bad or too long."""
     try:
         _check_header(path, name, max_duration_s)
-        return load_audio(path)
+        return load_audio(path, max_seconds=max_duration_s)  # the decoded length too: headers can lie
     except AudioError as err:
         container = _av_container(path)
         if container is None or not err.reason.startswith("cannot decode"):
