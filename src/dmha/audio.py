@@ -71,7 +71,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, *,
     except MemoryError:
         raise AudioError(path, "too long to decode in memory") from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
-        raise AudioError(path, f"cannot decode audio ({_short_reason(err)})") from None
+        raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
     return _resample(mono, rate, sample_rate, path)
 
 
@@ -120,7 +120,7 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
     except PermissionError:
         raise AudioError(path, "permission denied") from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
-        raise AudioError(path, f"cannot decode audio ({_short_reason(err)})") from None
+        raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "contains no samples")
     return info.frames / _check_rate(info.samplerate, path)
@@ -165,7 +165,7 @@ def _check_file(path: str | os.PathLike[str], *, allow_empty: bool) -> None:
         raise AudioError(path, "empty file (0 bytes)")
 
 
-def _short_reason(err: BaseException) -> str:
+def decode_reason(err: BaseException) -> str:
     """libsndfile's own words, without the 'Error opening <path>:' prefix that repeats the path."""
     reason = (getattr(err, "error_string", None) or str(err) or type(err).__name__).strip().rstrip(".")
     return _MISLEADING.get(reason, reason)

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio_array, read_blocks
+from .audio import SAMPLE_RATE, AudioError, audio_duration, decode_reason, load_audio_array, read_blocks
 
 log = logging.getLogger(__name__)
 
@@ -388,5 +388,4 @@ def _file_blocks(path: str | os.PathLike[str], block_s: float, max_seconds: floa
     except PermissionError:
         raise AudioError(path, "permission denied") from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
-        reason = (getattr(err, "error_string", None) or str(err) or type(err).__name__).strip().rstrip(".")
-        raise AudioError(path, f"cannot decode audio ({reason})") from None
+        raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
