@@ -97,3 +97,22 @@ def write_tone_corpus(root: Path, n_per_class: int = 6, labels=("low", "high"), 
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def train_tiny_model(root: Path, tiny_encoders: dict, seed: int = 0, labels=("low", "high")) -> Path:
+    """A tone model on the tiny random-init encoders (about a second)."""
+    from dmha.config import load
+    from dmha.experiment import train
+
+    manifest = write_tone_corpus(root / "corpus", n_per_class=4, labels=labels)
+    overrides = [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
+                 f"features.cache_dir={root / 'cache'}", "train.max_epochs=1", "train.batch_size=4",
+                 "model.hidden_layers=1", "train.crop_s=0", f"seed={seed}"]
+    train(manifest, root / "run", load(None, overrides), progress=False)
+    return root / "run" / "model"
+
+
+@pytest.fixture(scope="session")
+def serve_model_dir(tiny_encoders, tmp_path_factory) -> Path:
+    """The tone model the service tests share, trained once (a test that changes a model copies it)."""
+    return train_tiny_model(tmp_path_factory.mktemp("serve_model"), tiny_encoders)

@@ -24,7 +24,7 @@ def test_two_runs_from_scratch_are_identical(tiny_encoders, tmp_path):
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True).replace("cache_b", "cache_a")
     wa, wb = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("a", "b"))
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)  # bitwise equal weights
-    other = _run(manifest, tmp_path / "c", tmp_path / "cache_a", tiny_encoders, seed=1)
+    _run(manifest, tmp_path / "c", tmp_path / "cache_a", tiny_encoders, seed=1)
     wc = load_file(str(tmp_path / "c" / "model" / "model.safetensors"))
     assert not all(wa[k].equal(wc[k]) for k in wa)  # the seed matters: the test can fail
     rec = EmotionRecognizer.load(tmp_path / "a" / "model")

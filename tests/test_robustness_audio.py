@@ -6,7 +6,6 @@ Each case ends in a correct result (checked) or an AudioError whose one-line mes
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys

@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import require_ravdess, tone, write_tone_corpus
-from dmha.config import load
-from dmha.experiment import train
+from conftest import require_ravdess, tone, train_tiny_model
 from dmha.inference import EmotionRecognizer
 
 fastapi = pytest.importorskip("fastapi", reason="the [serve] extra (fastapi) is not installed")
@@ -34,19 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TRANSCRIPT = "this is great today"
 
 
-def train_tiny_model(root: Path, tiny_encoders: dict, seed: int = 0, labels=("low", "high")) -> Path:
-    """A tone model on the tiny random-init encoders (about a second)."""
-    manifest = write_tone_corpus(root / "corpus", n_per_class=4, labels=labels)
-    overrides = [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
-                 f"features.cache_dir={root / 'cache'}", "train.max_epochs=1", "train.batch_size=4",
-                 "model.hidden_layers=1", "train.crop_s=0", f"seed={seed}"]
-    train(manifest, root / "run", load(None, overrides), progress=False)
-    return root / "run" / "model"
-
-
 @pytest.fixture(scope="module")
-def model_dir(tiny_encoders, tmp_path_factory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("serve_model"), tiny_encoders)
+def model_dir(serve_model_dir) -> Path:
+    return serve_model_dir
 
 
 @pytest.fixture(scope="module")

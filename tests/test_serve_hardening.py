@@ -25,7 +25,7 @@ import soundfile as sf
 pytest.importorskip("fastapi", reason="the [serve] extra (fastapi) is not installed")
 httpx = pytest.importorskip("httpx")
 
-from test_serve import TRANSCRIPT, train_tiny_model, wav_bytes  # noqa: E402
+from test_serve import TRANSCRIPT, wav_bytes  # noqa: E402
 
 from dmha.inference import EmotionRecognizer  # noqa: E402
 from dmha.serve import app as app_module  # noqa: E402
@@ -42,13 +42,8 @@ LIMITS = ServeSettings(max_upload_mb=0.25, upload_timeout_s=1.5, head_timeout_s=
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_encoders, tmp_path_factory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("hardening_model"), tiny_encoders)
-
-
-@pytest.fixture(scope="module")
-def rec(model_dir) -> EmotionRecognizer:
-    return EmotionRecognizer.load(model_dir)
+def rec(serve_model_dir) -> EmotionRecognizer:
+    return EmotionRecognizer.load(serve_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -485,7 +480,7 @@ def _quiet_figures(pid: int, seconds: float = 2.0) -> tuple[float, int]:
 
 
 @pytest.fixture()
-def serve_process(model_dir, tmp_path):
+def serve_process(serve_model_dir, tmp_path):
     """`dmha serve` in a subprocess on a free loopback port (its own /proc figures): (url, pid, tmp parent)."""
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc (Linux) to read the server's memory and descriptors")
@@ -493,7 +488,7 @@ def serve_process(model_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "dmha.cli", "serve", str(model_dir), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "dmha.cli", "serve", str(serve_model_dir), "--port", str(port),
                              "--max-upload-mb", "0.25", "--queue-size", "4", "--tmp-dir", str(tmp_path)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90

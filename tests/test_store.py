@@ -1,6 +1,5 @@
 """The sharded feature store: round trips, memory mapping, several writers, resumption, sharing work."""
 import multiprocessing as mp
-import os
 import pickle
 import time
 

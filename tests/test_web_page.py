@@ -17,7 +17,7 @@ httpx = pytest.importorskip("httpx")
 from dmha.inference import EmotionRecognizer  # noqa: E402
 from dmha.serve.app import create_app  # noqa: E402
 from dmha.serve.server import BackgroundServer  # noqa: E402
-from test_serve import train_tiny_model  # noqa: E402
+from conftest import train_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,7 +8,6 @@ encoder) reads them back instead of running the encoder again.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
