@@ -77,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="override config keys, e.g. --set model.attention=subvector train.devices=2")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("cv", help="speaker-independent K-fold cross-validation (several seeds) of a config")
+    p.add_argument("--manifest", required=True, help="manifest with a speaker column (its split column is ignored)")
+    p.add_argument("--out", required=True, help="cv folder: cv.json, report.html, one run folder per fold and seed")
+    p.add_argument("--folds", type=int, default=None, help="number of speaker folds (default: 5)")
+    p.add_argument("--fold-column", default=None, metavar="NAME",
+                   help="manifest column that gives each speaker's fold (a published protocol)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds per fold (default: 0,1,2)")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cv)
+
     p = sub.add_parser("extract", help="fill the feature store for a manifest, as train would (resumable)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--config", help="TOML config file (the one you will train with)")
@@ -122,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cache)
 
     p = sub.add_parser("compare", help="table of metrics across run and evaluation folders")
-    p.add_argument("runs", nargs="+", help="folders holding a metrics.json (from train or evaluate)")
+    p.add_argument("runs", nargs="+", help="run or evaluation folders (metrics.json) and cv folders (cv.json)")
     p.add_argument("--out", default="compare.csv", help="table file: .csv, .md or .json (default: compare.csv)")
     p.set_defaults(func=_compare)
 
@@ -248,6 +259,24 @@ def _train(args) -> int:
     print(f"{metrics['split']} macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
           f"UAR {metrics['uar']:.4f}  (dev macro-F1 {metrics['dev_macro_f1']:.4f}, best epoch {metrics['best_epoch']})")
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _cv(args) -> int:
+    from .config import load
+    from .cv import cross_validate, format_summary
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise CommandError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CommandError(f"--seeds needs distinct integers, got {args.seeds!r}")
+    folds = args.folds if args.folds is not None or args.fold_column else 5
+    result = cross_validate(args.manifest, args.out, load(args.config, args.overrides), folds, args.fold_column,
+                            seeds, echo=lambda line: print(line, file=sys.stderr))
+    print(format_summary(result))
+    print(f"cv: {Path(args.out) / 'cv.json'}, report: {Path(args.out) / 'report.html'}")
     return 0
 
 

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from .cv import CV_FILE
 from .fileio import atomic_write_text
 
-COLUMNS = ("run", "split", "n", "macro_f1", "accuracy", "uar", "dev_macro_f1", "best_epoch",
+COLUMNS = ("run", "split", "n", "macro_f1", "macro_f1_ci95", "accuracy", "uar", "dev_macro_f1", "best_epoch",
            "speech_encoder", "attention", "loss", "decision")
 
 
@@ -33,9 +34,12 @@ def collect(folders: Sequence[str | Path]) -> list[dict]:
     """One row per folder, from its metrics.json (written by `train` or `evaluate`)."""
     rows = []
     for folder in map(Path, folders):
+        if (folder / CV_FILE).is_file():
+            rows.append(_cv_row(folder))
+            continue
         path = folder / "metrics.json"
         if not path.is_file():
-            raise CompareError(f"{folder}: no metrics.json (expected a `dmha train` or `dmha evaluate` --out folder)")
+            raise CompareError(f"{folder}: no metrics.json or cv.json (expected a `dmha train`, `evaluate` or `cv` --out folder)")
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as err:
@@ -51,13 +55,33 @@ def collect(folders: Sequence[str | Path]) -> list[dict]:
             loss = config.get("loss", "-")
         rows.append({
             "run": folder.name if folder.name not in ("", ".") else str(folder), "split": metrics.get("split", "-"),
-            "n": metrics.get("n", "-"), "macro_f1": metrics.get("macro_f1"), "accuracy": metrics.get("accuracy"),
+            "n": metrics.get("n", "-"), "macro_f1": metrics.get("macro_f1"), "macro_f1_ci95": "-", "accuracy": metrics.get("accuracy"),
             "uar": metrics.get("uar"), "dev_macro_f1": metrics.get("dev_macro_f1", "-"),
             "best_epoch": metrics.get("best_epoch", "-"), "speech_encoder": speech, "attention": attention,
             "loss": loss,
             "decision": _decision_name(decision),
         })
     return rows
+
+
+def _cv_row(folder: Path) -> dict:
+    """A `dmha cv` folder: figures are means over folds (each averaged over seeds), with the 95% interval."""
+    try:
+        result = json.loads((folder / CV_FILE).read_text(encoding="utf-8"))
+        summary, config = result["summary"], result["config"]
+    except (ValueError, KeyError) as err:
+        raise CompareError(f"{folder / CV_FILE}: not a valid cv result ({err})") from err
+    if "macro_f1" not in summary:
+        raise CompareError(f"{folder / CV_FILE}: no finished fold yet")
+    mean = lambda key: summary[key]["mean"]  # noqa: E731
+    lo, hi = summary["macro_f1"]["ci95"]
+    return {"run": folder.name or str(folder), "split": f"cv {summary['folds_done']}x{len(result['seeds'])}",
+            "n": sum(r["n_test"] for r in result["runs"] if r["seed"] == result["seeds"][0]),
+            "macro_f1": mean("macro_f1"), "macro_f1_ci95": f"[{lo:.4f}, {hi:.4f}]", "accuracy": mean("accuracy"),
+            "uar": mean("uar"), "dev_macro_f1": mean("dev_macro_f1"),
+            "best_epoch": round(float(sum(r["best_epoch"] for r in result["runs"]) / len(result["runs"])), 1),
+            "speech_encoder": config["encoders"]["speech"], "attention": config["model"]["attention"],
+            "loss": config["loss"], "decision": "argmax"}
 
 
 def _decision_name(decision: dict) -> str:

@@ -51,7 +51,7 @@ class FeaturesConfig:
     """How frozen-encoder outputs are computed and cached."""
 
     cache_dir: str = ""  # empty = $DMHA_HOME/features
-    normalize: str = "train"  # train: waveform mean/std of the training split (paper §5.2) | none
+    normalize: str = "utterance"  # utterance: each waveform's own mean/std | train: the training split's (paper §5.2) | none
     batch_size: int = 8
     mode: str = "auto"  # cached | online (encoders run in the training step) | auto: online iff aug is on
     layers: list[int] = field(default_factory=list)  # speech hidden states to keep (0 = embeddings); [] = all
@@ -66,7 +66,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.01
-    crop_s: float = 5.5  # random training crops with repetition padding; 0 = full length
+    crop_s: float = 5.5  # random training crops of clips longer than this; 0 = full length
+    crop_short: str = "keep"  # clips shorter than the crop: keep whole | repeat (the paper's repetition padding)
     length_buckets: bool = True  # batch utterances of similar length (less padding); false = plain random batches
     lr_patience: int = 5  # halve the LR after this many epochs without dev macro-F1 gain
     lr_factor: float = 0.5
@@ -103,8 +104,9 @@ class Config:
 _CHOICES = {
     "loss": ("wce", "focal"),
     "model.attention": ("standard", "subvector"),
+    "train.crop_short": ("keep", "repeat"),
     "model.feature_norm": ("standardize", "layernorm", "none"),
-    "features.normalize": ("train", "none"),
+    "features.normalize": ("utterance", "train", "none"),
     "features.mode": ("auto", "cached", "online"),
     "train.precision": ("32-true", "32", "auto", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
 }

@@ -88,10 +88,22 @@ def extract(manifest: str | Path, config: Config, progress: bool = True, process
     return _features(items, config, progress, processes)[1]
 
 
+def extract_items(items: list[Item], config: Config, progress: bool = True) -> int:
+    """Fill the store for these items (all treated alike); returns how many speech entries were computed."""
+    return _features(items, config, progress, 1)[1].speech_computed
+
+
 def _features(items: list[Item], config: Config, progress: bool, processes: int) -> tuple[WaveNorm, Featurized]:
     train_items = [i for i in items if i.split == "train"]
-    norm = compute_wave_norm(train_items, progress) if config.features.normalize == "train" else WaveNorm()
+    norm = wave_norm(train_items, config, progress)
     return norm, featurize(items, config.encoders, config.features, norm, progress, processes)
+
+
+def wave_norm(train_items: list[Item], config: Config, progress: bool = True) -> WaveNorm:
+    """The waveform standardisation `features.normalize` asks for; only `train` reads the training audio."""
+    if config.features.normalize == "train":
+        return compute_wave_norm(train_items, progress)
+    return WaveNorm(per_utterance=config.features.normalize == "utterance")
 
 
 def _extraction_processes(config: Config) -> int:
@@ -155,8 +167,10 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
         augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
     if mode == "online":
         crop = round(config.train.crop_s * SAMPLE_RATE)
-        dataset = WaveDataset(items, targets, refs, norm, crop, augmenter)
-        lengths = [crop] * len(items) if crop else [round(audio_duration(i.path) * SAMPLE_RATE) for i in items]
+        repeat = config.train.crop_short == "repeat"
+        dataset = WaveDataset(items, targets, refs, norm, crop, augmenter, repeat)
+        lengths = [round(audio_duration(i.path) * SAMPLE_RATE) for i in items] if not (crop and repeat) else [crop] * len(items)
+        lengths = [min(n, crop) for n in lengths] if crop else lengths
         sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed,
                                       pool=_pool(config), distributed=True)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_waves,
@@ -170,7 +184,8 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
 def _loader(triples, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
     """Length-bucketed batches, split across DDP ranks (the sampler does it: Lightning's is off)."""
     return feature_loader([r for _, r, _ in triples], [t for _, _, t in triples], config.train.batch_size,
-                          crop_frames, shuffle, config.seed, _pool(config), config.train.num_workers, distributed=True)
+                          crop_frames, shuffle, config.seed, _pool(config), config.train.num_workers, distributed=True,
+                          repeat_short=config.train.crop_short == "repeat")
 
 
 def _pool(config: Config) -> int:

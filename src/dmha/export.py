@@ -135,7 +135,8 @@ def _sidecar(bundle: ModelBundle, opset: int) -> dict:
                            "window_s": config.encoders.speech_pad_to_s},
         "text_encoder": vars(bundle.text),
         "waveform_normalization": {"mean": bundle.norm.mean, "std": bundle.norm.std,
-                                   "what": "applied to the 16 kHz waveform before the speech encoder"},
+                                   "per_utterance": bundle.norm.per_utterance,
+                                   "what": "per_utterance: each waveform minus its own mean, over its own std; else (w - mean) / std; applied to the 16 kHz waveform before the speech encoder"},
         "attention": config.model.attention,
         "decision": {"prior": bundle.prior_in_effect(),
                      "thresholds": None if rule.thresholds is None else

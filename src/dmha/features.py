@@ -35,17 +35,22 @@ def _sha(text: str) -> str:
 
 @dataclass(frozen=True)
 class WaveNorm:
-    """Waveform mean/std of the training split (paper §5.2); identity when disabled."""
+    """Waveform standardisation: the training split's mean/std (paper §5.2), each utterance's own
+    (`per_utterance`: needs no statistics, so one feature store serves every cv fold), or identity."""
 
     mean: float = 0.0
     std: float = 1.0
+    per_utterance: bool = False
 
     def apply(self, wave: np.ndarray) -> np.ndarray:
+        if self.per_utterance:
+            wave = wave.astype(np.float64)
+            return ((wave - wave.mean()) / max(float(wave.std()), 1e-8)).astype(np.float32) if wave.size else wave.astype(np.float32)
         return ((wave - self.mean) / self.std).astype(np.float32)
 
     @property
     def tag(self) -> str:
-        return f"norm={self.mean:.6g},{self.std:.6g}"
+        return "norm=utterance" if self.per_utterance else f"norm={self.mean:.6g},{self.std:.6g}"
 
 
 def compute_wave_norm(items: Sequence[Item], progress: bool = True) -> WaveNorm:
@@ -262,9 +267,12 @@ def _encode_text(batch: list[_Job], encoder: TextEncoder, writer: ShardWriter, e
     return len(batch)
 
 
-def crop_or_repeat(hidden: torch.Tensor, frames: int, offset: int) -> torch.Tensor:
-    """(L, T, D) → (L, frames, D): a window at `offset`, repeating the utterance when it is shorter."""
+def crop_or_repeat(hidden: torch.Tensor, frames: int, offset: int, repeat: bool = True) -> torch.Tensor:
+    """(L, T, D) → (L, frames, D): a window at `offset`; a shorter utterance is repeated to fill it
+    (the paper's repetition padding) or, with repeat=False, kept whole (L, T, D)."""
     t = hidden.shape[1]
+    if t < frames and not repeat:
+        return hidden
     if t < frames:
         hidden = hidden.repeat(1, -(-frames // t), 1)  # repetition padding: (L, ≥frames, D)
         offset = 0
@@ -279,8 +287,9 @@ class FeatureDataset(Dataset):
     """
 
     def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0,
-                 sample_copies: bool = False):
+                 sample_copies: bool = False, repeat_short: bool = True):
         self.refs, self.targets, self.crop_frames = list(refs), list(targets), crop_frames
+        self.repeat_short = repeat_short  # crops of clips shorter than the crop: repeated, or kept whole
         self.sample_copies = sample_copies  # training: draw the original or one of its augmented copies
 
     def __len__(self) -> int:
@@ -289,7 +298,9 @@ class FeatureDataset(Dataset):
     def frames(self, index: int) -> int:
         """Speech frames of an item as the model will see it (for length bucketing)."""
         t = self.refs[index].speech_store.location(self.refs[index].speech_key).shape[1]
-        return self.crop_frames or t
+        if not self.crop_frames:
+            return t
+        return self.crop_frames if self.repeat_short else min(self.crop_frames, t)
 
     def __getitem__(self, index: int) -> dict:
         ref = self.refs[index]
@@ -298,17 +309,17 @@ class FeatureDataset(Dataset):
         if self.crop_frames:
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
-            speech = crop_or_repeat(speech, self.crop_frames, offset)
+            speech = crop_or_repeat(speech, self.crop_frames, offset, self.repeat_short)
         return {"speech": speech, "text": ref.text(), "target": self.targets[index]}
 
 
 def feature_loader(refs: Sequence[FeatureRef], targets: Sequence[int] | None = None, batch_size: int = 32,
                    crop_frames: int = 0, shuffle: bool = False, seed: int = 0, pool: int = 50,
-                   num_workers: int = 0, distributed: bool = False) -> DataLoader:
+                   num_workers: int = 0, distributed: bool = False, repeat_short: bool = True) -> DataLoader:
     """Length-bucketed batches of stored features (see sampling.py); `.batch_sampler.order()` maps
     the batches' rows back to `refs` when shuffle is off."""
     dataset = FeatureDataset(refs, targets if targets is not None else [0] * len(refs), crop_frames,
-                             sample_copies=shuffle)
+                             sample_copies=shuffle, repeat_short=repeat_short)
     sampler = LengthBucketSampler([dataset.frames(i) for i in range(len(dataset))], batch_size, shuffle, seed,
                                   pool, distributed)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,

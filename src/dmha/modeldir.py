@@ -111,7 +111,7 @@ def _write_model_files(directory: Path, bundle: ModelBundle) -> None:
         "config": to_dict(bundle.config),
         "speech_encoder": vars(bundle.speech),
         "text_encoder": vars(bundle.text),
-        "normalization": {"mean": bundle.norm.mean, "std": bundle.norm.std},
+        "normalization": {"mean": bundle.norm.mean, "std": bundle.norm.std, "per_utterance": bundle.norm.per_utterance},
         "meta": bundle.meta,
     }
     state = {k: v.detach().contiguous() for k, v in bundle.model.state_dict().items()}

@@ -30,9 +30,10 @@ from .features import FeatureCache, FeatureRef, WaveNorm, pad_time, speech_key
 log = logging.getLogger(__name__)
 
 
-def crop_wave(wave: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A random window of `samples`, repeating the waveform when it is shorter (repetition padding)."""
-    if samples <= 0:
+def crop_wave(wave: np.ndarray, samples: int, rng: np.random.Generator, repeat: bool = True) -> np.ndarray:
+    """A random window of `samples`; a shorter waveform is repeated to fill it (repetition padding)
+    or, with repeat=False, kept whole."""
+    if samples <= 0 or (wave.size < samples and not repeat):
         return wave
     if wave.size < samples:
         wave = np.tile(wave, -(-samples // max(wave.size, 1)))
@@ -57,8 +58,9 @@ class WaveDataset(Dataset):
     """Training items as waveforms: random crop → augmentation → train-set normalisation."""
 
     def __init__(self, items: Sequence[Item], targets: Sequence[int], refs: Sequence[FeatureRef], norm: WaveNorm,
-                 crop_samples: int, augmenter: Augmenter | None):
+                 crop_samples: int, augmenter: Augmenter | None, repeat_short: bool = True):
         self.items, self.targets, self.refs = list(items), list(targets), list(refs)  # refs: text features
+        self.repeat_short = repeat_short
         self.norm, self.crop_samples, self.augmenter = norm, crop_samples, augmenter
 
     def __len__(self) -> int:
@@ -67,7 +69,7 @@ class WaveDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         # A fresh generator per draw, seeded from torch's RNG, which Lightning seeds (workers too).
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        wave = crop_wave(load_audio(self.items[index].path), self.crop_samples, rng)
+        wave = crop_wave(load_audio(self.items[index].path), self.crop_samples, rng, self.repeat_short)
         if self.augmenter is not None:
             wave = self.augmenter(wave, rng)
         return {"wave": self.norm.apply(wave), "text": self.refs[index].text(),

@@ -1,0 +1,282 @@
+"""`dmha cv`: speaker-independent K-fold cross-validation of one config on one manifest.
+
+Speakers are grouped into K folds (never split). For test fold k the dev speakers are fold k+1
+(cyclic) and the other K-2 folds train. The frozen encoders run once for the whole manifest (one
+feature store serves every fold), so waveform normalisation must not depend on the fold: `train`
+(the training split's mean/std) is replaced by `utterance` (each clip's own mean/std), which uses
+no label and no test-fold audio.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import Config, ConfigError, to_dict
+from .data.manifest import Item, ManifestError, read_manifest, write_manifest
+from .fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+CV_FILE = "cv.json"
+METRICS = ("macro_f1", "uar", "accuracy")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One cross-validation fold: who is tested, who selects the model, who trains it."""
+
+    index: int
+    name: str  # the fold's id: its number, or its value in --fold-column
+    test: tuple[str, ...]  # speakers
+    dev: tuple[str, ...]
+    train: tuple[str, ...]
+
+
+def natural_key(text: str) -> tuple:
+    """'2' < '10' and 'a2' < 'a10': speakers and fold ids sort as people read them."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def speaker_of(item: Item, manifest) -> str:
+    if not item.speaker:
+        raise ManifestError(f"{manifest}: {item.path} has no speaker; cv groups utterances by the speaker column")
+    return item.speaker
+
+
+def assign_folds(items: Sequence[Item], k: int | None, column: str | None,
+                 manifest="manifest") -> list[tuple[str, list[str]]]:
+    """(fold name, speakers) per fold. Without `column`: speakers in natural order cut into K contiguous groups
+    whose sizes differ by at most one (deterministic, and e.g. RAVDESS's actors 1-4, 5-8, ...).
+    With `column`: the manifest's given assignment (a published protocol); a speaker in two folds is an error."""
+    if column is None:
+        speakers = sorted({speaker_of(i, manifest) for i in items}, key=natural_key)
+        if k is None or k < 3:
+            raise ConfigError(f"--folds must be >= 3 (test, dev and at least one training fold), got {k}")
+        if len(speakers) < k:
+            raise ManifestError(f"{manifest}: {len(speakers)} speakers cannot fill {k} folds")
+        return [(str(n), list(g)) for n, g in enumerate(np.array_split(np.array(speakers, dtype=object), k))]
+    by_fold: dict[str, set[str]] = {}
+    fold_of: dict[str, str] = {}
+    for item in items:
+        value = item.extra.get(column, "").strip()
+        if not value:
+            raise ManifestError(f"{manifest}: {item.path} has no value in fold column {column!r}")
+        speaker = item.speaker or f"{column}={value}"  # without speakers, the fold is the group
+        if fold_of.setdefault(speaker, value) != value:
+            raise ManifestError(f"{manifest}: speaker {speaker} is in folds {fold_of[speaker]} and {value} "
+                                f"of column {column!r}; a speaker must stay in one fold")
+        by_fold.setdefault(value, set()).add(speaker)
+    if len(by_fold) < 3:
+        raise ManifestError(f"{manifest}: fold column {column!r} has {len(by_fold)} folds; cv needs at least 3")
+    if k is not None and k != len(by_fold):
+        raise ConfigError(f"--folds {k} disagrees with the {len(by_fold)} folds in column {column!r}")
+    return [(name, sorted(by_fold[name], key=natural_key)) for name in sorted(by_fold, key=natural_key)]
+
+
+def make_folds(assignment: list[tuple[str, list[str]]]) -> list[Fold]:
+    """Test fold k, dev fold k+1 (cyclic), train the rest."""
+    k, names, groups = len(assignment), [n for n, _ in assignment], [g for _, g in assignment]
+    return [Fold(i, names[i], tuple(groups[i]), tuple(groups[(i + 1) % k]),
+                 tuple(s for j, g in enumerate(groups) if j not in (i, (i + 1) % k) for s in g))
+            for i in range(k)]
+
+
+def fold_items(items: Sequence[Item], fold: Fold, column: str | None) -> list[Item]:
+    """The manifest's items with their split set by the fold (the original split column is ignored)."""
+    role = {**{s: "test" for s in fold.test}, **{s: "dev" for s in fold.dev}, **{s: "train" for s in fold.train}}
+    out = []
+    for item in items:
+        speaker = item.speaker or f"{column}={item.extra.get(column, '').strip()}"
+        out.append(dataclasses.replace(item, split=role[speaker], extra=dict(item.extra)))
+    return out
+
+
+def cv_config(config: Config) -> tuple[Config, list[str]]:
+    """The config every fold trains with, and notes on what cv changed (one store for all folds)."""
+    notes = []
+    if config.features.normalize == "train":
+        config = dataclasses.replace(config, features=dataclasses.replace(config.features, normalize="utterance"))
+        notes.append("features.normalize=train would re-extract every fold (its statistics depend on the "
+                     "training speakers); cv uses features.normalize=utterance, which needs no statistics")
+    return config, notes
+
+
+def interval95(values: Sequence[float]) -> tuple[float, float]:
+    """Student-t 95% interval of the mean (NaNs when fewer than two values)."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return float("nan"), float("nan")
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
+    """Across folds (each fold's figure averaged over seeds): mean, std, 95% interval; across seeds:
+    each seed's cv mean and their std (how much the whole cv moves with the seed)."""
+    summary: dict = {"folds_done": 0}
+    per_fold = {}
+    for fold in range(n_folds):
+        done = [r for r in runs if r["fold"] == fold]
+        if len(done) == len(seeds):
+            per_fold[fold] = {m: float(np.mean([r[m] for r in done])) for m in (*METRICS, "dev_macro_f1")}
+    summary["folds_done"] = len(per_fold)
+    summary["per_fold"] = {str(k): v for k, v in per_fold.items()}
+    for metric in (*METRICS, "dev_macro_f1"):
+        values = [v[metric] for v in per_fold.values()]
+        if values:
+            lo, hi = interval95(values)
+            summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
+                               else float("nan"), "ci95": [lo, hi]}
+    complete = [s for s in seeds if sum(r["seed"] == s for r in runs) == n_folds]
+    if complete:
+        means = [float(np.mean([r["macro_f1"] for r in runs if r["seed"] == s])) for s in complete]
+        summary["seed_macro_f1"] = dict(zip(map(str, complete), means))
+        summary["seed_std"] = float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
+    return summary
+
+
+def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    test = metrics["test"]
+    return {"fold": fold, "seed": seed, "run": str(run_dir), "n_test": test["n"],
+            **{m: float(test[m]) for m in METRICS}, "dev_macro_f1": float(metrics["dev_macro_f1"]),
+            "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)}
+
+
+def _claim(out: Path, header: dict) -> None:
+    """A cv folder holds one cv: resuming with another config, manifest or fold assignment is an error."""
+    path = out / CV_FILE
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("config", "folds", "seeds", "manifest"):
+            if old.get(key) != header[key]:
+                raise ValueError(f"{out}: holds a cv with a different {key} (see {path}); "
+                                 "use a new --out folder, or delete this one to start over")
+
+
+def run_dir(out: Path, fold: Fold, seed: int) -> Path:
+    return out / f"fold{fold.index}" / f"seed{seed}"
+
+
+def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds: int | None = 5,
+                   fold_column: str | None = None, seeds: Sequence[int] = (0, 1, 2),
+                   progress: bool = True, echo=print) -> dict:
+    """Train and test one model per fold and seed; write DIR/cv.json, the pooled confusion matrix and
+    report.html. Resumable: finished fold/seed runs are read back, an unfinished one resumes."""
+    from .experiment import extract_items, train
+
+    out, manifest = Path(out), Path(manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    items = read_manifest(manifest)
+    config, notes = cv_config(config)
+    fold_list = make_folds(assign_folds(items, folds, fold_column, manifest))
+    header = {"manifest": str(manifest.resolve()), "config": to_dict(config), "seeds": list(seeds),
+              "fold_column": fold_column,
+              "folds": [{"fold": f.index, "name": f.name, "test": list(f.test), "dev": list(f.dev)} for f in fold_list],
+              "protocol": "test fold k, dev fold k+1 (cyclic), train the other folds; "
+                          "each fold's figure is the mean over seeds", "notes": notes}
+    _claim(out, header)
+    for note in notes:
+        echo(f"note: {note}")
+    echo(f"cv: {len(fold_list)} folds of speakers x {len(seeds)} seeds on {manifest}; "
+         "for test fold k the dev speakers are fold k+1 (cyclic), the other folds train")
+    for fold in fold_list:
+        echo(f"  fold {fold.name}: test {', '.join(fold.test)} | dev {', '.join(fold.dev)} | "
+             f"train {len(fold.train)} speakers")
+    # The encoders run once, over every utterance: each fold's `train` then finds them all in the store.
+    extracted = extract_items([dataclasses.replace(i, split="train") for i in items], config, progress)
+    runs: list[dict] = []
+    jobs = [(fold, seed) for fold in fold_list for seed in seeds]
+    bar = tqdm(jobs, desc="cv folds", unit="run", disable=not progress)
+    for fold, seed in bar:
+        folder = run_dir(out, fold, seed)
+        bar.set_postfix_str(f"fold {fold.name} seed {seed}")
+        if not (folder / "metrics.json").is_file():
+            fold_manifest = out / f"fold{fold.index}" / "manifest.csv"
+            if not fold_manifest.is_file():
+                write_manifest(fold_items(items, fold, fold_column), fold_manifest)
+            train(fold_manifest, folder, dataclasses.replace(config, seed=seed), progress=False)
+        runs.append(_run_result(folder, fold.index, seed))
+        _write(out, header, runs, len(fold_list), seeds, extracted)
+    bar.close()
+    result = _write(out, header, runs, len(fold_list), seeds, extracted)
+    write_pooled_confusion(out, runs)
+    write_report(out, result)
+    return result
+
+
+def _write(out: Path, header: dict, runs: list[dict], n_folds: int, seeds, extracted: int) -> dict:
+    result = {**header, "features_computed_before_folds": extracted, "runs": runs,
+              "summary": summarize(runs, n_folds, seeds)}
+    atomic_write_text(out / CV_FILE, json.dumps(result, indent=2))
+    return result
+
+
+def write_pooled_confusion(out: Path, runs: Sequence[dict]) -> np.ndarray:
+    """Sum of every run's test confusion matrix (all folds and seeds): CSV and row-normalised PNG."""
+    from .metrics import plot_confusion, write_confusion_csv
+
+    total, labels = None, None
+    for r in runs:
+        test = json.loads((Path(r["run"]) / "metrics.json").read_text(encoding="utf-8"))["test"]
+        cm = np.asarray(test["confusion"], dtype=np.int64)
+        if labels is not None and test["labels"] != labels:
+            raise ValueError(f"{r['run']}: labels {test['labels']} differ from the other folds' {labels}")
+        labels, total = test["labels"], cm if total is None else total + cm
+    write_confusion_csv(total, labels, out / "confusion.csv")
+    plot_confusion(total, labels, out / "confusion.png", title="cv: all test folds and seeds")
+    return total
+
+
+def format_summary(result: dict) -> str:
+    """The per-fold table and the across-fold figures, as printed by `dmha cv`."""
+    summary = result["summary"]
+    lines = [f"{'fold':>6} {'test speakers':28} {'macro-F1':>9} {'UAR':>7} {'acc':>7} {'dev F1':>7}"]
+    for fold in result["folds"]:
+        row = summary["per_fold"].get(str(fold["fold"]))
+        if row:
+            lines.append(f"{fold['name']:>6} {','.join(fold['test'])[:28]:28} {row['macro_f1']:9.4f} "
+                         f"{row['uar']:7.4f} {row['accuracy']:7.4f} {row['dev_macro_f1']:7.4f}")
+    if "macro_f1" in summary:
+        m = summary["macro_f1"]
+        lines.append(f"macro-F1 over {summary['folds_done']} folds: {m['mean']:.4f} ± {m['std']:.4f} (std), "
+                     f"95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    if "seed_std" in summary:
+        seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary["seed_macro_f1"].items())
+        lines.append(f"cv mean per seed: {seeds} (std {summary['seed_std']:.4f})")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, result: dict) -> None:
+    """A short report.html: protocol, per-fold table, summary, pooled confusion matrix."""
+    esc = html.escape
+    body = [f"<h1>dmha cv</h1><p>{esc(result['manifest'])}: {len(result['folds'])} folds x "
+            f"{len(result['seeds'])} seeds. {esc(result['protocol'])}.</p>"]
+    body += [f"<p><b>note</b>: {esc(n)}</p>" for n in result["notes"]]
+    body.append(f"<pre>{esc(format_summary(result))}</pre>")
+    rows = "".join(f"<tr><td>{r['fold']}</td><td>{r['seed']}</td><td>{r['macro_f1']:.4f}</td><td>{r['uar']:.4f}</td>"
+                   f"<td>{r['accuracy']:.4f}</td><td>{r['dev_macro_f1']:.4f}</td><td>{r['best_epoch']}</td></tr>"
+                   for r in result["runs"])
+    body.append("<table border=1 cellpadding=3><tr><th>fold</th><th>seed</th><th>macro-F1</th><th>UAR</th>"
+                f"<th>accuracy</th><th>dev macro-F1</th><th>best epoch</th></tr>{rows}</table>")
+    if (out / "confusion.png").is_file():
+        body.append('<h2>Pooled confusion (rows: true)</h2><img src="confusion.png" alt="pooled confusion matrix">')
+    atomic_write_text(out / "report.html", "<!doctype html><meta charset=utf-8><title>dmha cv</title>"
+                      + "".join(body) + "\n")
+
+
+def read_cv(folder: str | Path) -> dict | None:
+    """A cv folder's cv.json, or None when the folder is not one (for `dmha compare`)."""
+    path = Path(folder) / CV_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
