@@ -53,10 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("prepare", help="turn a known corpus layout into a manifest CSV")
-    p.add_argument("corpus", choices=["ravdess", "msp-podcast", "folders"])
+    p.add_argument("corpus", choices=["ravdess", "crema-d", "msp-podcast", "folders"])
     p.add_argument("src", help="corpus root folder")
     p.add_argument("--out", required=True, help="manifest CSV to write")
-    p.add_argument("--no-transcripts", action="store_true", help="RAVDESS: leave transcripts empty (use ASR)")
+    p.add_argument("--no-transcripts", action="store_true", help="RAVDESS, CREMA-D: leave transcripts empty (use ASR)")
     p.add_argument("--include-unlabelled", action="store_true",
                    help="MSP-Podcast: keep rows without a consensus label (label 'unknown'; for transcribe/predict)")
     p.set_defaults(func=_prepare)
@@ -217,12 +217,15 @@ def _demo(args) -> int:
 
 
 def _prepare(args) -> int:
+    from .data.crema_d import prepare_crema_d
     from .data.folders import prepare_folders
     from .data.msp_podcast import prepare_msp_podcast
     from .data.ravdess import prepare_ravdess
 
     if args.corpus == "ravdess":
         items = prepare_ravdess(Path(args.src), Path(args.out), transcripts=not args.no_transcripts)
+    elif args.corpus == "crema-d":
+        items = prepare_crema_d(Path(args.src), Path(args.out), transcripts=not args.no_transcripts)
     elif args.corpus == "msp-podcast":
         items = prepare_msp_podcast(Path(args.src), Path(args.out), include_unlabelled=args.include_unlabelled)
     else:
