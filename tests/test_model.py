@@ -61,6 +61,25 @@ def test_feature_norm_modes():
     assert torch.equal(FeatureNorm("none", (7, 3))(x), x)
 
 
+@pytest.mark.parametrize("mode", ["standardize", "layernorm", "none"])
+def test_layer_sum_with_folded_norm_equals_normalising_first(mode):
+    """The fused Σ_l h_l·(w_l·a_l) + Σ_l w_l·b_l gives what normalising each layer, then summing, gives,
+    and the same gradients for the layer weights."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 5, 3) * 50 + 3
+    norm = FeatureNorm(mode, (7, 3))
+    norm.mean.normal_(), norm.std.uniform_(0.5, 20)
+    fused, plain = LayerWeightedSum(7), LayerWeightedSum(7)
+    with torch.no_grad():
+        fused.logits.normal_()
+        plain.logits.copy_(fused.logits)
+    a = fused(x, norm)
+    b = torch.einsum("l,bltd->btd", plain.weights, norm(x))
+    assert torch.allclose(a, b, atol=1e-5)
+    (a ** 2).sum().backward(), (b ** 2).sum().backward()
+    assert torch.allclose(fused.logits.grad, plain.logits.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_standard_mha_matches_equations_1_2():
     torch.manual_seed(1)
     d, h, t = 8, 3, 5

@@ -194,6 +194,9 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
     for fold in fold_list:
         echo(f"  fold {fold.name}: test {', '.join(fold.test)} | dev {', '.join(fold.dev)} | "
              f"train {len(fold.train)} speakers")
+    # Lightning's per-run banner (GPU available, logger tips) would repeat K x seeds times.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # The encoders run once, over every utterance: each fold's `train` then finds them all in the store.
     extracted = extract_items([dataclasses.replace(i, split="train") for i in items], config, progress)
     runs: list[dict] = []

@@ -1,0 +1,273 @@
+#!/usr/bin/env python
+"""dmha against two peers on exactly the speaker folds of a `dmha cv` run.
+
+(a) openSMILE eGeMAPSv02 functionals + RBF-SVM, C chosen on each fold's dev speakers.
+(b) linear probe: logistic regression on time-averaged hidden states of the cv's own frozen speech
+    features (read from dmha's feature store: same encoder, same waveform normalisation), layer and C
+    chosen on each fold's dev speakers.
+
+Each fold's train/dev/test speakers come from the cv folder's `fold{k}/manifest.csv`, so every system
+sees the same people in the same roles. dmha's figure per fold is the mean over its seeds (as in
+`cv.json`). The table gives, per fold, each system's test macro-F1 and dmha's paired difference; then
+the mean ± 95% t-interval over folds, a sign test and a Wilcoxon signed-rank test over folds, and a
+paired bootstrap over test utterances (resampled within each fold, the same draw for both systems).
+
+    python benchmarks/cv_peers.py CV_DIR                 # both peers; writes CV_DIR/peers.json
+    python benchmarks/cv_peers.py CV_DIR --only b        # the probe only (seconds: features are cached)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ravdess_peers as peers  # noqa: E402  (shared peer recipes: features, model selection, scores)
+
+SYSTEMS = {"a": "eGeMAPS + RBF-SVM", "b": "linear probe (pooled layers)"}
+BOOTSTRAP = 2000
+
+
+# ---------------------------------------------------------------- the cv's folds and dmha's results
+
+
+def read_cv_dir(cv_dir: Path) -> dict:
+    """cv.json, with an error that says what is missing."""
+    path = cv_dir / "cv.json"
+    if not path.is_file():
+        raise SystemExit(f"cv_peers: {path}: not found (run `dmha cv --out {cv_dir}` first)")
+    cv = json.loads(path.read_text(encoding="utf-8"))
+    done = cv["summary"].get("folds_done", 0)
+    if done < len(cv["folds"]):
+        raise SystemExit(f"cv_peers: {cv_dir}: only {done} of {len(cv['folds'])} folds are finished; "
+                         "rerun the same `dmha cv` command to complete it")
+    return cv
+
+
+def fold_splits(cv_dir: Path, cv: dict) -> tuple[list, list[dict[str, np.ndarray]]]:
+    """The manifest's items (in the order of fold 0's manifest) and, per fold, the row indices of its
+    train/dev/test speakers, read from the fold manifests `dmha cv` trained on."""
+    from dmha.data.manifest import read_manifest
+
+    items, per_fold = None, []
+    for fold in cv["folds"]:
+        rows = read_manifest(cv_dir / f"fold{fold['fold']}" / "manifest.csv")
+        if items is None:
+            items = rows
+        elif [str(i.path) for i in rows] != [str(i.path) for i in items]:
+            raise SystemExit(f"cv_peers: {cv_dir}: fold {fold['fold']}'s manifest lists other files than fold 0's")
+        per_fold.append({s: np.array([k for k, i in enumerate(rows) if i.split == s]) for s in peers.SPLITS})
+    return items, per_fold
+
+
+def dmha_predictions(cv: dict, fold: int, paths: Sequence[str]) -> list[np.ndarray]:
+    """Each seed's test predictions for one fold, aligned with `paths` (from eval_test/predictions.csv)."""
+    out = []
+    for run in (r for r in cv["runs"] if r["fold"] == fold):
+        with open(Path(run["run"]) / "eval_test" / "predictions.csv", newline="", encoding="utf-8") as f:
+            by_path = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
+        missing = [p for p in paths if p not in by_path]
+        if missing:
+            raise SystemExit(f"cv_peers: {run['run']}: no test prediction for {missing[0]} "
+                             f"({len(missing)} missing); was the cv trained on this manifest?")
+        out.append(np.array([by_path[p] for p in paths]))
+    return out
+
+
+# ---------------------------------------------------------------- peer features
+
+
+def data_key(items) -> str:
+    """Fingerprint of the files (paths, sizes, mtimes), so cached peer features notice edited data."""
+    digest = hashlib.sha1()
+    for item in items:
+        stat = Path(item.path).stat()
+        digest.update(f"{item.path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def store_pooled_states(items, config_dict: dict) -> np.ndarray:
+    """(N, L, D) time-averaged hidden states from dmha's feature store, as the cv's head saw them
+    (fills whatever is missing, which after a finished cv is nothing)."""
+    from dmha.config import from_dict
+    from dmha.experiment import wave_norm
+    from dmha.pipeline import featurize
+
+    config = from_dict(config_dict)
+    data = featurize(items, config.encoders, config.features, wave_norm([], config), progress=True)
+    if data.errors:
+        raise SystemExit(f"cv_peers: {len(data.errors)} item(s) have no features: {data.errors[0][0]}: "
+                         f"{data.errors[0][1]}")
+    return np.stack([ref.speech().float().mean(dim=1).numpy() for ref in data.refs]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- systems per fold
+
+
+def run_peer(tag: str, feats: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray]) -> dict:
+    """One peer on one fold: choose on dev, predict test."""
+    tr, dev, te = (idx[s] for s in peers.SPLITS)
+    if tag == "a":
+        c, dev_f1, model = peers.select_svm(feats[tr], y[tr], feats[dev], y[dev])
+        pred, chosen = model.predict(feats[te]), {"C": c}
+    else:
+        layer, c, dev_f1, model = peers.select_probe(feats[tr], y[tr], feats[dev], y[dev])
+        pred, chosen = model.predict(feats[te, layer]), {"layer": layer, "C": c}
+    return {**peers.scores(y[te], pred), "dev_macro_f1": dev_f1, "chosen": chosen, "predictions": pred.tolist()}
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def macro_f1_codes(truth: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Macro-F1 over the classes present in truth or prediction (sklearn's convention), integer codes."""
+    cm = np.bincount(truth * k + pred, minlength=k * k).reshape(k, k)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    present = (support + predicted) > 0
+    return float(np.mean(2 * tp[present] / (support + predicted)[present]))
+
+
+def paired_bootstrap(truth: list[np.ndarray], dmha: list[list[np.ndarray]], peer: list[np.ndarray],
+                     k: int, draws: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Resample each fold's test utterances (the same draw for both systems); the statistic is the
+    mean over folds of dmha's macro-F1 (mean over its seeds) minus the peer's. Returns the 95%
+    percentile interval and a two-sided p-value for 'no difference'."""
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(draws)
+    for b in range(draws):
+        per_fold = []
+        for t, seeds, p in zip(truth, dmha, peer):
+            i = rng.integers(0, len(t), len(t))
+            ours = np.mean([macro_f1_codes(t[i], s[i], k) for s in seeds])
+            per_fold.append(ours - macro_f1_codes(t[i], p[i], k))
+        diffs[b] = np.mean(per_fold)
+    p_value = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    return {"ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+            "p_value": float(p_value), "draws": draws}
+
+
+def fold_tests(diffs: Sequence[float]) -> dict:
+    """Sign test and Wilcoxon signed-rank test (two-sided) on the per-fold differences."""
+    from scipy.stats import binomtest, wilcoxon
+
+    diffs = np.asarray(diffs, dtype=float)
+    nonzero = diffs[diffs != 0]
+    sign = binomtest(int((nonzero > 0).sum()), len(nonzero), 0.5).pvalue if len(nonzero) else 1.0
+    wil = float(wilcoxon(diffs).pvalue) if len(nonzero) else 1.0
+    return {"wins": int((diffs > 0).sum()), "losses": int((diffs < 0).sum()), "sign_p": float(sign),
+            "wilcoxon_p": wil}
+
+
+def interval(values: Sequence[float]) -> dict:
+    """Mean, std and Student-t 95% interval over folds."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+            "ci95": [float(v.mean() - half), float(v.mean() + half)]}
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict[str, np.ndarray],
+            draws: int = BOOTSTRAP) -> dict:
+    """Peers on every fold, dmha's per-fold figures from cv.json, paired differences and tests."""
+    labels = sorted({i.label for i in items})
+    code = {label: n for n, label in enumerate(labels)}
+    y = np.array([i.label for i in items])
+    paths = [str(i.path) for i in items]
+    dmha_fold = [cv["summary"]["per_fold"][str(f["fold"])]["macro_f1"] for f in cv["folds"]]
+    truth = [np.array([code[v] for v in y[idx["test"]]]) for idx in splits]
+    dmha_preds = [[np.array([code[v] for v in seed]) for seed in dmha_predictions(cv, f["fold"], [paths[i] for i in idx["test"]])]
+                  for f, idx in zip(cv["folds"], splits)]
+    result = {"cv": cv["manifest"], "folds": [f["name"] for f in cv["folds"]], "seeds": cv["seeds"],
+              "dmha": {"per_fold": dmha_fold, **interval(dmha_fold)}, "peers": {}}
+    for tag, feats in features.items():
+        start = time.perf_counter()
+        runs = [run_peer(tag, feats, y, idx) for idx in splits]
+        f1 = [r["macro_f1"] for r in runs]
+        diffs = [d - p for d, p in zip(dmha_fold, f1)]
+        peer_codes = [np.array([code[v] for v in r.pop("predictions")]) for r in runs]
+        result["peers"][tag] = {
+            "system": SYSTEMS[tag], "per_fold": runs, **interval(f1),
+            "difference": {"per_fold": diffs, **interval(diffs), **fold_tests(diffs),
+                           "bootstrap": paired_bootstrap(truth, dmha_preds, peer_codes, len(labels), draws)},
+            "wall_s": round(time.perf_counter() - start, 1)}
+    return result
+
+
+def format_table(result: dict) -> str:
+    """Per fold: dmha, each peer and dmha's paired difference; then mean ± interval and the tests."""
+    tags = sorted(result["peers"])
+    head = f"{'fold':>6} {'dmha':>7}" + "".join(f" {SYSTEMS[t][:16]:>16} {'dmha-' + t:>7}" for t in tags)
+    lines = [head]
+    for n, name in enumerate(result["folds"]):
+        row = f"{name:>6} {result['dmha']['per_fold'][n]:7.4f}"
+        for t in tags:
+            peer = result["peers"][t]
+            row += f" {peer['per_fold'][n]['macro_f1']:16.4f} {peer['difference']['per_fold'][n]:+7.4f}"
+        lines.append(row)
+
+    def span(s: dict) -> str:
+        return f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
+
+    lines.append(f"dmha ({len(result['seeds'])} seeds per fold): {span(result['dmha'])}")
+    for t in tags:
+        peer, diff = result["peers"][t], result["peers"][t]["difference"]
+        boot = diff["bootstrap"]
+        lines.append(f"{SYSTEMS[t]}: {span(peer)}; dmha - it: {span(diff)}, wins {diff['wins']}/"
+                     f"{len(result['folds'])}, sign p={diff['sign_p']:.3f}, Wilcoxon p={diff['wilcoxon_p']:.3f}, "
+                     f"bootstrap [{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}] p={boot['p_value']:.3f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cv_dir", type=Path, help="a finished `dmha cv --out` folder")
+    p.add_argument("--only", default="a,b", help="peers to run, comma-separated from a,b (default: both)")
+    p.add_argument("--cache", type=Path, default=peers.RESULTS / "cache", help="peer feature cache folder")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default: CV_DIR/peers.json)")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap draws (default {BOOTSTRAP})")
+    args = p.parse_args(argv)
+    args.only = sorted({s.strip() for s in args.only.split(",") if s.strip()})
+    if not args.only or set(args.only) - set(SYSTEMS):
+        p.error(f"--only takes a comma-separated subset of a,b, got {','.join(args.only) or 'nothing'}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cv = read_cv_dir(args.cv_dir)
+    items, splits = fold_splits(args.cv_dir, cv)
+    key = data_key(items)
+    features = {}
+    if "a" in args.only:
+        import opensmile
+
+        features["a"] = peers.cached(args.cache / f"egemaps_v{opensmile.__version__}_{key}.npy",
+                                     lambda: peers.egemaps_features([str(i.path) for i in items]))[0]
+    if "b" in args.only:
+        ident = hashlib.sha1(json.dumps([cv["config"]["encoders"], cv["config"]["features"]["normalize"],
+                                         cv["config"]["features"]["layers"]], sort_keys=True).encode()).hexdigest()[:12]
+        features["b"] = peers.cached(args.cache / f"store_pooled_{ident}_{key}.npy",
+                                     lambda: store_pooled_states(items, cv["config"]))[0]
+    result = compare(cv, items, splits, features, args.bootstrap)
+    out = args.out or args.cv_dir / "peers.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""benchmarks/cv_peers.py on a synthetic cv folder: folds read back, peers per fold, paired statistics."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cv_peers.py"
+spec = importlib.util.spec_from_file_location("cv_peers", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+LABELS = ["angry", "calm", "happy"]
+
+
+def test_macro_f1_codes_matches_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        t, p = rng.integers(0, 4, 30), rng.integers(0, 4, 30)
+        assert bench.macro_f1_codes(t, p, 5) == pytest.approx(f1_score(t, p, average="macro"))
+
+
+def test_fold_tests_and_interval() -> None:
+    tests = bench.fold_tests([0.05, 0.02, 0.04, 0.01, 0.03, 0.06])
+    assert tests["wins"] == 6 and tests["losses"] == 0
+    assert tests["sign_p"] == pytest.approx(2 / 64) and tests["wilcoxon_p"] == pytest.approx(2 / 64)
+    span = bench.interval([0.5, 0.7])
+    assert span["mean"] == pytest.approx(0.6) and span["ci95"][0] < 0.5 < 0.7 < span["ci95"][1]
+
+
+def test_bootstrap_separates_a_perfect_system_from_chance() -> None:
+    rng = np.random.default_rng(1)
+    truth = [rng.integers(0, 3, 40) for _ in range(4)]
+    perfect = [[t.copy(), t.copy()] for t in truth]
+    chance = [rng.integers(0, 3, 40) for _ in truth]
+    boot = bench.paired_bootstrap(truth, perfect, chance, 3, draws=200)
+    assert boot["ci95"][0] > 0.3 and boot["p_value"] < 0.01
+    same = bench.paired_bootstrap(truth, [[c] for c in chance], chance, 3, draws=50)
+    assert same["ci95"] == [0.0, 0.0] and same["p_value"] == 1.0
+
+
+def _fake_cv(tmp_path: Path, n_folds: int = 4, per_speaker: int = 6) -> tuple[Path, np.ndarray]:
+    """A cv folder as `dmha cv` leaves it: fold manifests, cv.json, each run's test predictions."""
+    from dmha.data.manifest import Item, write_manifest
+
+    speakers = [f"s{k}" for k in range(n_folds)]
+    items = [Item(tmp_path / f"{s}_{j}.wav", LABELS[j % 3], "train", s) for s in speakers for j in range(per_speaker)]
+    for item in items:
+        item.path.write_bytes(b"")  # the manifest reader checks that each file exists
+    runs, folds, per_fold = [], [], {}
+    for k in range(n_folds):
+        role = {speakers[k]: "test", speakers[(k + 1) % n_folds]: "dev"}
+        fold_items = [Item(i.path, i.label, role.get(i.speaker, "train"), i.speaker) for i in items]
+        write_manifest(fold_items, tmp_path / "cv" / f"fold{k}" / "manifest.csv")
+        folds.append({"fold": k, "name": str(k), "test": [speakers[k]], "dev": [speakers[(k + 1) % n_folds]]})
+        for seed in (0, 1):
+            run = tmp_path / "cv" / f"fold{k}" / f"seed{seed}"
+            (run / "eval_test").mkdir(parents=True)
+            with open(run / "eval_test" / "predictions.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "label", "prediction"])
+                for i in fold_items:
+                    if i.split == "test":  # seed 1 misses the first test item, seed 0 none
+                        wrong = seed == 1 and i.path.name.endswith("_0.wav")
+                        writer.writerow([str(i.path), i.label, LABELS[(LABELS.index(i.label) + wrong) % 3]])
+            runs.append({"fold": k, "seed": seed, "run": str(run), "macro_f1": 1.0 if seed == 0 else 0.8})
+        per_fold[str(k)] = {"macro_f1": 0.9}
+    cv = {"manifest": "m.csv", "folds": folds, "seeds": [0, 1], "runs": runs, "config": {},
+          "summary": {"folds_done": n_folds, "per_fold": per_fold}}
+    (tmp_path / "cv" / "cv.json").write_text(json.dumps(cv))
+    y = np.array([i.label for i in items])
+    return tmp_path / "cv", y
+
+
+def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path) -> None:
+    cv_dir, y = _fake_cv(tmp_path)
+    cv = bench.read_cv_dir(cv_dir)
+    items, splits = bench.fold_splits(cv_dir, cv)
+    assert [len(s["test"]) for s in splits] == [6] * 4 and all(len(s["train"]) == 12 for s in splits)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 5)) * 4
+    informative = (centres[[LABELS.index(v) for v in y]] + rng.normal(size=(len(y), 5))).astype(np.float32)
+    layered = np.stack([rng.normal(size=(len(y), 5)), informative], axis=1).astype(np.float32)
+    result = bench.compare(cv, items, splits, {"a": informative, "b": layered}, draws=100)
+    assert result["dmha"]["mean"] == pytest.approx(0.9)
+    for tag in ("a", "b"):
+        peer = result["peers"][tag]
+        assert len(peer["per_fold"]) == 4 and peer["mean"] > 0.8
+        assert peer["difference"]["per_fold"] == pytest.approx([0.9 - r["macro_f1"] for r in peer["per_fold"]])
+        assert {"sign_p", "wilcoxon_p", "bootstrap"} <= set(peer["difference"])
+    assert all(r["chosen"]["layer"] == 1 for r in result["peers"]["b"]["per_fold"])
+    table = bench.format_table(result)
+    assert "dmha-a" in table and "Wilcoxon" in table and len(table.splitlines()) == 1 + 4 + 3
+
+
+def test_unfinished_cv_is_refused(tmp_path: Path) -> None:
+    cv_dir, _ = _fake_cv(tmp_path)
+    cv = json.loads((cv_dir / "cv.json").read_text())
+    cv["summary"]["folds_done"] = 2
+    (cv_dir / "cv.json").write_text(json.dumps(cv))
+    with pytest.raises(SystemExit, match="only 2 of 4 folds"):
+        bench.read_cv_dir(cv_dir)
+    with pytest.raises(SystemExit, match="not found"):
+        bench.read_cv_dir(tmp_path / "nowhere")
