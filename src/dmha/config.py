@@ -44,6 +44,7 @@ class ModelConfig:
     dropout: float = 0.1
     dim: int = 0  # common width D of speech and text; 0 = the speech encoder's width
     feature_norm: str = "standardize"  # standardize (train-set mean/std per layer and dim) | layernorm | none
+    query_init: str = "random"  # attention queries u_j, u': random | zero (pooling starts as the mean)
 
 
 @dataclass
@@ -73,6 +74,10 @@ class TrainConfig:
     lr_factor: float = 0.5
     early_stop_patience: int = 10
     focal_gamma: float = 2.0
+    label_smoothing: float = 0.0  # wce only: target mass spread evenly over the other classes
+    frame_dropout: float = 0.0  # fraction of speech frames each training step drops (feature augmentation)
+    layer_lr: float = 0.0  # learning rate of the layer-sum weights, without weight decay; 0 = train.lr with it
+    ema_decay: float = 0.0  # > 0: dev scores and the saved head use an exponential moving average of the weights
     num_workers: int = 0
     accelerator: str = "cpu"
     devices: int = 1
@@ -106,6 +111,7 @@ _CHOICES = {
     "model.attention": ("standard", "subvector"),
     "train.crop_short": ("keep", "repeat"),
     "model.feature_norm": ("standardize", "layernorm", "none"),
+    "model.query_init": ("random", "zero"),
     "features.normalize": ("utterance", "train", "none"),
     "features.mode": ("auto", "cached", "online"),
     "train.precision": ("32-true", "32", "auto", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
@@ -117,7 +123,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "model.hidden_layers", "model.dim", "encoders.speech_pad_to_s", "train.weight_decay",
-    "train.crop_s", "train.focal_gamma", "train.num_workers",
+    "train.crop_s", "train.focal_gamma", "train.num_workers", "train.layer_lr",
 }
 
 
@@ -236,6 +242,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"config key train.lr_factor must be in (0, 1), got {config.train.lr_factor!r}")
     if not 1.0 <= config.encoders.asr_window_s <= 30.0:
         raise ConfigError(f"config key encoders.asr_window_s must be in [1, 30], got {config.encoders.asr_window_s!r}")
+    for key in ("label_smoothing", "frame_dropout"):
+        if not 0.0 <= getattr(config.train, key) < 1.0:
+            raise ConfigError(f"config key train.{key} must be in [0, 1), got {getattr(config.train, key)!r}")
+    if not 0.0 <= config.train.ema_decay < 1.0:
+        raise ConfigError(f"config key train.ema_decay must be in [0, 1) (0 = off), got {config.train.ema_decay!r}")
+    if config.train.label_smoothing and config.loss != "wce":
+        raise ConfigError("config key train.label_smoothing applies to loss=wce only (focal loss has no smoothing)")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
 

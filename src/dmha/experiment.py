@@ -56,7 +56,8 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
         model.speech_norm.mean.copy_(stats["speech_mean"]), model.speech_norm.std.copy_(stats["speech_std"])
         model.text_norm.mean.copy_(stats["text_mean"]), model.text_norm.std.copy_(stats["text_std"])
     counts = Counter(t for _, _, t in by_split["train"])
-    loss = build_loss(config.loss, [counts.get(k, 0) for k in range(len(labels))], config.train.focal_gamma)
+    loss = build_loss(config.loss, [counts.get(k, 0) for k in range(len(labels))], config.train.focal_gamma,
+                      config.train.label_smoothing)
     log.info("training features: %s", mode)
     train_loader = _train_loader(by_split["train"], config, mode, norm, speech.frame_rate, progress)
     dev_loader = _loader(by_split["dev"], config, 0, shuffle=False)

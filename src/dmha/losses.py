@@ -26,10 +26,12 @@ class FocalLoss(nn.Module):
         return (-(1 - log_p.exp()) ** self.gamma * log_p).mean()
 
 
-def build_loss(name: str, class_counts: list[int], focal_gamma: float = 2.0) -> nn.Module:
-    """'wce' → CrossEntropy with inverse-frequency weights; 'focal' → FocalLoss(γ)."""
+def build_loss(name: str, class_counts: list[int], focal_gamma: float = 2.0,
+               label_smoothing: float = 0.0) -> nn.Module:
+    """'wce' → CrossEntropy with inverse-frequency weights (optionally label-smoothed); 'focal' → FocalLoss(γ)."""
     losses = {
-        "wce": lambda: nn.CrossEntropyLoss(weight=inverse_frequency_weights(class_counts)),
+        "wce": lambda: nn.CrossEntropyLoss(weight=inverse_frequency_weights(class_counts),
+                                           label_smoothing=label_smoothing),
         "focal": lambda: FocalLoss(focal_gamma),
     }
     if name not in losses:

@@ -86,6 +86,14 @@ class LayerWeightedSum(nn.Module):
         return out + shift.sum(0)
 
 
+def _query(shape: tuple[int, ...], init: str) -> torch.Tensor:
+    """An attention query: `random` (scaled normal, the usual init) or `zero`, so that attention starts
+    as mean pooling and moves away from it only as far as the loss asks."""
+    if init == "zero":
+        return torch.zeros(shape)
+    return torch.randn(shape) / math.sqrt(shape[-1])
+
+
 class StandardMHA(nn.Module):
     """Eqs 1-2: H heads, each with its own D×D projections; W^O maps H·D back to D; T outputs."""
 
@@ -112,12 +120,12 @@ class StandardMHA(nn.Module):
 class SubVectorMHA(nn.Module):
     """Eqs 3-4: split D into H sub-vectors; each head pools its sub-vectors with one query u_j; H outputs."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, query_init: str = "random"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"sub-vector MHA needs the width D={dim} to be divisible by heads H={heads}")
         self.heads, self.head_dim = heads, dim // heads
-        self.queries = nn.Parameter(torch.randn(heads, self.head_dim) / math.sqrt(self.head_dim))  # u_j
+        self.queries = nn.Parameter(_query((heads, self.head_dim), query_init))  # u_j
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, D), mask (B, T) → head vectors c_j (B, H, D/H), all-true mask (B, H), weights (B, H, T)."""
@@ -132,9 +140,9 @@ class SubVectorMHA(nn.Module):
 class AttentionPooling(nn.Module):
     """Eqs 5-6: one trainable query u' weighs the first layer's L vectors into one utterance vector c."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, query_init: str = "random"):
         super().__init__()
-        self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))  # u' ∈ R^C
+        self.query = nn.Parameter(_query((dim,), query_init))  # u' ∈ R^C
 
     def forward(self, c: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """c (B, L, C), mask (B, L) → pooled (B, C), weights (B, L)."""
@@ -184,9 +192,9 @@ class DMHA(nn.Module):
             self.first = StandardMHA(dim, config.heads)
             pooled_dim = dim
         else:
-            self.first = SubVectorMHA(dim, config.heads)
+            self.first = SubVectorMHA(dim, config.heads, config.query_init)
             pooled_dim = dim // config.heads
-        self.pooling = AttentionPooling(pooled_dim)
+        self.pooling = AttentionPooling(pooled_dim, config.query_init)
         self.classifier = Classifier(pooled_dim, num_classes, config.hidden_layers, config.hidden_dim, config.dropout)
 
     def forward(
