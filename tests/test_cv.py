@@ -103,12 +103,24 @@ def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_pat
     with pytest.raises(ValueError, match="different config"):
         cross_validate(manifest, out, load(None, [*sets, "train.max_epochs=1"]), 3, None, [0, 1], progress=False)
 
+    # Runs in parallel processes give the same figures; a finished cv takes more seeds, never fewer.
+    (out / "fold1" / "seed1" / "metrics.json").unlink()
+    grown = cross_validate(manifest, out, load(None, sets), 3, None, [0, 1, 2], progress=False, jobs=2)
+    assert len(grown["runs"]) == 9 and grown["seeds"] == [0, 1, 2]
+    assert [r["fold"] for r in grown["runs"]] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert (out / "fold0" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    again = {(r["fold"], r["seed"]): r["macro_f1"] for r in grown["runs"]}
+    assert {k: again[k] for k in again if k[1] < 2} == pytest.approx(
+        {(r["fold"], r["seed"]): r["macro_f1"] for r in result["runs"]}, abs=1e-6)
+    with pytest.raises(ValueError, match="--seeds must include them"):
+        cross_validate(manifest, out, load(None, sets), 3, None, [0, 1], progress=False)
+
     table = tmp_path / "compare.csv"
     assert main(["compare", str(out), str(out / "fold0" / "seed0"), "--out", str(table)]) == 0
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows[0]["split"] == "cv 3x2" and rows[0]["macro_f1_ci95"].startswith("[")
-    assert float(rows[0]["macro_f1"]) == pytest.approx(result["summary"]["macro_f1"]["mean"], abs=1e-4)
+    assert rows[0]["split"] == "cv 3x3" and rows[0]["macro_f1_ci95"].startswith("[")
+    assert float(rows[0]["macro_f1"]) == pytest.approx(grown["summary"]["macro_f1"]["mean"], abs=1e-4)
     assert rows[1]["macro_f1_ci95"] == "-"
 
 
@@ -116,3 +128,5 @@ def test_cv_rejects_bad_seeds(tmp_path, capsys):
     manifest = write_tone_corpus(tmp_path / "corpus", n_per_class=6)
     assert main(["cv", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--seeds", "0,x"]) == 1
     assert "--seeds takes comma-separated integers" in capsys.readouterr().err
+    assert main(["cv", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 1
+    assert "--jobs must be >= 1" in capsys.readouterr().err

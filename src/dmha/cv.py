@@ -13,7 +13,10 @@ import html
 import json
 import logging
 import math
+import multiprocessing as mp
 import re
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, to_dict
 from .data.manifest import Item, ManifestError, read_manifest, write_manifest
 from .fileio import atomic_write_text
+from .parallel import available_cores
 
 log = logging.getLogger(__name__)
 CV_FILE = "cv.json"
@@ -159,10 +163,14 @@ def _claim(out: Path, header: dict) -> None:
     path = out / CV_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("config", "folds", "seeds", "manifest"):
+        for key in ("config", "folds", "manifest"):
             if old.get(key) != header[key]:
                 raise ValueError(f"{out}: holds a cv with a different {key} (see {path}); "
                                  "use a new --out folder, or delete this one to start over")
+        dropped = sorted(set(old.get("seeds", [])) - set(header["seeds"]))
+        if dropped:  # adding seeds to a finished cv is fine; forgetting some would hide finished runs
+            raise ValueError(f"{out}: holds a cv with seeds {old['seeds']}; --seeds must include them "
+                             f"(missing: {', '.join(map(str, dropped))}), or use a new --out folder")
 
 
 def run_dir(out: Path, fold: Fold, seed: int) -> Path:
@@ -171,10 +179,12 @@ def run_dir(out: Path, fold: Fold, seed: int) -> Path:
 
 def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds: int | None = 5,
                    fold_column: str | None = None, seeds: Sequence[int] = (0, 1, 2),
-                   progress: bool = True, echo=print) -> dict:
+                   progress: bool = True, echo=print, jobs: int = 1) -> dict:
     """Train and test one model per fold and seed; write DIR/cv.json, the pooled confusion matrix and
-    report.html. Resumable: finished fold/seed runs are read back, an unfinished one resumes."""
-    from .experiment import extract_items, train
+    report.html. Resumable: finished fold/seed runs are read back, an unfinished one resumes; seeds
+    may be added to a finished cv. `jobs` > 1 trains that many runs at once in spawned processes,
+    splitting the CPU threads between them (small heads use 2+ threads poorly, see README)."""
+    from .experiment import extract_items
 
     out, manifest = Path(out), Path(manifest)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,29 +204,78 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
     for fold in fold_list:
         echo(f"  fold {fold.name}: test {', '.join(fold.test)} | dev {', '.join(fold.dev)} | "
              f"train {len(fold.train)} speakers")
-    # Lightning's per-run banner (GPU available, logger tips) would repeat K x seeds times.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_lightning()
     # The encoders run once, over every utterance: each fold's `train` then finds them all in the store.
     extracted = extract_items([dataclasses.replace(i, split="train") for i in items], config, progress)
-    runs: list[dict] = []
-    jobs = [(fold, seed) for fold in fold_list for seed in seeds]
-    bar = tqdm(jobs, desc="cv folds", unit="run", disable=not progress)
-    for fold, seed in bar:
-        folder = run_dir(out, fold, seed)
-        bar.set_postfix_str(f"fold {fold.name} seed {seed}")
-        if not (folder / "metrics.json").is_file():
-            fold_manifest = out / f"fold{fold.index}" / "manifest.csv"
-            if not fold_manifest.is_file():
-                write_manifest(fold_items(items, fold, fold_column), fold_manifest)
-            train(fold_manifest, folder, dataclasses.replace(config, seed=seed), progress=False)
+    pending: list[tuple[Fold, int, Path]] = []
+    for fold in fold_list:
+        fold_manifest = out / f"fold{fold.index}" / "manifest.csv"
+        if not fold_manifest.is_file():
+            write_manifest(fold_items(items, fold, fold_column), fold_manifest)
+        pending += [(fold, seed, run_dir(out, fold, seed)) for seed in seeds]
+    runs = [_run_result(folder, fold.index, seed) for fold, seed, folder in pending
+            if (folder / "metrics.json").is_file()]
+    todo = [(fold, seed, folder) for fold, seed, folder in pending if not (folder / "metrics.json").is_file()]
+    bar = tqdm(total=len(pending), initial=len(runs), desc="cv folds", unit="run", disable=not progress)
+    for fold, seed, folder in _train_runs(todo, out, config, jobs):
         runs.append(_run_result(folder, fold.index, seed))
-        _write(out, header, runs, len(fold_list), seeds, extracted)
+        _write(out, header, runs, len(fold_list), seeds, extracted)  # each finished run is on disk at once
+        bar.set_postfix_str(f"fold {fold.name} seed {seed} done")
+        bar.update()
     bar.close()
+    runs.sort(key=lambda r: (r["fold"], r["seed"]))
     result = _write(out, header, runs, len(fold_list), seeds, extracted)
     write_pooled_confusion(out, runs)
     write_report(out, result)
     return result
+
+
+def _quiet_lightning() -> None:
+    """Lightning's per-run banner (GPU available, logger tips) and a deprecation warning of its own
+    would repeat K x seeds times."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def _train_one(fold_manifest: Path, folder: Path, config: Config) -> Path:
+    from .experiment import train
+
+    train(fold_manifest, folder, config, progress=False)
+    return folder
+
+
+def _init_job(threads: int) -> None:
+    """A cv job process: its share of the CPU threads, and the same quiet logging as the parent."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _quiet_lightning()
+
+
+def _train_runs(todo: list[tuple[Fold, int, Path]], out: Path, config: Config, jobs: int):
+    """Train each (fold, seed) run; yield them as they finish (in order when jobs == 1)."""
+    def args(fold: Fold, seed: int, folder: Path):
+        return out / f"fold{fold.index}" / "manifest.csv", folder, dataclasses.replace(config, seed=seed)
+
+    if jobs <= 1 or len(todo) <= 1:
+        for fold, seed, folder in todo:
+            _train_one(*args(fold, seed, folder))
+            yield fold, seed, folder
+        return
+    jobs = min(jobs, len(todo))
+    threads = max(1, available_cores() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_job,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_one, *args(*job)): job for job in todo}
+        try:
+            for future in as_completed(futures):
+                future.result()  # a failed run stops the cv; the finished ones are already written
+                yield futures[future]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _write(out: Path, header: dict, runs: list[dict], n_folds: int, seeds, extracted: int) -> dict:

@@ -65,11 +65,15 @@ def _worker(rank: int, world: int, threads: int, device: str | None, target, arg
     results.put((rank, target(*args, device=device)))
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def run_processes(world: int, target, args: tuple, devices: Sequence[str | None] = ()) -> list:
     """Run `target(*args, device=...)` in `world` spawned processes (ranks 0..world-1), splitting the
     CPU threads between them; return their results by rank, raise if any failed."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // world)
+    threads = max(1, available_cores() // world)
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started its thread pools
     results = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(r, world, threads, devices[r] if devices else None, target, args,
