@@ -100,6 +100,23 @@ def test_standard_mha_matches_equations_1_2():
     assert mha.w_o.weight.shape == (d, h * d)
 
 
+def test_standard_mha_without_weights_is_the_same_attention():
+    """The fused path (no T×T weights) equals equations 1-2, padding included, and so does the head."""
+    torch.manual_seed(2)
+    mha = StandardMHA(16, 4)
+    x = torch.randn(3, 40, 16)
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    mask[1, 25:], mask[2, 3:] = False, False
+    with_weights, _, weights = mha(x, mask)
+    fused, _, none = mha(x, mask, need_weights=False)
+    assert none is None and weights.shape == (3, 4, 40, 40)
+    assert torch.allclose(fused[mask], with_weights[mask], atol=1e-5)
+    model = DMHA(5, 24, 16, 8, ModelConfig(heads=4)).eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(model(*inputs).logits, model(*inputs, return_attention=True).logits, atol=1e-5)
+
+
 def test_subvector_mha_matches_equations_3_4():
     torch.manual_seed(2)
     d, h, t = 12, 4, 6

@@ -105,15 +105,23 @@ class StandardMHA(nn.Module):
         self.w_v = nn.Linear(dim, heads * dim, bias=False)
         self.w_o = nn.Linear(heads * dim, dim, bias=False)  # W^O ∈ R^{HD×D}
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, D), mask (B, T) → outputs (B, T, D), their mask (B, T), weights (B, H, T, T)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x (B, T, D), mask (B, T) → outputs (B, T, D), their mask (B, T), weights (B, H, T, T) or None.
+
+        Without `need_weights` the T×T weights are never built (fused scaled-dot-product attention,
+        memory linear in T): a long recording costs its frames, not their square."""
         b, t, d = x.shape
         q = self.w_q(x).view(b, t, self.heads, d).transpose(1, 2)  # (B, H, T, D)
         k = self.w_k(x).view(b, t, self.heads, d).transpose(1, 2)  # (B, H, T, D)
         v = self.w_v(x).view(b, t, self.heads, d).transpose(1, 2)  # (B, H, T, D)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # (B, H, T, T)
-        weights = masked_softmax(scores, mask[:, None, None, :])  # (B, H, T, T)
-        heads = (weights @ v).transpose(1, 2).reshape(b, t, self.heads * d)  # concat(head_1..H): (B, T, H·D)
+        if need_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # (B, H, T, T)
+            weights = masked_softmax(scores, mask[:, None, None, :])  # (B, H, T, T)
+            out = weights @ v
+        else:
+            weights, out = None, F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        heads = out.transpose(1, 2).reshape(b, t, self.heads * d)  # concat(head_1..H): (B, T, H·D)
         return self.w_o(heads), mask, weights  # (B, T, D)
 
 
@@ -127,8 +135,10 @@ class SubVectorMHA(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.queries = nn.Parameter(_query((heads, self.head_dim), query_init))  # u_j
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, D), mask (B, T) → head vectors c_j (B, H, D/H), all-true mask (B, H), weights (B, H, T)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D), mask (B, T) → head vectors c_j (B, H, D/H), all-true mask (B, H), weights (B, H, T).
+        Its weights are linear in T, so they are always returned."""
         b, t, _ = x.shape
         h = x.view(b, t, self.heads, self.head_dim)  # h_tj: (B, T, H, D/H)
         scores = torch.einsum("bthd,hd->bht", h, self.queries) / math.sqrt(self.head_dim)  # (B, H, T)
@@ -209,7 +219,7 @@ class DMHA(nn.Module):
         s = self.speech_proj(self.layer_sum(speech, self.speech_norm))  # Σ_l w_l·norm(h_l), projected: (B, T1, D)
         x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
         mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
-        c, c_mask, first_weights = self.first(x, mask)  # (B, L, C)
+        c, c_mask, first_weights = self.first(x, mask, need_weights=return_attention)  # (B, L, C)
         pooled, pool_weights = self.pooling(c, c_mask)  # (B, C)
         out = DMHAOutput(self.classifier(pooled))
         if return_attention:
