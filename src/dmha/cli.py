@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds per fold (default: 0,1,2); "
                    "a finished cv can be rerun with more seeds")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes that share the CPU "
-                   "threads (default: 1; 2 on 2 cores is about 1.5x faster for small heads)")
+                   "threads (default: 1; 2 on 2 cores is about 1.3x faster for small heads)")
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cv)
