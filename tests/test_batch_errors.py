@@ -247,3 +247,52 @@ def test_errors_file_keeps_one_record_per_line(tmp_path) -> None:
     write_errors([("a\tb\nc\\d.wav", "cannot decode audio"), ("plain.wav", "empty file")], out)
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines == ["a\\tb\\nc\\\\d.wav\tcannot decode audio", "plain.wav\tempty file"]
+
+
+_SLOW_PREDICT = """
+import sys, time
+from dmha.inference import EmotionRecognizer
+real = EmotionRecognizer.predict_waves
+def slow(self, *args, **kwargs):  # about a file every 0.3 s: the kill lands mid-batch, every time
+    time.sleep(0.3)
+    return real(self, *args, **kwargs)
+EmotionRecognizer.predict_waves = slow
+from dmha.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["csv"])  # jsonl goes through the same writer and flush
+def test_a_killed_predict_keeps_every_result_written_before(serve_model_dir, tmp_path, fmt):
+    """SIGKILL in the middle of a batch: the results of the files before are on disk, whole and valid."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    files = []
+    for i in range(40):
+        files.append(tmp_path / f"clip{i:02d}.wav")
+        sf.write(files[-1], tone(0.5 + 0.01 * i), SR)
+    (tmp_path / "clip03.wav").write_text("not audio\n")  # a bad one early: its line is flushed too
+    out, errors = tmp_path / f"out.{fmt}", tmp_path / "errors.tsv"
+    cmd = [sys.executable, "-c", _SLOW_PREDICT, "predict", str(serve_model_dir), *map(str, files), "--no-asr",
+           "--format", fmt, "--out", str(out), "--errors", str(errors)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wanted = 6 + (fmt == "csv")  # header + 6 results
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < wanted):
+        assert proc.poll() is None, "predict ended before it was killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lines = out.read_text().splitlines()
+    assert wanted <= len(lines) < 40  # killed mid-batch, the earlier results kept
+    if fmt == "jsonl":
+        paths = [json.loads(line)["path"] for line in lines]  # every line whole
+    else:
+        rows = list(csv.DictReader(lines))
+        assert all(abs(sum(float(r[k]) for k in r if k.startswith("p_")) - 1) < 1e-3 for r in rows)
+        paths = [r["path"] for r in rows]
+    assert paths == [str(f) for f in files if f.name != "clip03.wav"][:len(paths)]  # in input order, none missing
+    assert errors.read_text().startswith(f"{tmp_path / 'clip03.wav'}\t")  # the skipped file, flushed at once

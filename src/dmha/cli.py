@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -406,19 +408,68 @@ def _predict(args) -> int:
     if args.segment:
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
-    with tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2, file=sys.stderr) as bar:
-        preds, errors = rec.predict_files(args.files, transcripts, args.batch_size, progress=bar.update)
-    kept = [p for p in preds if p is not None]
-    if args.out:
-        from .fileio import atomic_path
+    from .pipeline import error_line
 
-        with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-            _print_predictions(kept, rec.labels, args.format, f)
-        print(f"wrote {args.out}: {len(kept)} predictions")
-    else:
-        _print_predictions(kept, rec.labels, args.format, sys.stdout)
-    code = _report_skipped(errors, args.errors)
+    errors: list[tuple[str, str]] = []
+    kept = 0
+    # Each result is written (and flushed) as soon as it is known, so a crash or kill keeps every
+    # earlier one; the errors file likewise.
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.out, "w", encoding="utf-8", newline="")) if args.out else sys.stdout
+        errors_out = _open_errors_file(args.errors, stack)
+        writer = PredictionWriter(out, rec.labels, args.format)
+        bar = stack.enter_context(tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2,
+                                       file=sys.stderr))
+        for i, pred, reason in rec.iter_predict_files(args.files, transcripts, args.batch_size, progress=bar.update):
+            if pred is not None:
+                writer.write(pred)
+                kept += 1
+            else:
+                errors.append((str(args.files[i]), reason))
+                if errors_out is not None:
+                    errors_out.write(error_line(str(args.files[i]), reason))
+                    errors_out.flush()
+    if args.out:
+        print(f"wrote {args.out}: {kept} predictions")
+    code = _report_skipped(errors, None)
+    if args.errors and errors:
+        print(f"wrote {args.errors}: {len(errors)} skipped item(s)", file=sys.stderr)
     return 3 if errors and args.strict else code
+
+
+def _open_errors_file(path: str | None, stack: contextlib.ExitStack):
+    """The --errors file, created (empty) up front so it exists even when nothing is skipped."""
+    if not path:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return stack.enter_context(open(path, "w", encoding="utf-8"))
+
+
+class PredictionWriter:
+    """Writes predictions one at a time in a --format, flushing after each (header first for CSVs)."""
+
+    def __init__(self, out, labels: Sequence[str], fmt: str):
+        self.out, self.labels, self.fmt = out, list(labels), fmt
+        self.csv = csv.writer(out) if fmt in ("csv", "challenge") else None
+        if fmt == "csv":
+            self.csv.writerow(["path", "label", *[f"p_{l}" for l in self.labels], "transcript"])
+        elif fmt == "challenge":
+            self.csv.writerow(["FileName", "EmoClass"])
+
+    def write(self, p) -> None:
+        if self.fmt == "jsonl":
+            print(json.dumps(p.to_dict()), file=self.out)
+        elif self.fmt == "challenge":
+            from .data.msp_podcast import challenge_rows
+
+            self.csv.writerows(challenge_rows([p.path], [p.label]))
+        elif self.fmt == "csv":
+            self.csv.writerow([p.path, p.label, *[f"{p.probs[l]:.6f}" for l in self.labels], p.transcript])
+        else:
+            top = sorted(p.probs.items(), key=lambda kv: -kv[1])[:3]
+            print(f"{p.path}\t{p.label}\t" + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{p.transcript!r}",
+                  file=self.out)
+        self.out.flush()
 
 
 def _large_tensors_off_the_heap() -> None:
@@ -502,28 +553,6 @@ def _export(args) -> int:
     sidecar = export_onnx(args.model_dir, args.out, opset=args.opset)
     print(f"wrote {args.out} and {sidecar}")
     return 0
-
-
-def _print_predictions(preds, labels, fmt: str, out) -> None:
-    if fmt == "jsonl":
-        for p in preds:
-            print(json.dumps(p.to_dict()), file=out)
-    elif fmt == "challenge":
-        from .data.msp_podcast import challenge_rows
-
-        writer = csv.writer(out)
-        writer.writerow(["FileName", "EmoClass"])
-        writer.writerows(challenge_rows([p.path for p in preds], [p.label for p in preds]))
-    elif fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(["path", "label", *[f"p_{l}" for l in labels], "transcript"])
-        for p in preds:
-            writer.writerow([p.path, p.label, *[f"{p.probs[l]:.6f}" for l in labels], p.transcript])
-    else:
-        for p in preds:
-            top = sorted(p.probs.items(), key=lambda kv: -kv[1])[:3]
-            print(f"{p.path}\t{p.label}\t" + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{p.transcript!r}",
-                  file=out)
 
 
 def _serve(args) -> int:

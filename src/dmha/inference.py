@@ -18,6 +18,8 @@ from .pipeline import speech_encoder, text_encoder, transcriber
 from .segment import SegmentStream, stream_audio
 from .timeline import Segment, Timeline
 
+PREDICT_WINDOW_BATCHES = 8  # files are length-sorted within windows of this many batches
+
 log = logging.getLogger(__name__)
 
 
@@ -298,32 +300,67 @@ class EmotionRecognizer:
                       batch_size: int = 1, return_attention: bool = False, progress=None
                       ) -> tuple[list[Prediction | None], list[tuple[str, str]]]:
         """Batch prediction in length-sorted buckets; bad files are skipped and reported, never fatal."""
-        transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
         results: list[Prediction | None] = [None] * len(paths)
         errors: list[tuple[str, str]] = []
-        durations = {}
-        for i, path in enumerate(paths):
-            try:
-                durations[i] = audio_duration(path)
-            except AudioError as err:
-                errors.append((str(path), err.reason))
-        order = sorted(durations, key=durations.get)
-        for start in range(0, len(order), batch_size):
-            index, waves = [], []
-            for i in order[start:start + batch_size]:
-                try:
-                    waves.append(load_audio(paths[i]))
-                    index.append(i)
-                except AudioError as err:
-                    errors.append((str(paths[i]), err.reason))
-            if waves:
-                for i, pred in zip(index, self.predict_waves(waves, [transcripts[i] for i in index],
-                                                             return_attention)):
-                    pred.path = str(paths[i])
-                    results[i] = pred
-            if progress is not None:
-                progress(len(order[start:start + batch_size]))
+        for i, pred, reason in self.iter_predict_files(paths, transcripts, batch_size, return_attention, progress):
+            if pred is not None:
+                results[i] = pred
+            else:
+                errors.append((str(paths[i]), reason))
         return results, errors
+
+    def iter_predict_files(self, paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,
+                           batch_size: int = 1, return_attention: bool = False, progress=None):
+        """Yield (index, Prediction, None) or (index, None, reason) for every file, in input order, as
+        soon as its window is done, so a caller can write each result before the next file runs.
+
+        With batch_size > 1, files are length-sorted within windows of 8 batches (less padding) and the
+        window is yielded in input order: a crash loses at most the window in progress; with
+        batch_size 1, each file is yielded as soon as it is done. An unreadable file, or a batch the
+        model fails on (e.g. out of memory), is reported with its reason and the others go on."""
+        transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
+        window = batch_size * PREDICT_WINDOW_BATCHES if batch_size > 1 else 1  # one at a time: nothing to sort
+        for first in range(0, len(paths), window):
+            done: dict[int, tuple[Prediction | None, str | None]] = {}
+            durations = {}
+            for i in range(first, min(first + window, len(paths))):
+                try:
+                    durations[i] = audio_duration(paths[i])
+                except AudioError as err:
+                    done[i] = (None, err.reason)
+            order = sorted(durations, key=durations.get)
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                done.update(self._predict_chunk(paths, transcripts, chunk, return_attention))
+                if progress is not None:
+                    progress(len(chunk))
+            if progress is not None:
+                progress(len(done) - len(order))  # the unreadable ones
+            for i in sorted(done):
+                yield (i, *done[i])
+
+    def _predict_chunk(self, paths, transcripts, chunk: list[int], return_attention: bool
+                       ) -> dict[int, tuple[Prediction | None, str | None]]:
+        done: dict[int, tuple[Prediction | None, str | None]] = {}
+        index, waves = [], []
+        for i in chunk:
+            try:
+                waves.append(load_audio(paths[i]))
+                index.append(i)
+            except AudioError as err:
+                done[i] = (None, err.reason)
+        if not waves:
+            return done
+        try:
+            preds = self.predict_waves(waves, [transcripts[i] for i in index], return_attention)
+        except (RuntimeError, MemoryError) as err:  # e.g. torch out of memory: this batch fails, not the job
+            reason = f"prediction failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
+            log.warning("%s: %s", ", ".join(str(paths[i]) for i in index), reason)
+            return {**done, **{i: (None, reason) for i in index}}
+        for i, pred in zip(index, preds):
+            pred.path = str(paths[i])
+            done[i] = (pred, None)
+        return done
 
 
 def _is_waveform(x) -> bool:

@@ -112,7 +112,12 @@ def write_errors(errors: Sequence[tuple[str, str]], path: Path) -> None:
     """One `path<TAB>reason` line per skipped item (nothing written when there are none); backslash,
     tab and newline in a path are escaped as \\\\, \\t and \\n, so every line stays one record."""
     if errors:
-        path.write_text("".join(f"{_escape(p)}\t{_escape(r)}\n" for p, r in errors), encoding="utf-8")
+        path.write_text("".join(error_line(p, r) for p, r in errors), encoding="utf-8")
+
+
+def error_line(path: str, reason: str) -> str:
+    """One errors-file record: `path<TAB>reason` and a newline, escaped to stay one line."""
+    return f"{_escape(path)}\t{_escape(reason)}\n"
 
 
 def _escape(text: str) -> str:
