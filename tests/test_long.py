@@ -218,3 +218,57 @@ def test_memory_stays_flat_on_an_hour(model_dir, clips, tmp_path):
     assert timeline["duration"] == pytest.approx(3600.0, abs=0.1) and results[60]["segments"] > 300
     assert timeline["segments"][-1]["end"] > 3500
     assert results[60]["peak_mb"] - results[5]["peak_mb"] < 150
+
+
+_LIMITED_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    limit = int(sys.argv[1]) * 2 ** 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # an allocation past it is a MemoryError, not a kill
+    from dmha.cli import main
+    code = main(sys.argv[2:])
+    print(json.dumps({"code": code, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""")
+
+
+def test_whole_recording_predict_fits_a_memory_limit(model_dir, tmp_path):
+    """Five minutes predicted whole, under an address-space limit: the standard head's T×T weights
+    (4 heads × 15,000² frames ≈ 3.6 GB each) would not fit, so materialising them fails this test."""
+    path = tmp_path / "five_minutes.wav"
+    rng = np.random.default_rng(0)
+    sf.write(path, (0.1 * rng.standard_normal(300 * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
+    script = tmp_path / "limited.py"
+    script.write_text(_LIMITED_SCRIPT)
+    out = tmp_path / "out.jsonl"
+    run = subprocess.run([sys.executable, str(script), "6144", "predict", str(model_dir), str(path), "--no-asr",
+                          "--format", "jsonl", "--out", str(out), "--strict"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (pred,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert pred["path"] == str(path) and sum(pred["probs"].values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_inputs_over_the_duration_limit_point_to_segment(model_dir, tmp_path, capsys):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(2 * SAMPLE_RATE, dtype=np.float32) + 0.01, SAMPLE_RATE)
+    assert main(["predict", str(model_dir), str(path), "--no-asr", "--max-duration-s", "1.5"]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}: lasts 2 s, over the 2 s limit" in err and "--segment" in err
+    rec = EmotionRecognizer.load(model_dir, max_duration_s=1.5)
+    for item in (path, np.zeros(2 * SAMPLE_RATE, dtype=np.float32)):
+        with pytest.raises(AudioError, match="use --segment"):
+            rec.predict(item, sample_rate=SAMPLE_RATE, transcript="")
+    assert main(["predict", str(model_dir), str(path), "--max-duration-s", "0"]) == 1
+
+
+def test_attention_weights_are_refused_past_their_bound(monkeypatch):
+    from dmha import model as model_module
+    from dmha.config import ModelConfig
+
+    monkeypatch.setattr(model_module, "MAX_ATTENTION_POSITIONS", 30)
+    head = model_module.DMHA(3, 8, 8, 2, ModelConfig(heads=2)).eval()
+    speech, text = torch.randn(1, 3, 40, 8), torch.randn(1, 2, 8)
+    masks = torch.ones(1, 40, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        assert head(speech, masks[0], text, masks[1]).logits.shape == (1, 2)  # the prediction is fine
+        with pytest.raises(model_module.AttentionTooLong, match="42 positions .* up to 30 positions"):
+            head(speech, masks[0], text, masks[1], return_attention=True)

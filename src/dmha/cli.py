@@ -156,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
     p.add_argument("--segment", action="store_true",
                    help="long recordings: one prediction per speech segment (silero-vad) and a timeline per file")
+    p.add_argument("--max-duration-s", type=float, default=600.0,
+                   help="longest file predicted whole (default 600 s; its memory grows with length); longer "
+                        "files are skipped with a message naming --segment, whose memory is flat")
     p.add_argument("--min-segment-s", type=float, default=2.0, help="--segment: shortest segment, s (default 2)")
     p.add_argument("--max-segment-s", type=float, default=15.0, help="--segment: longest segment, s (default 15)")
     p.add_argument("--timeline-dir", default="timelines",
@@ -403,8 +406,10 @@ def _predict(args) -> int:
     if args.segment and (args.transcript is not None or args.format == "challenge"):
         raise CommandError("--segment: each segment is transcribed by ASR (--no-asr skips it), so --transcript "
                            "and --format challenge do not apply")
+    if args.max_duration_s <= 0:
+        raise CommandError(f"--max-duration-s must be > 0, got {args.max_duration_s}")
     rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
-                                 prior=_decision_prior(args.overrides))
+                                 prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s)
     if args.segment:
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .audio import AudioError, audio_duration, load_audio, load_audio_array
+from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, load_audio_array
 from .features import collate
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members
@@ -18,6 +18,9 @@ from .pipeline import speech_encoder, text_encoder, transcriber
 from .segment import SegmentStream, stream_audio
 from .timeline import Segment, Timeline
 
+# Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
+# features, ~1.5 GB peak); longer recordings go through predict_long / --segment, whose memory is flat.
+DEFAULT_MAX_DURATION_S = 600.0
 PREDICT_WINDOW_BATCHES = 8  # files are length-sorted within windows of this many batches
 
 log = logging.getLogger(__name__)
@@ -59,10 +62,12 @@ class EmotionRecognizer:
         'angry'
     """
 
-    def __init__(self, members: Sequence[Member] | ModelBundle, device: str = "cpu"):
+    def __init__(self, members: Sequence[Member] | ModelBundle, device: str = "cpu",
+                 max_duration_s: float = DEFAULT_MAX_DURATION_S):
         if isinstance(members, ModelBundle):
             members = [Member("model", members, members.decision_rule())]
         self.members, self.device = list(members), device
+        self.max_duration_s = max_duration_s  # predict() refuses longer inputs (predict_long has no limit)
         self.bundle = self.members[0].bundle  # the lead member: labels, ASR, attention
         self._speech, self._text, self._asr = {}, {}, None
         for member in self.members:
@@ -88,7 +93,7 @@ class EmotionRecognizer:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu", use_thresholds: bool = True,
-             prior: str | None = None) -> "EmotionRecognizer":
+             prior: str | None = None, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> "EmotionRecognizer":
         """Load a model or ensemble directory (JSON + safetensors; never unpickles).
 
         Args:
@@ -97,6 +102,8 @@ class EmotionRecognizer:
                 model's `encoders.device` setting.
             use_thresholds: apply thresholds.json when the model has one.
             prior: override decision.prior (none, uniform or 'label:weight,...').
+            max_duration_s: longest input `predict` takes whole (default 600 s); longer ones are
+                refused with an AudioError that points to `predict_long`, whose memory is flat.
 
         Returns:
             An EmotionRecognizer; its encoders are loaded now, the ASR on first use.
@@ -109,7 +116,7 @@ class EmotionRecognizer:
             >>> rec.labels                                                   # doctest: +SKIP
             ['angry', 'happy', 'neutral', 'sad']
         """
-        return cls(load_members(model_dir, device, use_thresholds, prior), device)
+        return cls(load_members(model_dir, device, use_thresholds, prior), device, max_duration_s)
 
     @property
     def labels(self) -> list[str]:
@@ -231,10 +238,10 @@ class EmotionRecognizer:
                 results[i] = pred
         return results
 
-    @staticmethod
-    def _load(item, sample_rate: int | None, index: int | None) -> np.ndarray:
+    def _load(self, item, sample_rate: int | None, index: int | None) -> np.ndarray:
         """A path or waveform (item `index` of a list) → (n,) float32 at 16 kHz."""
         if isinstance(item, (str, Path)):
+            self._check_duration(item, audio_duration(item))
             return load_audio(item)
         if not _is_waveform(item):
             raise TypeError(f"input {index or 0}: expected a path, numpy array or torch tensor, "
@@ -242,7 +249,16 @@ class EmotionRecognizer:
         if sample_rate is None:
             raise ValueError("sample_rate is required when predicting from a waveform array")
         name = "<array>" if index is None else f"<array {index}>"
-        return load_audio_array(_as_array(item), sample_rate, name=name)
+        wave = load_audio_array(_as_array(item), sample_rate, name=name)
+        self._check_duration(name, wave.size / SAMPLE_RATE)
+        return wave
+
+    def _check_duration(self, name, seconds: float) -> float:
+        """The input's length, or an AudioError when it is longer than predict takes whole."""
+        if seconds > self.max_duration_s:
+            raise AudioError(name, f"lasts {seconds:.0f} s, over the {self.max_duration_s:.0f} s limit of whole-"
+                                   "recording prediction: use --segment (predict_long), or raise --max-duration-s")
+        return seconds
 
     def predict_long(self, inputs, *, sample_rate: int | None = None, min_s: float = 2.0, max_s: float = 15.0,
                      batch_size: int = 8, progress: Callable[[float], None] | None = None,
@@ -325,7 +341,7 @@ class EmotionRecognizer:
             durations = {}
             for i in range(first, min(first + window, len(paths))):
                 try:
-                    durations[i] = audio_duration(paths[i])
+                    durations[i] = self._check_duration(paths[i], audio_duration(paths[i]))
                 except AudioError as err:
                     done[i] = (None, err.reason)
             order = sorted(durations, key=durations.get)

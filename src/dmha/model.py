@@ -16,6 +16,15 @@ from torch.nn import functional as F
 from .config import ModelConfig
 
 
+# Standard MHA's attention weights are H·T² floats: 4096 positions (about 80 s of speech) is 256 MiB
+# per item at H = 4. Longer inputs get their prediction, not their weights (see DMHA.forward).
+MAX_ATTENTION_POSITIONS = 4096
+
+
+class AttentionTooLong(ValueError):
+    """Attention weights asked for an input too long to hold them."""
+
+
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
     """Softmax where mask=False entries get exactly zero weight."""
     if mask is not None:
@@ -219,6 +228,11 @@ class DMHA(nn.Module):
         s = self.speech_proj(self.layer_sum(speech, self.speech_norm))  # Σ_l w_l·norm(h_l), projected: (B, T1, D)
         x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
         mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
+        if return_attention and isinstance(self.first, StandardMHA) and mask.shape[1] > _max_positions():
+            raise AttentionTooLong(
+                f"attention weights of standard MHA over {mask.shape[1]} positions would take "
+                f"{self.first.heads * mask.shape[1] ** 2 * 4 / 2 ** 30:.1f} GiB per item; they are given for inputs "
+                f"up to {_max_positions()} positions (about 80 s at 4096): predict without them, or use segments")
         c, c_mask, first_weights = self.first(x, mask, need_weights=return_attention)  # (B, L, C)
         pooled, pool_weights = self.pooling(c, c_mask)  # (B, C)
         out = DMHAOutput(self.classifier(pooled))
@@ -242,3 +256,7 @@ def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> d
         first = first[:, keep]
     return {"first": first.float().cpu().numpy(), "pooling": pooling.float().cpu().numpy(),
             "speech_frames": np.array(t1)}
+
+
+def _max_positions() -> int:
+    return MAX_ATTENTION_POSITIONS  # read at call time, so tests can lower the bound

@@ -20,7 +20,7 @@ from .ensemble import Member, training_log
 from .features import FeatureRef, feature_loader
 from .fileio import atomic_write_text
 from .metrics import plot_confusion
-from .model import DMHA, unpad_attention
+from .model import DMHA, MAX_ATTENTION_POSITIONS, AttentionTooLong, unpad_attention
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +201,27 @@ def attention_by_item(model: DMHA, refs: Sequence[FeatureRef], wanted: set[int],
     order = iter(loader.batch_sampler.order())  # item index of each row, batch after batch
     shares, kept = [None] * len(refs), {}  # shares: (attention share, position share) per item
     for batch in loader:
-        out = model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention=True)
-        for i in range(len(batch["speech"])):
-            index = next(order)
-            t1, t2 = int(batch["speech_mask"][i].sum()), int(batch["text_mask"][i].sum())
-            att = unpad_attention(out.attention, i, t1, t2, batch["speech_mask"].shape[1])
-            shares[index] = speech_share(att)
-            if index in wanted:
-                kept[index] = att
+        rows = [next(order) for _ in range(len(batch["speech"]))]
+        short = batch["speech"].shape[2] + batch["text"].shape[1] <= MAX_ATTENTION_POSITIONS
+        for sub, index in ([(batch, rows)] if short else [(_row(batch, i), [r]) for i, r in enumerate(rows)]):
+            try:
+                out = model(sub["speech"], sub["speech_mask"], sub["text"], sub["text_mask"], return_attention=True)
+            except AttentionTooLong:  # an item too long for its weights: no share, no map
+                continue
+            for i, item in enumerate(index):
+                t1, t2 = int(sub["speech_mask"][i].sum()), int(sub["text_mask"][i].sum())
+                att = unpad_attention(out.attention, i, t1, t2, sub["speech_mask"].shape[1])
+                shares[item] = speech_share(att)
+                if item in wanted:
+                    kept[item] = att
     return shares, kept
+
+
+def _row(batch: dict, i: int) -> dict:
+    """Item i of a padded batch, trimmed to its own length."""
+    t1, t2 = int(batch["speech_mask"][i].sum()), int(batch["text_mask"][i].sum())
+    return {"speech": batch["speech"][i:i + 1, :, :t1], "speech_mask": batch["speech_mask"][i:i + 1, :t1],
+            "text": batch["text"][i:i + 1, :t2], "text_mask": batch["text_mask"][i:i + 1, :t2]}
 
 
 def pick_examples(targets: Sequence[int], preds: Sequence[int], confidence: np.ndarray, n: int) -> list[int]:
@@ -293,12 +305,13 @@ def write_report(path: Path, result: dict, members: Sequence[Member], scored, ta
                      f"({'standard' if kind == 'standard' else 'sub-vector'} MHA)</h2>")
         parts.append("<p class=note>First attention layer per head; the dashed line separates speech frames "
                      "(left/top) from text tokens (right/bottom). Below: the attention-pooling weights.</p>")
-        for i in chosen:
+        for i in [i for i in chosen if i in kept]:
             item = scored.items[i]
             title = (f"{Path(str(item.path)).name}: true {labels[targets[i]]}, predicted {labels[int(preds[i])]}"
                      f" — “{(item.transcript or '')[:80]}”")
             parts += [f"<h3>{html.escape(title)}</h3>", _img(attention_figure(kept[i], title), "attention map")]
-        per_class = {label: [s for s, t in zip(shares, targets) if labels[t] == label] for label in labels}
+        per_class = {label: [s for s, t in zip(shares, targets) if labels[t] == label and s is not None]
+                     for label in labels}
         present = [label for label, v in per_class.items() if v]
         attention_share = {label: float(np.mean([a for a, _ in per_class[label]])) for label in present}
         position_share = {label: float(np.mean([p for _, p in per_class[label]])) for label in present}
