@@ -115,7 +115,12 @@ def test_healthz_model_info_docs_and_page(rec, model_dir):
         info = client.get("/v1/model").json()
         config = json.loads((model_dir / "config.json").read_text())["config"]
         assert info["labels"] == rec.labels and info["ensemble"] is False and info["thresholds"] is None
-        assert info["encoders"] == {k: config["encoders"][k] for k in ("speech", "text", "asr")}
+        local = {k: config["encoders"][k] for k in ("speech", "speech", "text")}  # the tiny encoders' directories
+        assert info["encoders"]["speech"] == f"local:{Path(local['speech']).name}"
+        assert info["encoders"]["asr"] == config["encoders"]["asr"]  # a registry name stays as it is
+        identity = info["members"][0]["identities"]["speech"]
+        assert identity.startswith(f"hf:local:{Path(local['speech']).name}@") and "|" in identity
+        assert not any(str(Path(p).parent) in json.dumps(info) for p in local.values())  # no path of this machine
         assert [m["name"] for m in info["members"]] == ["run"]
         assert info["limits"]["max_duration_s"] == 42 and "tmp_dir" not in info["limits"]
         spec = client.get("/openapi.json").json()

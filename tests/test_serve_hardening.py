@@ -579,3 +579,39 @@ def test_schemathesis_finds_no_failure_in_the_openapi_spec(rec):
         schemathesis.hooks.unregister(_segment_bounds_in_order)
     assert result.exit_code == 0, result.output[-6000:]
     assert " 0 generated" not in result.output and "passed" in result.output, result.output[-3000:]
+
+
+def test_only_allowed_host_names_are_served(rec):
+    """A page elsewhere (or a DNS-rebound name) posting to the local service gets a 400, not an answer."""
+    from fastapi.testclient import TestClient
+
+    settings = ServeSettings(allowed_hosts=("localhost", "127.0.0.1"))
+    with TestClient(create_app(rec, settings), base_url="http://localhost:8000") as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/healthz", headers={"host": "127.0.0.1:8000"}).status_code == 200
+        for path, method in (("/v1/model", "get"), ("/v1/predict", "post"), ("/", "get")):
+            kwargs = {"files": {"file": ("a.wav", wav_bytes(0.5), "audio/wav")}} \
+                if method == "post" else {}
+            response = getattr(client, method)(path, headers={"host": "attacker.example"}, **kwargs)
+            assert response.status_code == 400, (path, response.status_code)
+    with pytest.raises(ValueError, match="allowed_hosts must be a list"):
+        ServeSettings(allowed_hosts="localhost")
+
+
+def test_default_allowed_hosts_follow_the_bound_address():
+    from dmha.serve.settings import default_allowed_hosts
+
+    loopback = default_allowed_hosts("127.0.0.1")
+    assert {"127.0.0.1", "localhost", "::1"} <= set(loopback) and socket.gethostname() not in loopback
+    assert "10.1.2.3" in default_allowed_hosts("10.1.2.3")
+    assert socket.gethostname() in default_allowed_hosts("0.0.0.0")
+
+
+def test_model_info_names_encoders_without_local_paths():
+    from dmha.serve.app import public_identity, public_name
+
+    assert public_name("whisper-base") == "whisper-base" and public_name("microsoft/wavlm-large") == "microsoft/wavlm-large"
+    assert public_name("/home/someone/models/enc") == "local:enc" and public_name("./enc/") == "local:enc"
+    assert public_name("C:\\models\\enc") .startswith("local:")
+    assert public_identity("hf:/srv/x/enc@1a2b3c|max_window_s=30") == "hf:local:enc@1a2b3c|max_window_s=30"
+    assert public_identity("whisper:whisper-base@abc|pad_to_s=0") == "whisper:whisper-base@abc|pad_to_s=0"

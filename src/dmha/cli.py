@@ -189,6 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-timeout-s", type=float, default=10.0,
                    help="a connection must send a complete request header within this (408/closed after)")
     p.add_argument("--max-decodes", type=int, default=2, help="uploads decoded at once (bounds decoding memory)")
+    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                   help="comma-separated Host header names accepted (400 otherwise; '*' = any); default: the "
+                        "bound address's names (loopback: 127.0.0.1, localhost, ::1)")
     _decision_options(p)
     p.set_defaults(func=_serve)
     return parser
@@ -571,7 +574,9 @@ def _serve(args) -> int:
                              max_long_duration_s=args.max_long_duration_s, timeout_s=args.timeout_s,
                              long_timeout_s=args.long_timeout_s, queue_size=args.queue_size,
                              batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, tmp_dir=args.tmp_dir,
-                             head_timeout_s=args.head_timeout_s, max_decodes=args.max_decodes)
+                             head_timeout_s=args.head_timeout_s, max_decodes=args.max_decodes,
+                             allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+                             if args.allowed_hosts else None)
     rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
                                  prior=_decision_prior(args.overrides))
     print(f"dmha serve: {args.model_dir} ({', '.join(rec.labels)}) on http://{args.host}:{args.port}/ "

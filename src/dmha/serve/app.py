@@ -13,6 +13,8 @@ import time
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from typing import Any
 
 try:
@@ -139,11 +141,34 @@ class Service:
 
 
 def _member_info(member) -> dict:
-    """A member's encoders and the decision rule it actually applies (thresholds may be switched off)."""
-    enc, rule = member.bundle.config.encoders, member.rule
+    """A member's encoders (names and weight identities, never a path of this machine) and the
+    decision rule it actually applies (thresholds may be switched off)."""
+    enc, rule, bundle = member.bundle.config.encoders, member.rule, member.bundle
     thresholds = None if rule.thresholds is None else dict(zip(rule.labels, map(float, rule.thresholds)))
-    return {"name": member.name, "encoders": {"speech": enc.speech, "text": enc.text, "asr": enc.asr},
+    return {"name": member.name,
+            "encoders": {"speech": public_name(enc.speech), "text": public_name(enc.text), "asr": public_name(enc.asr)},
+            "identities": {"speech": public_identity(bundle.speech.identity),
+                           "text": public_identity(bundle.text.identity)},
             "thresholds": thresholds, "prior_correction": rule.prior_target is not None}
+
+
+def public_name(name: str) -> str:
+    """A registry name or Hub id as is; a local directory as `local:<its folder name>`, so the
+    service never tells a client where its files live."""
+    text = str(name)
+    if text.startswith(("/", ".", "~", "\\")) or (len(text) > 1 and text[1] == ":") or Path(text).exists():
+        return f"local:{Path(text).name or text.strip('/')}"
+    return text
+
+
+def public_identity(identity: str) -> str:
+    """`kind:label@fingerprint|options` with the label made public (the fingerprint names the weights)."""
+    head, sep, options = identity.partition("|")
+    kind, colon, rest = head.partition(":")
+    label, at, fingerprint = rest.rpartition("@")
+    if not (colon and at):
+        return public_name(identity)
+    return f"{kind}:{public_name(label)}@{fingerprint}{sep}{options}"
 
 
 async def _result(future: Future, started: float, limit: float, what: str):
@@ -219,6 +244,8 @@ def create_app(recognizer, settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="dmha", version=__version__, lifespan=lifespan,
                   description="Speech emotion recognition (Double Multi-Head Attention). The web page is at /.")
     app.state.service = service
+    if service.settings.allowed_hosts is not None and "*" not in service.settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(service.settings.allowed_hosts))
     _add_error_handlers(app)
     _add_info_routes(app, service)
     _add_predict_route(app, service)

@@ -1,6 +1,7 @@
 """Running the app with uvicorn: in the foreground (`dmha serve`) or in a thread (tests, benchmarks)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import socket
@@ -11,7 +12,7 @@ import uvicorn
 
 from .app import create_app
 from .protocol import GuardedH11Protocol
-from .settings import ServeSettings
+from .settings import ServeSettings, default_allowed_hosts
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,11 @@ def _config(app, host: str, port: int, settings: ServeSettings, log_level: str) 
 
 def serve(recognizer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
           log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C); the worker and the temp folder end with it."""
+    """Serve until interrupted (Ctrl-C); the worker and the temp folder end with it. Requests whose
+    Host header is not one of settings.allowed_hosts (default: the bound address's names) get a 400."""
+    if settings.allowed_hosts is None:
+        settings = dataclasses.replace(settings, allowed_hosts=default_allowed_hosts(host))
+    log.warning("accepting Host names: %s", ", ".join(settings.allowed_hosts))
     uvicorn.Server(_config(create_app(recognizer, settings), host, port, settings, log_level)).run()
 
 

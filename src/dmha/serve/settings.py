@@ -22,11 +22,19 @@ class ServeSettings:
     max_connections: int = 256        # open connections; requests beyond them get 503
     max_decodes: int = 2              # uploads decoded at once (bounds peak memory); the rest wait, within timeout_s
     tmp_dir: str | None = None        # parent of the service's own temp folder (default: the system's)
+    # Host header names accepted (400 otherwise), against DNS rebinding and cross-site posts to a local
+    # service; None: every host (create_app alone), `dmha serve` derives them from its bound address.
+    allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "tmp_dir":
+                continue
+            if f.name == "allowed_hosts":
+                if value is not None and (isinstance(value, str) or not all(isinstance(h, str) and h.strip()
+                                                                             for h in value)):
+                    raise ValueError(f"serve setting allowed_hosts must be a list of host names, got {value!r}")
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"serve setting {f.name} must be a number, got {value!r}")
@@ -43,4 +51,26 @@ class ServeSettings:
 
     def public(self) -> dict:
         """What clients may know (the web page uses it to choose the endpoint); no server paths."""
-        return {k: v for k, v in asdict(self).items() if k != "tmp_dir"}
+        return {k: v for k, v in asdict(self).items() if k not in ("tmp_dir", "allowed_hosts")}
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def default_allowed_hosts(host: str) -> tuple[str, ...]:
+    """The names a client may use for a service bound to `host`: loopback names for a loopback bind;
+    for another address that address; for a wildcard bind (0.0.0.0, ::) this machine's name and
+    addresses too. Anything else is refused unless named in --allowed-hosts."""
+    import socket
+
+    names = list(LOOPBACK_HOSTS)
+    if host not in ("0.0.0.0", "::", ""):
+        names.append(host if ":" not in host else f"[{host}]")
+    else:
+        name = socket.gethostname()
+        names += [name, socket.getfqdn()]
+        try:
+            names += socket.gethostbyname_ex(name)[2]
+        except OSError:
+            pass
+    return tuple(dict.fromkeys(names))
