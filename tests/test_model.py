@@ -153,9 +153,11 @@ def test_masked_softmax_zeroes_masked_entries():
 
 
 def test_projection_only_when_widths_differ_and_classifier_shape():
-    same = DMHA(3, 16, 16, 8, ModelConfig())
+    same = DMHA(3, 16, 16, 8, ModelConfig(dim=0))  # D = the speech width, as in the paper
     assert isinstance(same.speech_proj, torch.nn.Identity) and isinstance(same.text_proj, torch.nn.Identity)
-    diff = DMHA(3, 16, 12, 8, ModelConfig())
+    default = DMHA(3, 16, 16, 8, ModelConfig())  # dmha's default D = 128: both project
+    assert (default.speech_proj.out_features, default.text_proj.out_features) == (128, 128)
+    diff = DMHA(3, 16, 12, 8, ModelConfig(dim=0))
     assert isinstance(diff.speech_proj, torch.nn.Identity) and isinstance(diff.text_proj, torch.nn.Linear)
     # input layer (C→C) + 4 hidden layers of 512, each Linear+LayerNorm+GELU+Dropout(0.1), then output
     blocks = list(diff.classifier.layers)

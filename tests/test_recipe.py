@@ -66,7 +66,7 @@ def test_zero_queries_start_as_mean_pooling():
 
 def test_layer_lr_puts_the_layer_logits_in_their_own_group_without_decay():
     model = DMHA(5, 24, 16, 4, ModelConfig(heads=4))
-    (single,) = parameter_groups(model, TrainConfig())
+    (single,) = parameter_groups(model, TrainConfig(layer_lr=0.0))
     assert len(single["params"]) == len(list(model.parameters()))
     rest, layer = parameter_groups(model, TrainConfig(layer_lr=0.02))
     assert layer["params"] == [model.layer_sum.logits] and layer["lr"] == 0.02 and layer["weight_decay"] == 0
@@ -75,8 +75,13 @@ def test_layer_lr_puts_the_layer_logits_in_their_own_group_without_decay():
 
 def test_label_smoothing_reaches_the_loss_and_is_validated():
     assert build_loss("wce", [3, 1], label_smoothing=0.1).label_smoothing == pytest.approx(0.1)
-    with pytest.raises(ConfigError, match="train.label_smoothing applies to loss=wce"):
-        load(None, ["loss=focal", "train.label_smoothing=0.1"])
+    logits, target = torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    plain, smoothed = build_loss("focal", [3, 1, 1]), build_loss("focal", [3, 1, 1], label_smoothing=0.2)
+    p = torch.softmax(logits, -1)
+    q = torch.nn.functional.one_hot(target, 3) * 0.8 + 0.2 / 3
+    expected = (-(q * (1 - p) ** 2 * p.log()).sum(-1)).mean()
+    assert torch.allclose(smoothed(logits, target), expected, atol=1e-6)
+    assert torch.allclose(build_loss("focal", [3, 1, 1], label_smoothing=0.0)(logits, target), plain(logits, target))
     for key, value in [("train.label_smoothing", 1.0), ("train.frame_dropout", -0.1), ("train.ema_decay", 1.0),
                        ("train.layer_lr", -1), ("model.query_init", "ones")]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -102,6 +107,6 @@ def test_recipe_options_train_and_the_saved_head_is_the_average(tiny_encoders, t
     name = "model.layer_sum.logits"
     assert not torch.equal(averaged[name], current[name])  # the checkpoint holds the average, not the last step
     assert torch.equal(bundle.model.layer_sum.logits.detach(), averaged[name])  # ... and so does the model
-    _, plain, _ = _train(tiny_encoders, tmp_path / "b")
+    _, plain, _ = _train(tiny_encoders, tmp_path / "b", "train.layer_lr=0")  # one group, with decay
     moved = bundle.model.layer_sum.logits.abs().max()
     assert moved > 10 * plain.model.layer_sum.logits.abs().max()  # the layer weights' own LR lets them move

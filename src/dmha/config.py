@@ -42,9 +42,9 @@ class ModelConfig:
     hidden_layers: int = 4
     hidden_dim: int = 512
     dropout: float = 0.1
-    dim: int = 0  # common width D of speech and text; 0 = the speech encoder's width
+    dim: int = 128  # common width D of speech and text; 0 = the speech encoder's width (the paper)
     feature_norm: str = "standardize"  # standardize (train-set mean/std per layer and dim) | layernorm | none
-    query_init: str = "random"  # attention queries u_j, u': random | zero (pooling starts as the mean)
+    query_init: str = "zero"  # attention queries u_j, u': zero (pooling starts as the mean) | random
 
 
 @dataclass
@@ -74,10 +74,10 @@ class TrainConfig:
     lr_factor: float = 0.5
     early_stop_patience: int = 10
     focal_gamma: float = 2.0
-    label_smoothing: float = 0.0  # wce only: target mass spread evenly over the other classes
-    frame_dropout: float = 0.0  # fraction of speech frames each training step drops (feature augmentation)
-    layer_lr: float = 0.0  # learning rate of the layer-sum weights, without weight decay; 0 = train.lr with it
-    ema_decay: float = 0.0  # > 0: dev scores and the saved head use an exponential moving average of the weights
+    label_smoothing: float = 0.1  # target mass ε spread evenly over all classes (0 = the paper)
+    frame_dropout: float = 0.3  # fraction of speech frames each training step drops (0 = the paper)
+    layer_lr: float = 0.01  # learning rate of the layer-sum weights, without weight decay; 0 = train.lr with it
+    ema_decay: float = 0.99  # > 0: dev scores and the saved head use an EMA of the weights; 0 = off (the paper)
     num_workers: int = 0
     accelerator: str = "cpu"
     devices: int = 1
@@ -247,8 +247,6 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"config key train.{key} must be in [0, 1), got {getattr(config.train, key)!r}")
     if not 0.0 <= config.train.ema_decay < 1.0:
         raise ConfigError(f"config key train.ema_decay must be in [0, 1) (0 = off), got {config.train.ema_decay!r}")
-    if config.train.label_smoothing and config.loss != "wce":
-        raise ConfigError("config key train.label_smoothing applies to loss=wce only (focal loss has no smoothing)")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
 
