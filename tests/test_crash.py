@@ -157,9 +157,39 @@ def test_full_disk_during_extraction_fails_cleanly(tiny_encoders, tmp_path, monk
     assert cache_admin.verify(cache, deep=True, progress=False).ok
 
 
+def _file_size_limit(limit_bytes: int):
+    """preexec_fn: files may not grow past `limit_bytes` (RLIMIT_FSIZE), and a write past it fails
+    with EFBIG instead of killing the process (SIGXFSZ ignored): a real, kernel-refused write that
+    needs no root and no mount, so it runs everywhere."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_refused_write_during_extraction_fails_cleanly(tiny_encoders, tmp_path):
+    """The kernel refuses a shard write part-way (file size limit): one-line error naming the store,
+    no temp file, the shards written before intact and verified."""
+    manifest = _corpus(tmp_path / "corpus", 12, 4.0)
+    cache = tmp_path / "cache"
+    run = subprocess.run(_dmha("extract", "--manifest", manifest, "--set", *_encoders(tiny_encoders, cache),
+                               "features.batch_size=2", "features.shard_mb=0.5"),
+                         capture_output=True, text=True, env=ENV, timeout=600, preexec_fn=_file_size_limit(300_000))
+    assert run.returncode == 1, run.stderr[-2000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("dmha extract: error: ") and "cannot write a feature shard (File too large" in last
+    assert str(cache) in last and "finished shards are kept" in last
+    assert not list(cache.rglob("*.tmp"))
+    assert cache_admin.verify(cache, deep=True, progress=False).ok
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
-    """A 300 kB tmpfs (needs root and mount permission, as in CI); skipped with a message otherwise."""
+    """A 300 kB tmpfs (needs root and mount permission); skipped with a message otherwise (the
+    file-size-limit test above always runs a kernel-refused write)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True)

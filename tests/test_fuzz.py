@@ -119,14 +119,22 @@ def originals(work: Path) -> dict[str, bytes]:
     return result
 
 
+MUTATED_SUFFIXES = [".wav", ".flac", ".ogg", ".aiff"] + ([".mp3"] if "MP3" in sf.available_formats() else [])
+
+
+def test_mp3_is_fuzzed_where_libsndfile_writes_it():
+    """The mutation fuzz draws only formats this libsndfile can write: say so when MP3 is not one."""
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile has no MP3 encoder: mutated MP3 files are not fuzzed here")
+    assert ".mp3" in MUTATED_SUFFIXES
+
+
 @FUZZ
-@given(suffix=st.sampled_from([".wav", ".flac", ".ogg", ".aiff", ".mp3"]),
+@given(suffix=st.sampled_from(MUTATED_SUFFIXES),
        edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=8),
        header_edits=st.lists(st.tuples(st.integers(0, 63), st.integers(0, 255)), max_size=4),
        keep=st.none() | st.floats(0, 1))
 def test_mutated_real_files(work: Path, originals, suffix, edits, header_edits, keep) -> None:
-    if suffix not in originals:
-        return  # this libsndfile has no MP3 encoder
     raw = bytearray(originals[suffix])
     for where, value in edits:
         raw[int(where * len(raw))] = value
