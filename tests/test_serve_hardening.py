@@ -615,3 +615,55 @@ def test_model_info_names_encoders_without_local_paths():
     assert public_name("C:\\models\\enc") .startswith("local:")
     assert public_identity("hf:/srv/x/enc@1a2b3c|max_window_s=30") == "hf:local:enc@1a2b3c|max_window_s=30"
     assert public_identity("whisper:whisper-base@abc|pad_to_s=0") == "whisper:whisper-base@abc|pad_to_s=0"
+
+
+def test_a_timed_out_long_job_stops_and_its_file_goes_after(serve_model_dir, monkeypatch):
+    """/v1/predict-long past its deadline: 504, the job stops at its next check instead of running on,
+    the upload is deleted only once the job has let go of it, and the worker serves the next request."""
+    from fastapi.testclient import TestClient
+
+    import dmha.inference as inference
+    from dmha.inference import PredictionStopped
+    from test_serve import post, tmp_files
+
+    class OneSegmentPerBlock:  # stands in for silero-vad: every 4 s block is a segment
+        def __init__(self, blocks, **_):
+            self.blocks, self.duration = blocks, 0.0
+
+        def __iter__(self):
+            for block in self.blocks:
+                start, self.duration = self.duration, self.duration + block.size / 16000
+                yield type("Seg", (), {"start": start, "end": self.duration, "wave": block[:8000]})
+
+    rec = EmotionRecognizer.load(serve_model_dir)
+    real_waves, outcome = rec.predict_waves, {}
+
+    def slow_waves(waves, transcripts, *args, **kwargs):
+        time.sleep(0.5)  # each batch of segments takes half a second (no ASR: empty transcripts)
+        return real_waves(waves, [""] * len(waves), *args, **kwargs)
+
+    real_long = rec.predict_long
+
+    def recorded_long(*args, **kwargs):
+        try:
+            return real_long(*args, **kwargs)
+        except PredictionStopped as err:
+            outcome["stopped"], outcome["files_then"] = str(err), sorted(service.tmp_dir.iterdir())
+            raise
+
+    monkeypatch.setattr(inference, "SegmentStream", OneSegmentPerBlock)
+    monkeypatch.setattr(rec, "predict_waves", slow_waves)
+    monkeypatch.setattr(rec, "predict_long", recorded_long)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(16000 * 240)).astype(np.float32)  # 60 batches
+    buffer = io.BytesIO()
+    sf.write(buffer, noise, 16000, format="WAV")
+    with TestClient(create_app(rec, ServeSettings(long_timeout_s=1.5))) as client:
+        service = client.app.state.service
+        started = time.monotonic()
+        response = post(client, buffer.getvalue(), name="long.wav", transcript=None, url="/v1/predict-long")
+        took = time.monotonic() - started
+        assert response.status_code == 504 and "did not finish within 1.5 s" in response.json()["detail"]
+        assert took < 5  # not the 30 s the whole job would take
+        assert "stopped" in outcome and len(outcome["files_then"]) == 1  # the file was still there for it
+        assert tmp_files(client) == []  # and went once the job had stopped
+        assert post(client, wav_bytes(0.3), transcript=TRANSCRIPT).status_code == 200  # the worker is free

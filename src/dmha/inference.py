@@ -21,7 +21,11 @@ from .timeline import Segment, Timeline
 # Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
 # features, ~1.5 GB peak); longer recordings go through predict_long / --segment, whose memory is flat.
 DEFAULT_MAX_DURATION_S = 600.0
-PREDICT_WINDOW_BATCHES = 8  # files are length-sorted within windows of this many batches
+PREDICT_WINDOW_BATCHES = 8
+
+
+class PredictionStopped(RuntimeError):
+    """predict_long gave up because its caller's should_stop said so (e.g. a service deadline)."""  # files are length-sorted within windows of this many batches
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +266,8 @@ class EmotionRecognizer:
 
     def predict_long(self, inputs, *, sample_rate: int | None = None, min_s: float = 2.0, max_s: float = 15.0,
                      batch_size: int = 8, progress: Callable[[float], None] | None = None,
-                     transcribe: bool = True, max_seconds: float | None = None) -> Timeline:
+                     transcribe: bool = True, max_seconds: float | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Timeline:
         """Predict the emotion of each speech segment of a long recording.
 
         The audio is streamed (a file is read in blocks, never whole), silero-vad finds speech,
@@ -279,6 +284,9 @@ class EmotionRecognizer:
             transcribe: run ASR on each segment (True) or give the text branch an empty transcript.
             max_seconds: stop with an AudioError once more than this much audio has been decoded
                 (a file's header may understate its length); None: no limit.
+            should_stop: checked before each block of audio and each batch of segments; once it
+                returns True the job stops with PredictionStopped (a caller's deadline, for example)
+                and has let go of the input.
 
         Returns:
             A Timeline: `path`, `duration` (s) and `segments` (start, end, label, probs, transcript).
@@ -295,20 +303,37 @@ class EmotionRecognizer:
             audio = stream_audio(_as_array(inputs), sample_rate, max_seconds=max_seconds)
         else:
             raise TypeError(f"predict_long takes one path or waveform, got {type(inputs).__name__}")
-        stream = SegmentStream(audio.blocks, min_s=min_s, max_s=max_s, progress=progress)
+        stop = should_stop or (lambda: False)
+
+        def blocks():
+            for block in audio.blocks:
+                if stop():
+                    raise PredictionStopped(f"{audio.name}: stopped after {block_end[0]:.0f} s of audio")
+                block_end[0] += len(block) / SAMPLE_RATE
+                yield block
+
+        block_end = [0.0]
+        stream = SegmentStream(blocks(), min_s=min_s, max_s=max_s, progress=progress)
         segments, batch = [], []
-        for item in stream:
-            batch.append(item)
-            if len(batch) >= batch_size:
-                segments += self._predict_segments(batch, transcribe)
-                batch = []
-        segments += self._predict_segments(batch, transcribe)
+        try:
+            for item in stream:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    segments += self._predict_segments(batch, transcribe, stop, audio.name)
+                    batch = []
+            segments += self._predict_segments(batch, transcribe, stop, audio.name)
+        finally:
+            close = getattr(audio.blocks, "close", None)
+            if close is not None:
+                close()  # a stopped job closes its file now, not when the generator is collected
         log.info("%s: %d segments in %.1f s of audio", audio.name, len(segments), stream.duration)
         return Timeline(audio.name, stream.duration, segments, self.labels)
 
-    def _predict_segments(self, batch, transcribe: bool) -> list[Segment]:
+    def _predict_segments(self, batch, transcribe: bool, stop=lambda: False, name: str = "") -> list[Segment]:
         if not batch:
             return []
+        if stop():
+            raise PredictionStopped(f"{name}: stopped at {batch[0].start:.0f} s")
         preds = self.predict_waves([s.wave for s in batch], [None if transcribe else ""] * len(batch))
         return [Segment(s.start, s.end, p.label, p.probs, p.transcript, p.votes) for s, p in zip(batch, preds)]
 

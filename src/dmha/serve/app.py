@@ -9,6 +9,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
@@ -336,15 +337,21 @@ def _add_long_route(app: FastAPI, service: Service) -> None:
             inputs, rate = await service.decode(long_upload_input, upload.path, upload.name,
                                                 settings.max_long_duration_s, started=started,
                                                 limit=settings.long_timeout_s, what="the timeline")
+            deadline = started + settings.long_timeout_s
+            stop = threading.Event()  # set when the request gives up; the job checks it between segments
             future = service.batcher.submit_call(
-                lambda: service.recognizer.predict_long(inputs, sample_rate=rate, max_seconds=settings.max_long_duration_s,
-                                                **bounds))
-            try:  # the file stays until predict_long has read it
+                lambda: service.recognizer.predict_long(
+                    inputs, sample_rate=rate, max_seconds=settings.max_long_duration_s,
+                    should_stop=lambda: stop.is_set() or time.monotonic() > deadline, **bounds))
+            try:  # the file stays until predict_long has let go of it
                 timeline = await _result(future, started, settings.long_timeout_s, "the timeline")
+            except UploadError:  # too slow: stop the job and wait until it has (at most one batch of segments)
+                stop.set()
+                if not future.cancel():
+                    await asyncio.wait([asyncio.wrap_future(future)])
+                raise
             except AudioError as err:
                 raise AudioError(upload.name, err.reason) from None
-            except UploadError:
-                raise
             except Exception as err:
                 raise _ModelFailure(upload.name, err) from err
         return {**timeline.to_dict(), "path": upload.name}
