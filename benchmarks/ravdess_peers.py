@@ -12,7 +12,7 @@ data, so `--only c` later completes the table). Peer features are cached as .npy
 
     python benchmarks/ravdess_peers.py                  # all three
     python benchmarks/ravdess_peers.py --only a,b       # peers only
-    python benchmarks/ravdess_peers.py --only c --set train.epochs=5
+    python benchmarks/ravdess_peers.py --only c --set train.max_epochs=5
 """
 from __future__ import annotations
 
