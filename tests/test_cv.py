@@ -130,3 +130,50 @@ def test_cv_rejects_bad_seeds(tmp_path, capsys):
     assert "--seeds takes comma-separated integers" in capsys.readouterr().err
     assert main(["cv", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 1
     assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid`, from /proc (Linux)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_killed_cv_takes_its_job_processes_with_it(tiny_encoders, tmp_path):
+    """SIGKILL to `dmha cv --jobs 2`: its training processes end too (no orphan keeps training)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    manifest = write_tone_corpus(tmp_path / "corpus", n_per_class=6)
+    sets = [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
+            f"features.cache_dir={tmp_path / 'cache'}", "train.max_epochs=200", "train.early_stop_patience=200",
+            "train.batch_size=4", "model.hidden_layers=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "dmha.cli", "cv", "--manifest", str(manifest), "--out",
+                             str(tmp_path / "cv"), "--folds", "3", "--seeds", "0", "--jobs", "2", "--set", *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline, workers = time.monotonic() + 120, []
+    while time.monotonic() < deadline and len(list((tmp_path / "cv").glob("fold*/seed0/config.json"))) < 2:
+        assert proc.poll() is None, "cv ended before it was killed"
+        time.sleep(0.2)  # until both runs have started training (each claims its run folder first)
+    workers = [k for k in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    assert len(workers) == 2  # both runs are training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() and
+                                               "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]
+                                               for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == []

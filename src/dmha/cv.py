@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
 import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -245,12 +246,31 @@ def _train_one(fold_manifest: Path, folder: Path, config: Config) -> Path:
     return folder
 
 
-def _init_job(threads: int) -> None:
-    """A cv job process: its share of the CPU threads, and the same quiet logging as the parent."""
+def _init_job(threads: int, parent: int) -> None:
+    """A cv job process: its share of the CPU threads, the same quiet logging as the parent, and
+    death with the parent (Linux), so a killed cv leaves no orphan run training on its own."""
     import torch
 
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
     torch.set_num_threads(threads)
     _quiet_lightning()
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel kills this process when its parent ends, however it ends. SIGKILL,
+    because Lightning catches SIGTERM to finish its epoch; a run resumes from its last checkpoint."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _train_runs(todo: list[tuple[Fold, int, Path]], out: Path, config: Config, jobs: int):
@@ -266,7 +286,7 @@ def _train_runs(todo: list[tuple[Fold, int, Path]], out: Path, config: Config, j
     jobs = min(jobs, len(todo))
     threads = max(1, available_cores() // jobs)
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_job,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(_train_one, *args(*job)): job for job in todo}
         try:
             for future in as_completed(futures):
