@@ -35,7 +35,7 @@ bench: install
 	# speaker cross-validation (resumes; model.dim=128: the width measured in the README, 6x cheaper than 512)
 	# and the peers on exactly its folds
 	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out benchmarks/results/ravdess_cv.csv
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/ravdess_cv.csv --out benchmarks/results/ravdess_cv --folds 6 --seeds 0,1,2 --set model.dim=128
+	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/ravdess_cv.csv --out benchmarks/results/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/ravdess_cv
 
 clean:
