@@ -37,6 +37,9 @@ bench: install
 	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out benchmarks/results/ravdess_cv.csv
 	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/ravdess_cv.csv --out benchmarks/results/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/ravdess_cv
+	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out benchmarks/results/crema_cv.csv
+	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv --folds 5 --seeds 0 --jobs 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/crema_cv
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
