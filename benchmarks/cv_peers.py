@@ -49,6 +49,7 @@ def read_cv_dir(cv_dir: Path) -> dict:
     if done < len(cv["folds"]):
         raise SystemExit(f"cv_peers: {cv_dir}: only {done} of {len(cv['folds'])} folds are finished; "
                          "rerun the same `dmha cv` command to complete it")
+    cv["dir"] = str(cv_dir)  # runs live in CV_DIR/fold{k}/seed{s}, wherever the cv was started from
     return cv
 
 
@@ -72,7 +73,8 @@ def dmha_predictions(cv: dict, fold: int, paths: Sequence[str]) -> list[np.ndarr
     """Each seed's test predictions for one fold, aligned with `paths` (from eval_test/predictions.csv)."""
     out = []
     for run in (r for r in cv["runs"] if r["fold"] == fold):
-        with open(Path(run["run"]) / "eval_test" / "predictions.csv", newline="", encoding="utf-8") as f:
+        folder = Path(cv["dir"]) / f"fold{run['fold']}" / f"seed{run['seed']}"
+        with open(folder / "eval_test" / "predictions.csv", newline="", encoding="utf-8") as f:
             by_path = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
         missing = [p for p in paths if p not in by_path]
         if missing:

@@ -154,7 +154,7 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
 def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     test = metrics["test"]
-    return {"fold": fold, "seed": seed, "run": str(run_dir), "n_test": test["n"],
+    return {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": test["n"],
             **{m: float(test[m]) for m in METRICS}, "dev_macro_f1": float(metrics["dev_macro_f1"]),
             "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)}
 
@@ -311,7 +311,8 @@ def write_pooled_confusion(out: Path, runs: Sequence[dict]) -> np.ndarray:
 
     total, labels = None, None
     for r in runs:
-        test = json.loads((Path(r["run"]) / "metrics.json").read_text(encoding="utf-8"))["test"]
+        test = json.loads((out / f"fold{r['fold']}" / f"seed{r['seed']}" / "metrics.json").read_text(
+            encoding="utf-8"))["test"]
         cm = np.asarray(test["confusion"], dtype=np.int64)
         if labels is not None and test["labels"] != labels:
             raise ValueError(f"{r['run']}: labels {test['labels']} differ from the other folds' {labels}")
