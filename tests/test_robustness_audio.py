@@ -176,7 +176,8 @@ BAD_FILES = [
     pytest.param(truncated(".flac", 3000), DECODE, "ok", id="flac-cut-mid-stream"),
     pytest.param(patched(".flac", 0, b"fLaX", "magic"), DECODE + "Format not recognised)", DECODE,
                  id="flac-corrupt-magic"),
-    pytest.param(patched(".flac", 40, b"\xff\xff\xff\xff", "md5"), DECODE, DECODE, id="flac-corrupt-streaminfo"),
+    # STREAMINFO starts at byte 8; bytes 18-20 hold its 20-bit sample rate (and the channel bits): zero them.
+    pytest.param(patched(".flac", 18, b"\x00\x00\x00", "rate0"), DECODE, DECODE, id="flac-corrupt-streaminfo"),
     pytest.param(truncated(".mp3", 4), DECODE + "Format not recognised)", DECODE, id="mp3-cut-at-4-bytes",
                  marks=needs_mp3),
     pytest.param(truncated(".mp3", 100), DECODE + "Format not recognised)", DECODE, id="mp3-cut-in-first-frame",
