@@ -228,11 +228,11 @@ class DMHA(nn.Module):
         s = self.speech_proj(self.layer_sum(speech, self.speech_norm))  # Σ_l w_l·norm(h_l), projected: (B, T1, D)
         x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
         mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
-        if return_attention and isinstance(self.first, StandardMHA) and mask.shape[1] > _max_positions():
+        if return_attention and isinstance(self.first, StandardMHA) and mask.shape[1] > max_attention_positions():
             raise AttentionTooLong(
                 f"attention weights of standard MHA over {mask.shape[1]} positions would take "
                 f"{self.first.heads * mask.shape[1] ** 2 * 4 / 2 ** 30:.1f} GiB per item; they are given for inputs "
-                f"up to {_max_positions()} positions (about 80 s at 4096): predict without them, or use segments")
+                f"up to {max_attention_positions()} positions (about 80 s at 4096): predict without them, or use segments")
         c, c_mask, first_weights = self.first(x, mask, need_weights=return_attention)  # (B, L, C)
         pooled, pool_weights = self.pooling(c, c_mask)  # (B, C)
         out = DMHAOutput(self.classifier(pooled))
@@ -258,5 +258,5 @@ def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> d
             "speech_frames": np.array(t1)}
 
 
-def _max_positions() -> int:
+def max_attention_positions() -> int:
     return MAX_ATTENTION_POSITIONS  # read at call time, so tests can lower the bound

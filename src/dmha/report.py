@@ -20,7 +20,7 @@ from .ensemble import Member, training_log
 from .features import FeatureRef, feature_loader
 from .fileio import atomic_write_text
 from .metrics import plot_confusion
-from .model import DMHA, MAX_ATTENTION_POSITIONS, AttentionTooLong, unpad_attention
+from .model import DMHA, AttentionTooLong, max_attention_positions, unpad_attention
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def attention_by_item(model: DMHA, refs: Sequence[FeatureRef], wanted: set[int],
     shares, kept = [None] * len(refs), {}  # shares: (attention share, position share) per item
     for batch in loader:
         rows = [next(order) for _ in range(len(batch["speech"]))]
-        short = batch["speech"].shape[2] + batch["text"].shape[1] <= MAX_ATTENTION_POSITIONS
+        short = batch["speech"].shape[2] + batch["text"].shape[1] <= max_attention_positions()
         for sub, index in ([(batch, rows)] if short else [(_row(batch, i), [r]) for i, r in enumerate(rows)]):
             try:
                 out = model(sub["speech"], sub["speech_mask"], sub["text"], sub["text_mask"], return_attention=True)
