@@ -272,3 +272,25 @@ def test_attention_weights_are_refused_past_their_bound(monkeypatch):
         assert head(speech, masks[0], text, masks[1]).logits.shape == (1, 2)  # the prediction is fine
         with pytest.raises(model_module.AttentionTooLong, match="42 positions .* up to 30 positions"):
             head(speech, masks[0], text, masks[1], return_attention=True)
+
+
+def test_long_files_go_in_small_batches_with_the_same_results(rec, tmp_path, monkeypatch):
+    """predict --batch-size keeps each batch within MAX_BATCH_SECONDS of padded audio: two 3 s files
+    do not pad two 1 s files to 3 s when the budget is 6 s, and the results equal batch size 1."""
+    from dmha import inference
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for k, seconds in enumerate((3, 1, 3, 1)):
+        paths.append(tmp_path / f"f{k}.wav")
+        sf.write(paths[-1], (0.1 * rng.standard_normal(seconds * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
+    alone, _ = rec.predict_files(paths, [""] * 4, batch_size=1)
+    monkeypatch.setattr(inference, "MAX_BATCH_SECONDS", 6.0)
+    sizes = []
+    predict_waves = rec.predict_waves
+    monkeypatch.setattr(rec, "predict_waves", lambda waves, *a, **k: sizes.append([len(w) for w in waves])
+                        or predict_waves(waves, *a, **k))
+    batched, errors = rec.predict_files(paths, [""] * 4, batch_size=4)
+    assert not errors and sizes == [[SAMPLE_RATE] * 2, [3 * SAMPLE_RATE] * 2]
+    for a, b in zip(alone, batched):
+        assert a.label == b.label and all(abs(a.probs[k] - b.probs[k]) < 1e-4 for k in a.probs)

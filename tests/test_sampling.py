@@ -49,3 +49,27 @@ def test_ranks_take_disjoint_batches(monkeypatch):
     assert set(per_rank[0][1]).isdisjoint(per_rank[1][1])
     monkeypatch.setattr(sampling, "_rank_world", lambda: (1, 2))
     assert len(list(LengthBucketSampler(lengths, 4))) == 11  # not distributed: all batches
+
+
+def test_batches_keep_within_the_padded_length_budget():
+    """A few long items among short ones: the long ones get small batches (alone when over budget)."""
+    lengths = [10] * 20 + [100, 100, 100, 500]
+    for sampler in (LengthBucketSampler(lengths, 8, max_length=250),
+                    LengthBucketSampler(lengths, 8, shuffle=True, seed=0, max_length=250),
+                    LengthBucketSampler(lengths, 8, shuffle=True, seed=0, pool=1, max_length=250)):
+        batches = list(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every item once
+        for batch in batches:
+            padded = len(batch) * max(lengths[i] for i in batch)
+            assert len(batch) <= 8 and (padded <= 250 or len(batch) == 1)
+        assert [23] in batches  # 500 alone is over the budget: a batch of its own
+    unbudgeted = list(LengthBucketSampler(lengths, 8))
+    assert unbudgeted[0] == [23, 20, 21, 22, 0, 1, 2, 3]  # without one: 8 × 500 padded
+
+
+def test_cut_batches_is_greedy_in_the_given_order():
+    from dmha.sampling import cut_batches
+
+    assert cut_batches([0, 1, 2, 3], [1, 1, 3, 3], 3, max_length=6) == [[0, 1], [2, 3]]  # 3 × 3 > 6
+    assert cut_batches([3, 2, 1, 0], [1, 1, 3, 3], 3, max_length=6) == [[3, 2], [1, 0]]
+    assert cut_batches([0, 1], [1, 1], 3) == [[0, 1]] and cut_batches([], [], 3) == []

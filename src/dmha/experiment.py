@@ -21,7 +21,7 @@ from .losses import build_loss
 from .modeldir import TRAINING_LOG_FILE, EncoderSpec, ModelBundle, build_model, save_model_dir
 from .online import WaveDataset, babble_pool, cache_augmented_copies, collate_waves
 from .parallel import Share
-from .sampling import LengthBucketSampler
+from .sampling import MAX_BATCH_SECONDS, LengthBucketSampler
 from .pipeline import Featurized, feature_cache, featurize, speech_encoder, text_encoder, write_errors
 from .training import DMHAModule, fit, load_best_weights
 
@@ -173,7 +173,8 @@ def _train_loader(triples, config: Config, mode: str, norm: WaveNorm, frame_rate
         lengths = [round(audio_duration(i.path) * SAMPLE_RATE) for i in items] if not (crop and repeat) else [crop] * len(items)
         lengths = [min(n, crop) for n in lengths] if crop else lengths
         sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed,
-                                      pool=_pool(config), distributed=True)
+                                      pool=_pool(config), distributed=True,
+                                      max_length=MAX_BATCH_SECONDS * SAMPLE_RATE)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_waves,
                           num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
     if augmenter is not None:

@@ -23,7 +23,7 @@ from .audio import AudioError, audio_duration, file_digest, load_audio
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder, TextEncoder
 from .parallel import Share
-from .sampling import LengthBucketSampler
+from .sampling import MAX_BATCH_FRAMES, LengthBucketSampler
 from .store import FeatureStore, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -315,13 +315,14 @@ class FeatureDataset(Dataset):
 
 def feature_loader(refs: Sequence[FeatureRef], targets: Sequence[int] | None = None, batch_size: int = 32,
                    crop_frames: int = 0, shuffle: bool = False, seed: int = 0, pool: int = 50,
-                   num_workers: int = 0, distributed: bool = False, repeat_short: bool = True) -> DataLoader:
-    """Length-bucketed batches of stored features (see sampling.py); `.batch_sampler.order()` maps
-    the batches' rows back to `refs` when shuffle is off."""
+                   num_workers: int = 0, distributed: bool = False, repeat_short: bool = True,
+                   max_frames: int = MAX_BATCH_FRAMES) -> DataLoader:
+    """Length-bucketed batches of stored features (see sampling.py), each at most `max_frames` padded
+    speech frames; `.batch_sampler.order()` maps the batches' rows back to `refs` when shuffle is off."""
     dataset = FeatureDataset(refs, targets if targets is not None else [0] * len(refs), crop_frames,
                              sample_copies=shuffle, repeat_short=repeat_short)
     sampler = LengthBucketSampler([dataset.frames(i) for i in range(len(dataset))], batch_size, shuffle, seed,
-                                  pool, distributed)
+                                  pool, distributed, max_frames)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                       persistent_workers=num_workers > 0)
 

@@ -15,6 +15,7 @@ from .model import unpad_attention
 from .ensemble import Member, combine, load_members
 from .modeldir import ModelBundle, predict_proba
 from .pipeline import speech_encoder, text_encoder, transcriber
+from .sampling import MAX_BATCH_SECONDS, cut_batches
 from .segment import SegmentStream, stream_audio
 from .timeline import Segment, Timeline
 
@@ -356,7 +357,8 @@ class EmotionRecognizer:
         soon as its window is done, so a caller can write each result before the next file runs.
 
         With batch_size > 1, files are length-sorted within windows of 8 batches (less padding) and the
-        window is yielded in input order: a crash loses at most the window in progress; with
+        window is yielded in input order (a batch also keeps within MAX_BATCH_SECONDS of padded
+        audio, so long files go in small batches): a crash loses at most the window in progress; with
         batch_size 1, each file is yielded as soon as it is done. An unreadable file, or a batch the
         model fails on (e.g. out of memory), is reported with its reason and the others go on."""
         transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
@@ -370,8 +372,7 @@ class EmotionRecognizer:
                 except AudioError as err:
                     done[i] = (None, err.reason)
             order = sorted(durations, key=durations.get)
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
+            for chunk in cut_batches(order, durations, batch_size, MAX_BATCH_SECONDS):
                 done.update(self._predict_chunk(paths, transcripts, chunk, return_attention))
                 if progress is not None:
                     progress(len(chunk))

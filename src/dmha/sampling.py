@@ -5,6 +5,11 @@ shuffles the batch order: batches stay random from epoch to epoch, but their mem
 lengths. With equal lengths (fixed training crops) this is exactly random batching. Under DDP each
 rank takes every world-th training batch (padded by repeating batches so all ranks take the same
 number of steps) and every world-th item of the sorted evaluation order (each scored once).
+
+Every batch also keeps within a budget of padded length (`max_length`: batch size × its longest
+item): a corpus with a few long recordings then gets small batches for those, so a batch's memory
+is bounded by the budget (or by its one item, when that item alone is longer), never by
+batch_size × the longest recording.
 """
 from __future__ import annotations
 
@@ -12,6 +17,29 @@ from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+
+# Padded speech frames per batch: 10 minutes at 50 frames/s (the rate of every supported encoder),
+# e.g. 0.4 GB of whisper-base's 7 layers × 512. RAVDESS or CREMA-D batches of 32 never reach it.
+MAX_BATCH_SECONDS = 600.0
+MAX_BATCH_FRAMES = round(MAX_BATCH_SECONDS * 50)
+
+
+def cut_batches(order: Sequence[int], lengths: Sequence[float], batch_size: int, max_length: float = 0
+                ) -> list[list[int]]:
+    """Consecutive batches of `order`, each at most batch_size items and, when max_length > 0, at
+    most max_length of padded length (items × the longest); an item longer than that is its own batch."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest = 0.0
+    for i in order:
+        grown = max(longest, lengths[i])
+        if batch and (len(batch) == batch_size or (max_length > 0 and (len(batch) + 1) * grown > max_length)):
+            batches.append(batch)
+            batch, grown = [], lengths[i]
+        batch.append(i)
+        longest = grown
+    return batches + ([batch] if batch else [])
 
 
 def _rank_world() -> tuple[int, int]:
@@ -28,11 +56,12 @@ class LengthBucketSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = False, seed: int = 0,
-                 pool: int = 50, distributed: bool = False):
+                 pool: int = 50, distributed: bool = False, max_length: float = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = list(lengths), batch_size, shuffle, seed, pool
         self.distributed = distributed  # split batches across DDP ranks (inside Lightning's fit only)
+        self.max_length = max_length  # padded length per batch (see cut_batches); 0 = no budget
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -42,15 +71,18 @@ class LengthBucketSampler(Sampler[list[int]]):
         n = len(self.lengths)
         if not self.shuffle:
             order = sorted(range(n), key=lambda i: -self.lengths[i])
-            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+            return self._cut(order)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=generator).tolist()
         span = self.batch_size * self.pool
         batches = []
         for start in range(0, n, span):
             pool = sorted(order[start:start + span], key=lambda i: self.lengths[i])  # stable: ties stay random
-            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            batches += self._cut(pool)
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def _cut(self, order: Sequence[int]) -> list[list[int]]:
+        return cut_batches(order, self.lengths, self.batch_size, self.max_length)
 
     def _mine(self) -> list[list[int]]:
         rank, world = _rank_world() if self.distributed else (0, 1)
@@ -58,8 +90,7 @@ class LengthBucketSampler(Sampler[list[int]]):
             order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
             if 0 < len(order) < world:
                 order = (order * world)[:world]  # fewer items than ranks: a few are scored twice
-            mine = order[rank::world]
-            return [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+            return self._cut(order[rank::world])
         batches = self._all_batches()
         if world == 1 or not batches:
             return batches
