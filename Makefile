@@ -32,6 +32,8 @@ test-fast: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ravdess_peers.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/asr.py
 	# speaker cross-validation (resumes; model.dim=128: the width measured in the README, 6x cheaper than 512)
 	# and the peers on exactly its folds
 	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out benchmarks/results/ravdess_cv.csv
