@@ -178,6 +178,10 @@ def test_predict_keeps_every_good_file_and_lists_the_bad(corpus, model_dir, tmp_
     for path, fragment in expected.items():
         assert fragment in listed[path]
     assert f"skipped {len(files) - len(good)} bad file(s):" in err
+    lines = err.splitlines()
+    for given in [*corpus["bad"], missing, folder, dangling]:  # one stderr line per bad file, with its reason
+        (line,) = [line for line in lines if line.startswith(f"  {given}: ")]
+        assert expected[Path(given).resolve()] in line
 
     strict = tmp_path / "strict_errors.tsv"
     assert main([*predict_args(model_dir, files), "--strict", "--errors", str(strict)]) == 3

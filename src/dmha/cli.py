@@ -416,15 +416,12 @@ def _predict(args) -> int:
     if args.segment:
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
-    from .pipeline import error_line
-
-    errors: list[tuple[str, str]] = []
     kept = 0
     # Each result is written (and flushed) as soon as it is known, so a crash or kill keeps every
     # earlier one; the errors file likewise.
     with contextlib.ExitStack() as stack:
+        skipped = stack.enter_context(SkippedItems(args.errors))  # closed last: listed after "wrote"
         out = stack.enter_context(open(args.out, "w", encoding="utf-8", newline="")) if args.out else sys.stdout
-        errors_out = _open_errors_file(args.errors, stack)
         writer = PredictionWriter(out, rec.labels, args.format)
         bar = stack.enter_context(tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2,
                                        file=sys.stderr))
@@ -433,24 +430,11 @@ def _predict(args) -> int:
                 writer.write(pred)
                 kept += 1
             else:
-                errors.append((str(args.files[i]), reason))
-                if errors_out is not None:
-                    errors_out.write(error_line(str(args.files[i]), reason))
-                    errors_out.flush()
-    if args.out:
-        print(f"wrote {args.out}: {kept} predictions")
-    code = _report_skipped(errors, None)
-    if args.errors and errors:
-        print(f"wrote {args.errors}: {len(errors)} skipped item(s)", file=sys.stderr)
-    return 3 if errors and args.strict else code
-
-
-def _open_errors_file(path: str | None, stack: contextlib.ExitStack):
-    """The --errors file, created (empty) up front so it exists even when nothing is skipped."""
-    if not path:
-        return None
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return stack.enter_context(open(path, "w", encoding="utf-8"))
+                skipped.add(args.files[i], reason)
+        bar.close()
+        if args.out:
+            print(f"wrote {args.out}: {kept} predictions")
+    return 3 if skipped.items and args.strict else 0
 
 
 class PredictionWriter:
@@ -509,8 +493,9 @@ def _predict_segments(args, rec) -> int:
     from .audio import AudioError, audio_duration
     from .fileio import atomic_path
 
-    errors, stems, count = [], set(), 0
+    stems, count = set(), 0
     with contextlib.ExitStack() as stack:
+        skipped = stack.enter_context(SkippedItems(args.errors))
         out = sys.stdout
         if args.out:
             out = stack.enter_context(open(stack.enter_context(atomic_path(args.out)), "w", encoding="utf-8",
@@ -526,7 +511,7 @@ def _predict_segments(args, rec) -> int:
                                                 batch_size=args.batch_size, progress=bar.update,
                                                 transcribe=not args.no_asr)
             except AudioError as err:
-                errors.append((path, err.reason))
+                skipped.add(path, err.reason)
                 continue
             stem = Path(path).stem
             stem = next(s for s in (stem, *(f"{stem}-{k}" for k in range(2, len(stems) + 3))) if s not in stems)
@@ -538,8 +523,7 @@ def _predict_segments(args, rec) -> int:
             count += len(timeline.segments)
     if args.out:
         print(f"wrote {args.out}: {count} segments")
-    code = _report_skipped(errors, args.errors)
-    return 3 if errors and args.strict else code
+    return 3 if skipped.items and args.strict else 0
 
 
 def _print_segments(timeline, labels, fmt: str, out) -> None:
@@ -585,23 +569,52 @@ def _serve(args) -> int:
     return 0
 
 
+class SkippedItems:
+    """The items a batch command skipped: each one written (and flushed) to the --errors file as it
+    happens, so a crash keeps the list so far; listed on stderr when the command ends. The file is
+    created empty up front, so it exists (and is fresh) even when nothing is skipped."""
+
+    def __init__(self, errors_file: str | None = None):
+        self.items: list[tuple[str, str]] = []
+        self.path = Path(errors_file) if errors_file else None
+        self.file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w", encoding="utf-8")
+
+    def add(self, path, reason: str) -> None:
+        from .pipeline import error_line
+
+        self.items.append((str(path), reason))
+        if self.file is not None:
+            self.file.write(error_line(str(path), reason))
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.items:
+            print(f"skipped {len(self.items)} bad file(s):", file=sys.stderr)
+            for path, reason in self.items:
+                print(f"  {path}: {reason}", file=sys.stderr)
+            if self.path is not None:
+                print(f"wrote {self.path}: {len(self.items)} skipped item(s)", file=sys.stderr)
+
+    def __enter__(self) -> "SkippedItems":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _report_skipped(errors, errors_file: str | None = None) -> int:
-    """List skipped items on stderr (and in `errors_file`); skipping is not a failure (use --strict where offered)."""
-    if errors:
-        print(f"skipped {len(errors)} bad file(s):", file=sys.stderr)
+    """For commands that learn their skipped items all at once: the same file and stderr lines as
+    SkippedItems; skipping is not a failure (use --strict where offered)."""
+    with SkippedItems(errors_file) as skipped:
         for path, reason in errors:
-            print(f"  {path}: {reason}", file=sys.stderr)
-    if errors_file:
-        from .pipeline import write_errors
-
-        target = Path(errors_file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("", encoding="utf-8")  # a fresh file even when nothing was skipped
-        write_errors(errors, target)
-        if errors:
-            print(f"wrote {target}: {len(errors)} skipped item(s)", file=sys.stderr)
+            skipped.add(path, reason)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
