@@ -45,7 +45,7 @@ def test_transcribe_fills_missing_keeps_given_and_skips_bad(tmp_path, capsys):
     (tmp_path / "bad.wav").write_text("not audio")
     (tmp_path / "m.csv").write_text(
         "path,label,split,transcript\n"
-        "03-01-05-02-01-01-01.flac,angry,train,\n"
+        "03-01-05-02-01-01-01.flac,angry,train,\"   \"\n"  # whitespace only: missing, so ASR fills it
         "03-01-04-01-02-01-01.flac,sad,train,my own words\n"
         "bad.wav,sad,train,\n")
     assert main(["transcribe", str(tmp_path / "m.csv"), "--out", str(tmp_path / "t.csv")]) == 0

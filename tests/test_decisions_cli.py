@@ -242,3 +242,21 @@ def test_members_with_different_encoders(runs, tmp_path, tiny_encoders):
     assert sorted(calls) == sorted(rec._speech) and all(len(p.votes) == 3 for p in preds)
     report = evaluate(tmp_path / "ens", manifest, "test", tmp_path / "eval", progress=False, report=False)
     assert report["n"] == len(items) and len(report["members"]) == 3
+
+
+def test_a_retrained_model_dir_drops_the_old_thresholds(runs, tmp_path):
+    """docs/robustness.md: re-running `train` into a run folder whose model was tuned replaces the
+    model directory whole, and the old thresholds.json (tuned for the old weights) goes with it."""
+    import shutil
+
+    from dmha.config import from_dict
+
+    root, manifest = runs
+    run = tmp_path / "std"
+    shutil.copytree(root / "std", run)
+    (run / "model" / "thresholds.json").write_text(json.dumps({"thresholds": {"low": 0.2, "mid": 0.3, "high": 0.4}}))
+    assert load_model_dir(run / "model").thresholds is not None
+    config = from_dict(json.loads((run / "config.json").read_text()))
+    train(manifest, run, config, progress=False)
+    assert not (run / "model" / "thresholds.json").exists()
+    assert load_model_dir(run / "model").thresholds is None and (run / "model" / "model.safetensors").is_file()

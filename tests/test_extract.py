@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import write_tone_corpus
-from dmha.store import FeatureStore
+from dmha.store import FeatureStore, read_header
 
 
 def _extract(manifest, cache, tiny_encoders, processes):
@@ -45,3 +45,29 @@ def test_two_process_extraction_builds_the_same_store(tiny_encoders, tmp_path):
     assert len(two["speech"].shard_paths()) >= 2  # each process wrote its own shards
     again = _extract(manifest, tmp_path / "double", tiny_encoders, 2)
     assert "(0 speech entries computed here)" in again.stdout  # resumed: nothing left to do
+
+
+def test_a_damaged_shard_is_skipped_with_a_warning_and_its_entries_recomputed(tiny_encoders, tmp_path, caplog,
+                                                                            monkeypatch):
+    """docs/robustness.md: a truncated shard is not fatal; the next extraction warns and recomputes
+    exactly its entries, and every item has readable features again."""
+    from dmha.config import load
+    from dmha.experiment import extract
+
+    manifest = write_tone_corpus(tmp_path / "corpus", n_per_class=3)
+    config = load(None, [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
+                         f"features.cache_dir={tmp_path / 'cache'}", "features.shard_mb=0.001"])
+    first = extract(manifest, config, progress=False)
+    assert first.speech_computed == 6
+    speech = _stores(tmp_path / "cache")["speech"]
+    shard = speech.shard_paths()[0]
+    lost = len(read_header(shard)[0])
+    shard.write_bytes(shard.read_bytes()[:-100])  # truncated, e.g. by a full disk
+    caplog.set_level("WARNING")
+    from dmha import features
+
+    monkeypatch.setattr(features, "_OPEN", {})  # a later process: the stores are opened afresh
+    again = extract(manifest, config, progress=False)
+    assert "skipping a damaged shard" in caplog.text and shard.name in caplog.text
+    assert 1 <= lost < 6 and again.speech_computed == lost
+    assert len(again.refs) == 6 and all(ref.speech().numel() > 0 for ref in again.refs)

@@ -139,6 +139,13 @@ def test_allow_pickle_is_a_command_line_choice_not_a_file_setting(tiny_encoders,
     ("seed=abc", "seed"), ("train.bogus=1", "train.bogus"), ("nosection.key=1", "nosection"),
     ("train.focal_gamma=-1", "train.focal_gamma"), ("decision.prior=weird", "decision.prior"),
     ("train.length_buckets=3", "train.length_buckets"), ("train.devices=0", "train.devices"),
+    # negative values of every kind the docs name, and of the recipe options
+    ("train.batch_size=-4", "train.batch_size"), ("model.heads=-2", "model.heads"), ("train.devices=-1", "train.devices"),
+    ("features.shard_mb=-1", "features.shard_mb"), ("train.crop_s=-1", "train.crop_s"),
+    ("model.dim=-128", "model.dim"), ("train.weight_decay=-0.1", "train.weight_decay"),
+    ("train.layer_lr=-1", "train.layer_lr"), ("train.frame_dropout=-0.1", "train.frame_dropout"),
+    ("train.label_smoothing=-0.1", "train.label_smoothing"), ("train.ema_decay=-0.5", "train.ema_decay"),
+    ("train.ema_decay=1", "train.ema_decay"), ("train.frame_dropout=1", "train.frame_dropout"),
 ])
 def test_bad_config_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
