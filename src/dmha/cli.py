@@ -18,6 +18,9 @@ class CommandError(Exception):
     """A failure to report as one line and exit code 1."""
 
 
+_MODEL_HELP = "model or ensemble directory, or a Hugging Face Hub repository id (owner/name) holding one"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -143,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("predict", help="predict the emotion of audio files")
-    p.add_argument("model_dir")
+    p.add_argument("model_dir", help=_MODEL_HELP)
     p.add_argument("files", nargs="+")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--format", choices=["jsonl", "csv", "table", "challenge"], default="table",
@@ -174,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("serve", help="web service and page: POST /v1/predict, /v1/predict-long; GET / (FastAPI)")
-    p.add_argument("model_dir")
+    p.add_argument("model_dir", help=_MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload (413 above)")
@@ -411,8 +414,8 @@ def _predict(args) -> int:
                            "and --format challenge do not apply")
     if args.max_duration_s <= 0:
         raise CommandError(f"--max-duration-s must be > 0, got {args.max_duration_s}")
-    rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
-                                 prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s)
+    rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
+                                            prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s)
     if args.segment:
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
@@ -561,8 +564,8 @@ def _serve(args) -> int:
                              head_timeout_s=args.head_timeout_s, max_decodes=args.max_decodes,
                              allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
                              if args.allowed_hosts else None)
-    rec = EmotionRecognizer.load(args.model_dir, use_thresholds=not args.no_thresholds,
-                                 prior=_decision_prior(args.overrides))
+    rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
+                                            prior=_decision_prior(args.overrides))
     print(f"dmha serve: {args.model_dir} ({', '.join(rec.labels)}) on http://{args.host}:{args.port}/ "
           f"(API docs at /docs); Ctrl-C stops", file=sys.stderr)
     serve(rec, settings, args.host, args.port, log_level="info" if args.verbose else "warning")

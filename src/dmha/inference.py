@@ -22,11 +22,13 @@ from .timeline import Segment, Timeline
 # Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
 # features, ~1.5 GB peak); longer recordings go through predict_long / --segment, whose memory is flat.
 DEFAULT_MAX_DURATION_S = 600.0
-PREDICT_WINDOW_BATCHES = 8
+
+
+PREDICT_WINDOW_BATCHES = 8  # files are length-sorted within windows of this many batches
 
 
 class PredictionStopped(RuntimeError):
-    """predict_long gave up because its caller's should_stop said so (e.g. a service deadline)."""  # files are length-sorted within windows of this many batches
+    """predict_long gave up because its caller's should_stop said so (e.g. a service deadline)."""
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,23 @@ class EmotionRecognizer:
             ['angry', 'happy', 'neutral', 'sad']
         """
         return cls(load_members(model_dir, device, use_thresholds, prior), device, max_duration_s)
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path, revision: str | None = None, *,
+                        cache_dir: str | Path | None = None, **load_options) -> "EmotionRecognizer":
+        """Load a local model/ensemble directory or a Hugging Face Hub repository that holds one.
+
+        A Hub id (`owner/name`) is fetched with `huggingface_hub` into its cache, JSON and
+        safetensors files only (nothing is unpickled or run); with `HF_HUB_OFFLINE=1` the cached
+        copy is used. `revision` is a branch, tag or commit of the repository; `load_options` go to
+        `load` (device, use_thresholds, prior, max_duration_s).
+
+        Example:
+            >>> rec = EmotionRecognizer.from_pretrained("my-lab/dmha-ravdess", revision="v1")  # doctest: +SKIP
+        """
+        from .hub import resolve_model
+
+        return cls.load(resolve_model(name_or_dir, revision, cache_dir), **load_options)
 
     @property
     def labels(self) -> list[str]:
