@@ -92,7 +92,7 @@ def paper_size_epochs(items, targets, labels, tmp) -> dict[str, float]:
     out = {}
     for attention in ("standard", "subvector"):
         cfg = Config()
-        cfg.model.attention = attention
+        cfg.model.attention, cfg.model.dim = attention, 1024  # the paper's head width (the default is 128)
 
         def module(online: bool, cfg=cfg) -> DMHAModule:
             torch.manual_seed(0)
