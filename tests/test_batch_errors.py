@@ -3,6 +3,7 @@ is listed with its reason on stderr and in the errors file, and the exit code st
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -300,3 +301,27 @@ def test_a_killed_predict_keeps_every_result_written_before(serve_model_dir, tmp
         paths = [r["path"] for r in rows]
     assert paths == [str(f) for f in files if f.name != "clip03.wav"][:len(paths)]  # in input order, none missing
     assert errors.read_text().startswith(f"{tmp_path / 'clip03.wav'}\t")  # the skipped file, flushed at once
+
+
+def test_transcribe_takes_config_and_set_like_other_commands(tmp_path, monkeypatch, capsys) -> None:
+    import dmha.pipeline
+
+    seen = {}
+
+    def fake_fill(items, enc, cache, batch_size, progress=True):
+        seen.update(enc=enc, root=cache.root, batch_size=batch_size)
+        return [dataclasses.replace(i, transcript="hello") for i in items], []
+
+    monkeypatch.setattr(dmha.pipeline, "fill_transcripts", fake_fill)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,split\na.wav,test\n", encoding="utf-8")
+    sf.write(tmp_path / "a.wav", tone(0.5), SR)
+    config = tmp_path / "c.toml"
+    config.write_text('[encoders]\nasr = "base"\n')
+    assert main(["transcribe", str(manifest), "--out", str(tmp_path / "o.csv"), "--config", str(config),
+                 "--set", "encoders.asr_window_s=10", f"features.cache_dir={tmp_path / 'store'}"]) == 0
+    assert (seen["enc"].asr, seen["enc"].asr_window_s, seen["root"]) == ("base", 10, tmp_path / "store")
+    assert main(["transcribe", str(manifest), "--out", str(tmp_path / "o.csv"), "--config", str(config),
+                 "--asr", "tiny.en"]) == 0
+    assert seen["enc"].asr == "tiny.en"  # --asr wins over the config
+    assert "1 of 1 items transcribed" in capsys.readouterr().out

@@ -80,3 +80,18 @@ def test_prune_by_age_by_encoder_and_old_layout(tmp_path, capsys):
     assert main(["cache", "prune", "--cache-dir", str(root)]) == 1
     assert "say what to prune" in capsys.readouterr().err
     assert main(["cache", "info", "--cache-dir", str(tmp_path / "nowhere")]) == 1
+
+
+def test_the_cache_root_comes_from_a_config_like_other_commands(tmp_path, capsys):
+    root, *_ = _cache(tmp_path)
+    assert main(["cache", "info", "--cache-dir", str(root)]) == 0
+    expected = capsys.readouterr().out
+    assert main(["cache", "info", "--set", f"features.cache_dir={root}"]) == 0
+    assert capsys.readouterr().out == expected
+    config = tmp_path / "c.toml"
+    config.write_text(f'[features]\ncache_dir = "{root}"\n')
+    assert main(["cache", "info", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["cache", "info", "--set", "features.cache_dir=/nowhere/x", "--cache-dir", str(root)]) == 0  # flag wins
+    assert main(["cache", "info", "--set", "features.nope=1"]) == 1
+    assert "features.nope" in capsys.readouterr().err

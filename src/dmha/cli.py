@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from .outputs import PREDICTION_FORMATS, PredictionWriter, SegmentWriter, SkippedItems
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -46,158 +45,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser: global flags, then one small builder per subcommand, each beside its handler."""
     parser = argparse.ArgumentParser(prog="dmha", description="Double Multi-Head Attention speech emotion recognition")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and show tracebacks")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let encoders load pickle weights (pytorch_model.bin): only for models you trust")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("demo", help="offline end-to-end run on a synthesised corpus")
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-    p.set_defaults(func=_demo)
-
-    p = sub.add_parser("prepare", help="turn a known corpus layout into a manifest CSV")
-    p.add_argument("corpus", choices=["ravdess", "crema-d", "msp-podcast", "folders"])
-    p.add_argument("src", help="corpus root folder")
-    p.add_argument("--out", required=True, help="manifest CSV to write")
-    p.add_argument("--no-transcripts", action="store_true", help="RAVDESS, CREMA-D: leave transcripts empty (use ASR)")
-    p.add_argument("--include-unlabelled", action="store_true",
-                   help="MSP-Podcast: keep rows without a consensus label (label 'unknown'; for transcribe/predict)")
-    p.set_defaults(func=_prepare)
-
-    p = sub.add_parser("transcribe", help="fill the manifest's transcript column with ASR (given ones kept)")
-    p.add_argument("manifest")
-    p.add_argument("--out", help="manifest to write (default: overwrite the input)")
-    p.add_argument("--asr", default=None, help="ASR model: tiny.en (default), base, or a CTranslate2 Whisper dir")
-    p.add_argument("--batch-size", type=int, default=8)
-    _errors_option(p)
-    p.set_defaults(func=_transcribe)
-
-    p = sub.add_parser("train", help="train a DMHA model")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True, help="run folder (model/ and metrics.json go here)")
-    p.add_argument("--config", help="TOML config file")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set model.attention=subvector train.devices=2")
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("cv", help="speaker-independent K-fold cross-validation (several seeds) of a config")
-    p.add_argument("--manifest", required=True, help="manifest with a speaker column (its split column is ignored)")
-    p.add_argument("--out", required=True, help="cv folder: cv.json, report.html, one run folder per fold and seed")
-    p.add_argument("--folds", type=int, default=None, help="number of speaker folds (default: 5)")
-    p.add_argument("--fold-column", default=None, metavar="NAME",
-                   help="manifest column that gives each speaker's fold (a published protocol)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds per fold (default: 0,1,2); "
-                   "a finished cv can be rerun with more seeds")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes that share the CPU "
-                   "threads (default: 1; 2 on 2 cores is about 1.3x faster for small heads)")
-    p.add_argument("--config", help="TOML config file")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-    p.set_defaults(func=_cv)
-
-    p = sub.add_parser("extract", help="fill the feature store for a manifest, as train would (resumable)")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--config", help="TOML config file (the one you will train with)")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-    p.add_argument("--processes", type=int, default=1,
-                   help="split the work over N processes (one per GPU with encoders.device=cuda)")
-    _errors_option(p)
-    p.set_defaults(func=_extract)
-
-    p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
-    p.add_argument("model_dir")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True)
-    _decision_options(p)
-    p.add_argument("--no-report", action="store_true", help="skip report.html (figures take a few seconds)")
-    p.set_defaults(func=_evaluate)
-
-    p = sub.add_parser("tune-thresholds", help="search per-class decision thresholds; writes thresholds.json")
-    p.add_argument("model_dir", help="model directory (or ensemble: every member is tuned)")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", default="train", help="split to tune on (default: train, as in the paper)")
-    p.add_argument("--objective", choices=["ovr", "multiclass"], default="ovr",
-                   help="ovr: each class against the rest (the paper); multiclass: macro-F1 of the final rule")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="decision.prior=uniform: tune on prior-corrected probabilities")
-    p.set_defaults(func=_tune_thresholds)
-
-    p = sub.add_parser("ensemble", help="combine model directories into a hard-voting ensemble directory")
-    p.add_argument("model_dirs", nargs="+")
-    p.add_argument("--out", required=True, help="ensemble directory to create")
-    p.set_defaults(func=_ensemble)
-
-    p = sub.add_parser("cache", help="inspect, verify or prune the feature cache")
-    p.add_argument("action", choices=["info", "verify", "prune"])
-    p.add_argument("--cache-dir", help="cache root (default: features.cache_dir default, $DMHA_HOME/features)")
-    p.add_argument("--deep", action="store_true", help="verify: read every stored value, not just headers")
-    p.add_argument("--fix", action="store_true", help="verify: delete corrupt entries and stale temp files")
-    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: shards unused for DAYS days")
-    p.add_argument("--encoder", metavar="TEXT", help="prune: entries of encoders whose identity contains TEXT")
-    p.add_argument("--legacy", action="store_true", help="prune: per-utterance files of the old cache layout")
-    p.add_argument("--dry-run", action="store_true", help="prune: only report what would be deleted")
-    p.set_defaults(func=_cache)
-
-    p = sub.add_parser("compare", help="table of metrics across run and evaluation folders")
-    p.add_argument("runs", nargs="+", help="run or evaluation folders (metrics.json) and cv folders (cv.json)")
-    p.add_argument("--out", default="compare.csv", help="table file: .csv, .md or .json (default: compare.csv)")
-    p.set_defaults(func=_compare)
-
-    p = sub.add_parser("predict", help="predict the emotion of audio files")
-    p.add_argument("model_dir", help=_MODEL_HELP)
-    p.add_argument("files", nargs="+")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--format", choices=["jsonl", "csv", "table", "challenge"], default="table",
-                   help="challenge: the Odyssey 2024 submission CSV (FileName,EmoClass)")
-    p.add_argument("--out", help="write the predictions to this file instead of stdout")
-    p.add_argument("--transcript", action="append", default=None,
-                   help="transcript for the files, in order (repeat once per file); default: ASR")
-    p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
-    _errors_option(p)
-    p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
-    p.add_argument("--segment", action="store_true",
-                   help="long recordings: one prediction per speech segment (silero-vad) and a timeline per file")
-    p.add_argument("--max-duration-s", type=float, default=600.0,
-                   help="longest file predicted whole (default 600 s; its memory grows with length); longer "
-                        "files are skipped with a message naming --segment, whose memory is flat")
-    p.add_argument("--min-segment-s", type=float, default=2.0, help="--segment: shortest segment, s (default 2)")
-    p.add_argument("--max-segment-s", type=float, default=15.0, help="--segment: longest segment, s (default 15)")
-    p.add_argument("--timeline-dir", default="timelines",
-                   help="--segment: folder for each file's STEM.csv, .json and .png (default: timelines)")
-    _decision_options(p)
-    p.set_defaults(func=_predict)
-
-    p = sub.add_parser("export", help="export the fusion + classifier head to ONNX (the encoders stay outside)")
-    p.add_argument("model_dir", help="model directory (ensembles: export each member)")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", required=True, help="the .onnx file; a .json sidecar (labels, input shapes) goes beside it")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
-    p.set_defaults(func=_export)
-
-    p = sub.add_parser("serve", help="web service and page: POST /v1/predict, /v1/predict-long; GET / (FastAPI)")
-    p.add_argument("model_dir", help=_MODEL_HELP)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload (413 above)")
-    p.add_argument("--max-duration-s", type=float, default=60.0, help="longest clip for /v1/predict (422 above)")
-    p.add_argument("--max-long-duration-s", type=float, default=3600.0, help="longest recording for /v1/predict-long")
-    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit of /v1/predict (504 after)")
-    p.add_argument("--long-timeout-s", type=float, default=900.0, help="per-request limit of /v1/predict-long")
-    p.add_argument("--queue-size", type=int, default=64, help="requests waiting for the model (503 when full)")
-    p.add_argument("--batch-window-ms", type=float, default=20.0, help="micro-batching window (0: no waiting)")
-    p.add_argument("--max-batch", type=int, default=8, help="requests per model call (1: no micro-batching)")
-    p.add_argument("--tmp-dir", help="where the service makes its temp folder for uploads (default: system temp)")
-    p.add_argument("--head-timeout-s", type=float, default=10.0,
-                   help="a connection must send a complete request header within this (408/closed after)")
-    p.add_argument("--max-decodes", type=int, default=2, help="uploads decoded at once (bounds decoding memory)")
-    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
-                   help="comma-separated Host header names accepted (400 otherwise; '*' = any); default: the "
-                        "bound address's names (loopback: 127.0.0.1, localhost, ::1)")
-    _decision_options(p)
-    p.set_defaults(func=_serve)
+    for add in (_add_demo, _add_prepare, _add_transcribe, _add_train, _add_cv, _add_extract, _add_evaluate, _add_tune_thresholds, _add_ensemble, _add_cache, _add_compare, _add_predict, _add_export, _add_serve):
+        add(sub)
     return parser
+
+
+def _config_options(p: argparse.ArgumentParser, config_help: str | None = "TOML config file",
+                    set_help: str | None = None) -> None:
+    """--config FILE.toml (unless config_help is None) and --set KEY=VALUE ..., as every config-driven command."""
+    if config_help is not None:
+        p.add_argument("--config", help=config_help)
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help=set_help)
 
 
 def _errors_option(p: argparse.ArgumentParser) -> None:
@@ -222,12 +87,30 @@ def _decision_prior(overrides: list[str]) -> str | None:
     return load(None, overrides).decision.prior if "decision.prior" in keys else None
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="offline end-to-end run on a synthesised corpus")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    _config_options(p, config_help=None)
+    p.set_defaults(func=_demo)
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
     summary = run_demo(Path(args.out), overrides=args.overrides)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="turn a known corpus layout into a manifest CSV")
+    p.add_argument("corpus", choices=["ravdess", "crema-d", "msp-podcast", "folders"])
+    p.add_argument("src", help="corpus root folder")
+    p.add_argument("--out", required=True, help="manifest CSV to write")
+    p.add_argument("--no-transcripts", action="store_true", help="RAVDESS, CREMA-D: leave transcripts empty (use ASR)")
+    p.add_argument("--include-unlabelled", action="store_true",
+                   help="MSP-Podcast: keep rows without a consensus label (label 'unknown'; for transcribe/predict)")
+    p.set_defaults(func=_prepare)
 
 
 def _prepare(args) -> int:
@@ -251,18 +134,38 @@ def _prepare(args) -> int:
     return 0
 
 
+def _add_transcribe(sub) -> None:
+    p = sub.add_parser("transcribe", help="fill the manifest's transcript column with ASR (given ones kept)")
+    p.add_argument("manifest")
+    p.add_argument("--out", help="manifest to write (default: overwrite the input)")
+    p.add_argument("--asr", default=None, help="ASR model: tiny.en (default), base, or a CTranslate2 Whisper dir")
+    p.add_argument("--batch-size", type=int, default=8)
+    _config_options(p, config_help="TOML config file (its encoders.asr*, features.cache_dir apply)",
+                    set_help="config keys, e.g. encoders.asr_window_s=10 features.cache_dir=DIR")
+    _errors_option(p)
+    p.set_defaults(func=_transcribe)
+
+
 def _transcribe(args) -> int:
-    from .config import EncodersConfig, FeaturesConfig
+    from .config import load
     from .data.manifest import read_manifest, write_manifest
     from .pipeline import feature_cache, fill_transcripts
 
+    config = load(args.config, [*args.overrides, *([f"encoders.asr={args.asr}"] if args.asr else [])])
     items = read_manifest(args.manifest, require_label=False)
-    enc = EncodersConfig(asr=args.asr) if args.asr else EncodersConfig()
-    filled, errors = fill_transcripts(items, enc, feature_cache(FeaturesConfig()), args.batch_size)
+    filled, errors = fill_transcripts(items, config.encoders, feature_cache(config.features), args.batch_size)
     out = args.out or args.manifest
     write_manifest(filled, Path(out))
     print(f"wrote {out}: {sum(1 for i in filled if i.transcript)} of {len(filled)} items transcribed")
     return _report_skipped(errors, args.errors)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a DMHA model")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="run folder (model/ and metrics.json go here)")
+    _config_options(p, set_help="override config keys, e.g. --set model.attention=subvector train.devices=2")
+    p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
@@ -277,6 +180,21 @@ def _train(args) -> int:
           f"UAR {metrics['uar']:.4f}  (dev macro-F1 {metrics['dev_macro_f1']:.4f}, best epoch {metrics['best_epoch']})")
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _add_cv(sub) -> None:
+    p = sub.add_parser("cv", help="speaker-independent K-fold cross-validation (several seeds) of a config")
+    p.add_argument("--manifest", required=True, help="manifest with a speaker column (its split column is ignored)")
+    p.add_argument("--out", required=True, help="cv folder: cv.json, report.html, one run folder per fold and seed")
+    p.add_argument("--folds", type=int, default=None, help="number of speaker folds (default: 5)")
+    p.add_argument("--fold-column", default=None, metavar="NAME",
+                   help="manifest column that gives each speaker's fold (a published protocol)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds per fold (default: 0,1,2); "
+                   "a finished cv can be rerun with more seeds")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in processes that share the CPU "
+                   "threads (default: 1; 2 on 2 cores is about 1.3x faster for small heads)")
+    _config_options(p)
+    p.set_defaults(func=_cv)
 
 
 def _cv(args) -> int:
@@ -299,6 +217,16 @@ def _cv(args) -> int:
     return 0
 
 
+def _add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="fill the feature store for a manifest, as train would (resumable)")
+    p.add_argument("--manifest", required=True)
+    _config_options(p, config_help="TOML config file (the one you will train with)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="split the work over N processes (one per GPU with encoders.device=cuda)")
+    _errors_option(p)
+    p.set_defaults(func=_extract)
+
+
 def _extract(args) -> int:
     from . import config as cfg
     from .experiment import extract
@@ -308,6 +236,17 @@ def _extract(args) -> int:
     data = extract(args.manifest, cfg.load(args.config, args.overrides), progress=True, processes=args.processes)
     print(f"features ready for {len(data.items)} items ({data.speech_computed} speech entries computed here)")
     return _report_skipped(data.errors, args.errors)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
+    p.add_argument("model_dir")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True)
+    _decision_options(p)
+    p.add_argument("--no-report", action="store_true", help="skip report.html (figures take a few seconds)")
+    p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args) -> int:
@@ -325,6 +264,18 @@ def _evaluate(args) -> int:
     return _report_skipped([(s["path"], s["reason"]) for s in report["skipped"]])
 
 
+def _add_tune_thresholds(sub) -> None:
+    p = sub.add_parser("tune-thresholds", help="search per-class decision thresholds; writes thresholds.json")
+    p.add_argument("model_dir", help="model directory (or ensemble: every member is tuned)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="train", help="split to tune on (default: train, as in the paper)")
+    p.add_argument("--objective", choices=["ovr", "multiclass"], default="ovr",
+                   help="ovr: each class against the rest (the paper); multiclass: macro-F1 of the final rule")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="decision.prior=uniform: tune on prior-corrected probabilities")
+    p.set_defaults(func=_tune_thresholds)
+
+
 def _tune_thresholds(args) -> int:
     from .evaluation import tune_model_thresholds
 
@@ -338,6 +289,13 @@ def _tune_thresholds(args) -> int:
     return 0
 
 
+def _add_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="combine model directories into a hard-voting ensemble directory")
+    p.add_argument("model_dirs", nargs="+")
+    p.add_argument("--out", required=True, help="ensemble directory to create")
+    p.set_defaults(func=_ensemble)
+
+
 def _ensemble(args) -> int:
     from .ensemble import make_ensemble
 
@@ -349,10 +307,27 @@ def _ensemble(args) -> int:
     return 0
 
 
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="inspect, verify or prune the feature cache")
+    p.add_argument("action", choices=["info", "verify", "prune"])
+    p.add_argument("--cache-dir", help="cache root (default: features.cache_dir default, $DMHA_HOME/features)")
+    p.add_argument("--deep", action="store_true", help="verify: read every stored value, not just headers")
+    p.add_argument("--fix", action="store_true", help="verify: delete corrupt entries and stale temp files")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: shards unused for DAYS days")
+    p.add_argument("--encoder", metavar="TEXT", help="prune: entries of encoders whose identity contains TEXT")
+    p.add_argument("--legacy", action="store_true", help="prune: per-utterance files of the old cache layout")
+    p.add_argument("--dry-run", action="store_true", help="prune: only report what would be deleted")
+    _config_options(p, config_help="TOML config file (its features.cache_dir is the cache root)",
+                    set_help="e.g. features.cache_dir=DIR (as --cache-dir)")
+    p.set_defaults(func=_cache)
+
+
 def _cache(args) -> int:
     from . import cache_admin, paths
+    from .config import load
 
-    root = Path(args.cache_dir) if args.cache_dir else paths.features_dir()
+    configured = load(args.config, args.overrides).features.cache_dir if args.config or args.overrides else ""
+    root = Path(args.cache_dir or configured or paths.features_dir())
     if not root.is_dir():
         raise CommandError(f"{root}: no feature cache there")
     if args.action == "info":
@@ -384,6 +359,13 @@ def _cache(args) -> int:
     return 0
 
 
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="table of metrics across run and evaluation folders")
+    p.add_argument("runs", nargs="+", help="run or evaluation folders (metrics.json) and cv folders (cv.json)")
+    p.add_argument("--out", default="compare.csv", help="table file: .csv, .md or .json (default: compare.csv)")
+    p.set_defaults(func=_compare)
+
+
 def _compare(args) -> int:
     from .compare import collect, format_table, write_table
 
@@ -392,6 +374,32 @@ def _compare(args) -> int:
     write_table(rows, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="predict the emotion of audio files")
+    p.add_argument("model_dir", help=_MODEL_HELP)
+    p.add_argument("files", nargs="+")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--format", choices=list(PREDICTION_FORMATS), default="table",
+                   help="challenge: the Odyssey 2024 submission CSV (FileName,EmoClass)")
+    p.add_argument("--out", help="write the predictions to this file instead of stdout")
+    p.add_argument("--transcript", action="append", default=None,
+                   help="transcript for the files, in order (repeat once per file); default: ASR")
+    p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
+    _errors_option(p)
+    p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
+    p.add_argument("--segment", action="store_true",
+                   help="long recordings: one prediction per speech segment (silero-vad) and a timeline per file")
+    p.add_argument("--max-duration-s", type=float, default=600.0,
+                   help="longest file predicted whole (default 600 s; its memory grows with length); longer "
+                        "files are skipped with a message naming --segment, whose memory is flat")
+    p.add_argument("--min-segment-s", type=float, default=2.0, help="--segment: shortest segment, s (default 2)")
+    p.add_argument("--max-segment-s", type=float, default=15.0, help="--segment: longest segment, s (default 15)")
+    p.add_argument("--timeline-dir", default="timelines",
+                   help="--segment: folder for each file's STEM.csv, .json and .png (default: timelines)")
+    _decision_options(p)
+    p.set_defaults(func=_predict)
 
 
 def _predict(args) -> int:
@@ -440,33 +448,6 @@ def _predict(args) -> int:
     return 3 if skipped.items and args.strict else 0
 
 
-class PredictionWriter:
-    """Writes predictions one at a time in a --format, flushing after each (header first for CSVs)."""
-
-    def __init__(self, out, labels: Sequence[str], fmt: str):
-        self.out, self.labels, self.fmt = out, list(labels), fmt
-        self.csv = csv.writer(out) if fmt in ("csv", "challenge") else None
-        if fmt == "csv":
-            self.csv.writerow(["path", "label", *[f"p_{l}" for l in self.labels], "transcript"])
-        elif fmt == "challenge":
-            self.csv.writerow(["FileName", "EmoClass"])
-
-    def write(self, p) -> None:
-        if self.fmt == "jsonl":
-            print(json.dumps(p.to_dict()), file=self.out)
-        elif self.fmt == "challenge":
-            from .data.msp_podcast import challenge_rows
-
-            self.csv.writerows(challenge_rows([p.path], [p.label]))
-        elif self.fmt == "csv":
-            self.csv.writerow([p.path, p.label, *[f"{p.probs[l]:.6f}" for l in self.labels], p.transcript])
-        else:
-            top = sorted(p.probs.items(), key=lambda kv: -kv[1])[:3]
-            print(f"{p.path}\t{p.label}\t" + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{p.transcript!r}",
-                  file=self.out)
-        self.out.flush()
-
-
 def _large_tensors_off_the_heap() -> None:
     """glibc: allocations of 1 MiB and more come from mmap, so freed tensors go back to the OS.
 
@@ -489,23 +470,18 @@ def _large_tensors_off_the_heap() -> None:
 
 def _predict_segments(args, rec) -> int:
     """--segment: a timeline per file (CSV, JSON, PNG in --timeline-dir); segment records on stdout or --out."""
-    import contextlib
-
     from tqdm.auto import tqdm
 
     from .audio import AudioError, audio_duration
     from .fileio import atomic_path
 
-    stems, count = set(), 0
     with contextlib.ExitStack() as stack:
         skipped = stack.enter_context(SkippedItems(args.errors))
         out = sys.stdout
         if args.out:
             out = stack.enter_context(open(stack.enter_context(atomic_path(args.out)), "w", encoding="utf-8",
                                            newline=""))
-        if args.format == "csv":
-            header = ["path", "start", "end", "label", *[f"p_{l}" for l in rec.labels], "transcript"]
-            csv.writer(out).writerow(header)
+        writer = SegmentWriter(out, rec.labels, args.format, args.timeline_dir)
         for path in args.files:
             try:
                 with tqdm(total=round(audio_duration(path), 1), desc=Path(path).name, unit="s", file=sys.stderr,
@@ -516,30 +492,21 @@ def _predict_segments(args, rec) -> int:
             except AudioError as err:
                 skipped.add(path, err.reason)
                 continue
-            stem = Path(path).stem
-            stem = next(s for s in (stem, *(f"{stem}-{k}" for k in range(2, len(stems) + 3))) if s not in stems)
-            stems.add(stem)
-            written = timeline.write_all(args.timeline_dir, stem)
+            written = writer.write(timeline, source=path)
             print(f"{path}: {len(timeline.segments)} segments in {timeline.duration:.1f} s; wrote "
                   + ", ".join(str(p) for p in written), file=sys.stderr)
-            _print_segments(timeline, rec.labels, args.format, out)
-            count += len(timeline.segments)
     if args.out:
-        print(f"wrote {args.out}: {count} segments")
+        print(f"wrote {args.out}: {writer.segments} segments")
     return 3 if skipped.items and args.strict else 0
 
 
-def _print_segments(timeline, labels, fmt: str, out) -> None:
-    for s in timeline.segments:
-        if fmt == "jsonl":
-            print(json.dumps(s.to_dict(timeline.path)), file=out)
-        elif fmt == "csv":
-            csv.writer(out).writerow([timeline.path, f"{s.start:.3f}", f"{s.end:.3f}", s.label,
-                                      *[f"{s.probs[l]:.6f}" for l in labels], s.transcript])
-        else:
-            top = sorted(s.probs.items(), key=lambda kv: -kv[1])[:3]
-            print(f"{timeline.path}\t{s.start:8.2f}-{s.end:8.2f}\t{s.label}\t"
-                  + "  ".join(f"{k} {v:.2f}" for k, v in top) + f"\t{s.transcript!r}", file=out)
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the fusion + classifier head to ONNX (the encoders stay outside)")
+    p.add_argument("model_dir", help="model directory (ensembles: export each member)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True, help="the .onnx file; a .json sidecar (labels, input shapes) goes beside it")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    p.set_defaults(func=_export)
 
 
 def _export(args) -> int:
@@ -550,65 +517,33 @@ def _export(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    from .serve.settings import cli_flags
+
+    p = sub.add_parser("serve", help="web service and page: POST /v1/predict, /v1/predict-long; GET / (FastAPI)")
+    p.add_argument("model_dir", help=_MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    for flag, keywords, _ in cli_flags():  # one per ServeSettings field that has a help text
+        p.add_argument(flag, **keywords)
+    _decision_options(p)
+    p.set_defaults(func=_serve)
+
+
 def _serve(args) -> int:
     _large_tensors_off_the_heap()  # /v1/predict-long runs hours of ever-different segment lengths
-    from .serve.settings import ServeSettings
+    from .serve.settings import from_cli
     from .serve.server import serve  # ImportError names the missing [serve] extra
 
     from .inference import EmotionRecognizer
 
-    settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
-                             max_long_duration_s=args.max_long_duration_s, timeout_s=args.timeout_s,
-                             long_timeout_s=args.long_timeout_s, queue_size=args.queue_size,
-                             batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, tmp_dir=args.tmp_dir,
-                             head_timeout_s=args.head_timeout_s, max_decodes=args.max_decodes,
-                             allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-                             if args.allowed_hosts else None)
+    settings = from_cli(args)
     rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
                                             prior=_decision_prior(args.overrides))
     print(f"dmha serve: {args.model_dir} ({', '.join(rec.labels)}) on http://{args.host}:{args.port}/ "
           f"(API docs at /docs); Ctrl-C stops", file=sys.stderr)
     serve(rec, settings, args.host, args.port, log_level="info" if args.verbose else "warning")
     return 0
-
-
-class SkippedItems:
-    """The items a batch command skipped: each one written (and flushed) to the --errors file as it
-    happens, so a crash keeps the list so far; listed on stderr when the command ends. The file is
-    created empty up front, so it exists (and is fresh) even when nothing is skipped."""
-
-    def __init__(self, errors_file: str | None = None):
-        self.items: list[tuple[str, str]] = []
-        self.path = Path(errors_file) if errors_file else None
-        self.file = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "w", encoding="utf-8")
-
-    def add(self, path, reason: str) -> None:
-        from .pipeline import error_line
-
-        self.items.append((str(path), reason))
-        if self.file is not None:
-            self.file.write(error_line(str(path), reason))
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        if self.items:
-            print(f"skipped {len(self.items)} bad file(s):", file=sys.stderr)
-            for path, reason in self.items:
-                print(f"  {path}: {reason}", file=sys.stderr)
-            if self.path is not None:
-                print(f"wrote {self.path}: {len(self.items)} skipped item(s)", file=sys.stderr)
-
-    def __enter__(self) -> "SkippedItems":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _report_skipped(errors, errors_file: str | None = None) -> int:
@@ -618,6 +553,7 @@ def _report_skipped(errors, errors_file: str | None = None) -> int:
         for path, reason in errors:
             skipped.add(path, reason)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,122 @@
+"""What batch prediction writes: results in a --format, one at a time and flushed, and the skipped items.
+
+Every writer flushes after each record, so a crash or kill keeps every result written before it;
+the CLI only opens the files and prints the summary lines.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+PREDICTION_FORMATS = ("jsonl", "csv", "table", "challenge")
+SEGMENT_FORMATS = ("jsonl", "csv", "table")
+
+
+def _top3(probs: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.2f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1])[:3])
+
+
+class PredictionWriter:
+    """One `Prediction` per record in a format (jsonl, csv, table, challenge); CSV headers first."""
+
+    def __init__(self, out: TextIO, labels: Sequence[str], fmt: str):
+        if fmt not in PREDICTION_FORMATS:
+            raise ValueError(f"unknown prediction format {fmt!r} (choose from {', '.join(PREDICTION_FORMATS)})")
+        self.out, self.labels, self.fmt = out, list(labels), fmt
+        self.csv = csv.writer(out) if fmt in ("csv", "challenge") else None
+        if fmt == "csv":
+            self.csv.writerow(["path", "label", *[f"p_{l}" for l in self.labels], "transcript"])
+        elif fmt == "challenge":
+            self.csv.writerow(["FileName", "EmoClass"])
+
+    def write(self, p) -> None:
+        if self.fmt == "jsonl":
+            print(json.dumps(p.to_dict()), file=self.out)
+        elif self.fmt == "challenge":
+            from .data.msp_podcast import challenge_rows
+
+            self.csv.writerows(challenge_rows([p.path], [p.label]))
+        elif self.fmt == "csv":
+            self.csv.writerow([p.path, p.label, *[f"{p.probs[l]:.6f}" for l in self.labels], p.transcript])
+        else:
+            print(f"{p.path}\t{p.label}\t{_top3(p.probs)}\t{p.transcript!r}", file=self.out)
+        self.out.flush()
+
+
+class SegmentWriter:
+    """The segments of each recording's `Timeline` as records (jsonl, csv, table), and each timeline's
+    own files (STEM.csv, .json, .png) in a folder, stems made unique when two inputs share a name."""
+
+    def __init__(self, out: TextIO, labels: Sequence[str], fmt: str, timeline_dir: str | Path):
+        if fmt not in SEGMENT_FORMATS:
+            raise ValueError(f"unknown segment format {fmt!r} (choose from {', '.join(SEGMENT_FORMATS)})")
+        self.out, self.labels, self.fmt, self.timeline_dir = out, list(labels), fmt, Path(timeline_dir)
+        self.csv = csv.writer(out) if fmt == "csv" else None
+        self.stems: set[str] = set()
+        self.segments = 0
+        if self.csv is not None:
+            self.csv.writerow(["path", "start", "end", "label", *[f"p_{l}" for l in self.labels], "transcript"])
+
+    def write(self, timeline, source: str | Path | None = None) -> list[Path]:
+        """Write one recording's segments and timeline files (named after `source`, the input path,
+        by default the timeline's own); returns the files."""
+        stem = Path(source if source is not None else timeline.path).stem
+        stem = next(s for s in (stem, *(f"{stem}-{k}" for k in range(2, len(self.stems) + 3))) if s not in self.stems)
+        self.stems.add(stem)
+        written = timeline.write_all(self.timeline_dir, stem)
+        for s in timeline.segments:
+            if self.fmt == "jsonl":
+                print(json.dumps(s.to_dict(timeline.path)), file=self.out)
+            elif self.fmt == "csv":
+                self.csv.writerow([timeline.path, f"{s.start:.3f}", f"{s.end:.3f}", s.label,
+                                   *[f"{s.probs[l]:.6f}" for l in self.labels], s.transcript])
+            else:
+                print(f"{timeline.path}\t{s.start:8.2f}-{s.end:8.2f}\t{s.label}\t{_top3(s.probs)}\t{s.transcript!r}",
+                      file=self.out)
+        self.out.flush()
+        self.segments += len(timeline.segments)
+        return written
+
+
+class SkippedItems:
+    """The items a batch command skipped: each one written (and flushed) to the errors file as it
+    happens, so a crash keeps the list so far; listed on stderr when the command ends. The file is
+    created empty up front, so it exists (and is fresh) even when nothing is skipped."""
+
+    def __init__(self, errors_file: str | Path | None = None, stderr: TextIO | None = None):
+        self.items: list[tuple[str, str]] = []
+        self.path = Path(errors_file) if errors_file else None
+        self.stderr = stderr
+        self.file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w", encoding="utf-8")
+
+    def add(self, path, reason: str) -> None:
+        from .pipeline import error_line
+
+        self.items.append((str(path), reason))
+        if self.file is not None:
+            self.file.write(error_line(str(path), reason))
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.items:
+            err = self.stderr or sys.stderr
+            print(f"skipped {len(self.items)} bad file(s):", file=err)
+            for path, reason in self.items:
+                print(f"  {path}: {reason}", file=err)
+            if self.path is not None:
+                print(f"wrote {self.path}: {len(self.items)} skipped item(s)", file=err)
+
+    def __enter__(self) -> "SkippedItems":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
