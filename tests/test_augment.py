@@ -10,8 +10,9 @@ import soundfile as sf
 
 from dmha.augment import (
     AugmentConfig, Augmenter, add_noise, babble, coloured_noise, fit_length, random_room, reverberate,
-    speed_perturb, synthetic_rir, validate_config,
+    speed_perturb, synthetic_rir,
 )
+from dmha.config import validate
 
 SR = 16000
 
@@ -211,7 +212,7 @@ def test_all_files_unreadable_is_an_error(tmp_path: Path) -> None:
 ])
 def test_invalid_config_names_the_key(changes: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
-        validate_config(AugmentConfig(**changes))
+        validate(AugmentConfig(**changes), "aug.")
 
 
 def test_unknown_technique_and_bad_shape() -> None:

@@ -62,3 +62,57 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert training.resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit settings are kept
     with pytest.raises(ConfigError, match="train.precision"):
         load(None, ["train.precision=fp8"])
+
+
+def _readme_config_table() -> dict[str, str]:
+    """{key: default cell} from the README's configuration table; `a.x` / `y` rows share a's section,
+    and a default cell `v1 / v2` gives one value per key (one value alone: every key of the row)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Configuration"):text.index("### Design choices")]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        keys = [k.strip().strip("`") for k in cells[0].split("/")]
+        keys = [k if "." in k or i == 0 else f"{keys[0].rpartition('.')[0]}.{k}" for i, k in enumerate(keys)]
+        values = [v.strip() for v in re.split(r"\s+/\s+", cells[1])]
+        values = values if len(values) == len(keys) else values * len(keys)
+        assert len(values) == len(keys), line
+        rows.update(zip(keys, values))
+    return rows
+
+
+def _as_written(value) -> set[str]:
+    """The ways the README may write a default."""
+    import json
+
+    if isinstance(value, bool):
+        return {str(value).lower()}
+    if isinstance(value, (int, float)):
+        return {f"{value:g}", repr(value), str(value), f"{value:.0e}".replace("e-0", "e-")}  # 5e-4
+    if isinstance(value, list):
+        return {json.dumps(value), json.dumps(value, separators=(",", ":")), str(value).replace("'", '"')}
+    return {f"`{value}`", value, '""' if value == "" else value}
+
+
+def test_the_readme_configuration_table_lists_every_key_with_its_default():
+    from dmha.config import Config
+
+    documented = _readme_config_table()
+    flat = {}
+    for section, values in to_dict(Config()).items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            flat[section] = values
+    assert sorted(set(flat) - set(documented)) == [], "keys missing from the README's table"
+    assert sorted(set(documented) - set(flat)) == [], "the README's table names keys that do not exist"
+    written_elsewhere = {"features.cache_dir": "`$DMHA_HOME/features`"}  # the empty default means this folder
+    for key, value in flat.items():
+        cell = documented[key]
+        assert cell == written_elsewhere.get(key) or cell.strip("`") in _as_written(value) or cell in _as_written(value), \
+            f"README: {key} default {cell!r}, the code's is {value!r}"

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soxr
 
 from dmha.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, is_audio_file, load_audio
+from dmha.config import AUGMENT_TECHNIQUES, AugmentConfig
 
 log = logging.getLogger(__name__)
 
-TECHNIQUES = ("speed", "reverb", "noise")
+TECHNIQUES = AUGMENT_TECHNIQUES  # the config owns the names; each is a function below
 NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # PSD ∝ 1/f^beta
 ROOM_SIDE_M = (3.0, 10.0)
 RT60_S = (0.2, 0.8)
@@ -37,42 +37,6 @@ _WALL_MARGIN_M = 0.5
 _MIN_SOURCE_MIC_M = 0.5
 _FILE_CACHE = 64  # decoded RIR/noise files kept per folder
 _RIR_EXCLUDE = "noise"  # RIRS_NOISES keeps isotropic noises beside the real RIRs
-
-
-@dataclass
-class AugmentConfig:
-    """Online augmentation of training waveforms (paper §5.2); off by default."""
-
-    enabled: bool = False
-    p: float = 0.5  # probability that a waveform is augmented at all
-    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
-    snr_db_min: float = 0.0
-    snr_db_max: float = 15.0
-    rir_dir: str = ""  # e.g. OpenSLR RIRS_NOISES; empty = synthetic shoebox rooms
-    noise_dir: str = ""  # e.g. MUSAN; empty = coloured noise or babble of training utterances
-    techniques: list[str] = field(default_factory=lambda: ["speed", "reverb", "noise"])
-    cached_copies: int = 0  # >0: K augmented copies per utterance encoded once, instead of online extraction
-
-
-def validate_config(config: AugmentConfig) -> None:
-    """Reject values that would fail mid-training, naming the `aug.*` key."""
-    if not 0.0 <= config.p <= 1.0:
-        raise ValueError(f"config key aug.p must be in [0, 1], got {config.p!r}")
-    if not config.speeds or any(s <= 0 for s in config.speeds):
-        raise ValueError(f"config key aug.speeds must be a non-empty list of factors > 0, got {config.speeds!r}")
-    if config.snr_db_min > config.snr_db_max:
-        raise ValueError(
-            f"config key aug.snr_db_min ({config.snr_db_min}) exceeds aug.snr_db_max ({config.snr_db_max})"
-        )
-    if config.cached_copies < 0:
-        raise ValueError(f"config key aug.cached_copies must be >= 0, got {config.cached_copies!r}")
-    if not config.techniques:
-        raise ValueError(f"config key aug.techniques must not be empty (valid: {', '.join(TECHNIQUES)})")
-    for name in config.techniques:
-        if name not in TECHNIQUES:
-            raise ValueError(
-                f"config key aug.techniques: unknown technique {name!r} (valid: {', '.join(TECHNIQUES)})"
-            )
 
 
 def speed_perturb(wave: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -12,13 +12,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin, get_type_hints
 
-from .augment import AugmentConfig, validate_config as _validate_aug
-
 log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A configuration value or key that dmha cannot accept."""
+
+
+def rule(default: Any = dataclasses.MISSING, *, factory: Any = None, choices: tuple | None = None,
+         above: float | None = None, at_least: float | None = None, below: float | None = None,
+         at_most: float | None = None, note: str = "") -> Any:
+    """A config field with its own rule: one of `choices`, or a range (> above or >= at_least,
+    < below or <= at_most; `note` explains a special value). Checked by `from_dict`, named by key."""
+    rules = {k: v for k, v in dict(choices=choices, above=above, at_least=at_least, below=below,
+                                   at_most=at_most).items() if v is not None}
+    if note:
+        rules["note"] = note
+    if factory is not None:
+        return field(default_factory=factory, metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+def _check_rule(key: str, value: Any, rules: dict) -> None:
+    """The message every out-of-range key gets: 'config key K must be ..., got V'."""
+    if "choices" in rules:
+        if value not in rules["choices"]:
+            raise ConfigError(f"config key {key} must be one of {', '.join(rules['choices'])}, got {value!r}")
+        return
+    low = ("(", rules["above"]) if "above" in rules else ("[", rules["at_least"]) if "at_least" in rules else None
+    high = (")", rules["below"]) if "below" in rules else ("]", rules["at_most"]) if "at_most" in rules else None
+    if low is None and high is None:
+        return
+    fails = ((low is not None and (value <= low[1] if low[0] == "(" else value < low[1]))
+             or (high is not None and (value >= high[1] if high[0] == ")" else value > high[1])))
+    if not fails:
+        return
+    if low is not None and high is not None:
+        wanted = f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    elif low is not None:
+        wanted = f"{'>' if low[0] == '(' else '>='} {low[1]:g}"
+    else:
+        wanted = f"{'<' if high[0] == ')' else '<='} {high[1]:g}"
+    note = f" ({rules['note']})" if "note" in rules else ""
+    raise ConfigError(f"config key {key} must be {wanted}{note}, got {value!r}")
+
+
+POSITIVE, NON_NEGATIVE, FRACTION = {"above": 0}, {"at_least": 0}, {"at_least": 0.0, "below": 1.0}
 
 
 @dataclass
@@ -28,8 +67,8 @@ class EncodersConfig:
     speech: str = "whisper-base"
     text: str = "minilm"
     asr: str = "tiny.en"
-    asr_window_s: float = 30.0  # ASR encoder window for clips up to 30 s (< 30: faster, see README)
-    speech_pad_to_s: float = 0.0  # Whisper window: 0 = true length, 30 = Whisper's padded window
+    asr_window_s: float = rule(30.0, at_least=1.0, at_most=30.0)  # ASR window for clips up to 30 s (< 30: faster)
+    speech_pad_to_s: float = rule(0.0, **NON_NEGATIVE)  # Whisper window: 0 = true length, 30 = Whisper's padded one
     device: str = "cpu"
 
 
@@ -37,14 +76,15 @@ class EncodersConfig:
 class ModelConfig:
     """The DMHA head (paper §3-4)."""
 
-    attention: str = "standard"  # standard (eqs 1-2) | subvector (eqs 3-4)
-    heads: int = 4
-    hidden_layers: int = 4
-    hidden_dim: int = 512
-    dropout: float = 0.1
-    dim: int = 128  # common width D of speech and text; 0 = the speech encoder's width (the paper)
-    feature_norm: str = "standardize"  # standardize (train-set mean/std per layer and dim) | layernorm | none
-    query_init: str = "zero"  # attention queries u_j, u': zero (pooling starts as the mean) | random
+    attention: str = rule("standard", choices=("standard", "subvector"))  # standard (eqs 1-2) | subvector (eqs 3-4)
+    heads: int = rule(4, **POSITIVE)
+    hidden_layers: int = rule(4, **NON_NEGATIVE)
+    hidden_dim: int = rule(512, **POSITIVE)
+    dropout: float = rule(0.1, **FRACTION)
+    dim: int = rule(128, **NON_NEGATIVE)  # common width D of speech and text; 0 = the speech encoder's (the paper)
+    # standardize (train-set mean/std per layer and dim) | layernorm | none
+    feature_norm: str = rule("standardize", choices=("standardize", "layernorm", "none"))
+    query_init: str = rule("zero", choices=("random", "zero"))  # queries u_j, u': zero (pooling starts as the mean)
 
 
 @dataclass
@@ -52,37 +92,78 @@ class FeaturesConfig:
     """How frozen-encoder outputs are computed and cached."""
 
     cache_dir: str = ""  # empty = $DMHA_HOME/features
-    normalize: str = "utterance"  # utterance: each waveform's own mean/std | train: the training split's (paper §5.2) | none
-    batch_size: int = 8
-    mode: str = "auto"  # cached | online (encoders run in the training step) | auto: online iff aug is on
+    # utterance: each waveform's own mean/std | train: the training split's (paper §5.2) | none
+    normalize: str = rule("utterance", choices=("utterance", "train", "none"))
+    batch_size: int = rule(8, **POSITIVE)
+    # cached | online (encoders run in the training step) | auto: online iff aug is on
+    mode: str = rule("auto", choices=("auto", "cached", "online"))
     layers: list[int] = field(default_factory=list)  # speech hidden states to keep (0 = embeddings); [] = all
-    shard_mb: float = 256.0  # feature-store shard size: a killed extraction loses at most one unwritten shard
+    shard_mb: float = rule(256.0, **POSITIVE)  # store shard size: a killed extraction loses at most one shard
+
+    def check(self, prefix: str) -> None:
+        if any(k < 0 for k in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"config key {prefix}layers must list distinct layer indices >= 0, got {self.layers!r}")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation recipe (paper §5.2)."""
 
-    max_epochs: int = 20
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    crop_s: float = 5.5  # random training crops of clips longer than this; 0 = full length
-    crop_short: str = "keep"  # clips shorter than the crop: keep whole | repeat (the paper's repetition padding)
+    max_epochs: int = rule(20, **POSITIVE)
+    batch_size: int = rule(32, **POSITIVE)
+    lr: float = rule(5e-4, **POSITIVE)
+    weight_decay: float = rule(0.01, **NON_NEGATIVE)
+    crop_s: float = rule(5.5, **NON_NEGATIVE)  # random training crops of clips longer than this; 0 = full length
+    # clips shorter than the crop: keep whole | repeat (the paper's repetition padding)
+    crop_short: str = rule("keep", choices=("keep", "repeat"))
     length_buckets: bool = True  # batch utterances of similar length (less padding); false = plain random batches
-    lr_patience: int = 5  # halve the LR after this many epochs without dev macro-F1 gain
-    lr_factor: float = 0.5
-    early_stop_patience: int = 10
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.1  # target mass ε spread evenly over all classes (0 = the paper)
-    frame_dropout: float = 0.3  # fraction of speech frames each training step drops (0 = the paper)
-    layer_lr: float = 0.01  # learning rate of the layer-sum weights, without weight decay; 0 = train.lr with it
-    ema_decay: float = 0.99  # > 0: dev scores and the saved head use an EMA of the weights; 0 = off (the paper)
-    num_workers: int = 0
+    lr_patience: int = rule(5, **POSITIVE)  # halve the LR after this many epochs without dev macro-F1 gain
+    lr_factor: float = rule(0.5, above=0.0, below=1.0)
+    early_stop_patience: int = rule(10, **POSITIVE)
+    focal_gamma: float = rule(2.0, **NON_NEGATIVE)
+    label_smoothing: float = rule(0.1, **FRACTION)  # target mass ε spread evenly over all classes (0 = the paper)
+    frame_dropout: float = rule(0.3, **FRACTION)  # fraction of speech frames each training step drops (0 = paper)
+    layer_lr: float = rule(0.01, **NON_NEGATIVE)  # LR of the layer-sum weights, no decay; 0 = train.lr with decay
+    # > 0: dev scores and the saved head use an EMA of the weights; 0 = off (the paper)
+    ema_decay: float = rule(0.99, **FRACTION, note="0 = off")
+    num_workers: int = rule(0, **NON_NEGATIVE)
     accelerator: str = "cpu"
-    devices: int = 1
-    num_nodes: int = 1
-    precision: str = "32-true"  # Lightning precision, or auto: bf16-mixed where the hardware has bf16 units
+    devices: int = rule(1, **POSITIVE)
+    num_nodes: int = rule(1, **POSITIVE)
+    # Lightning precision, or auto: bf16-mixed where the hardware has bf16 units
+    precision: str = rule("32-true", choices=("32-true", "32", "auto", "bf16-mixed", "16-mixed", "bf16-true",
+                                              "16-true", "64-true"))
+
+
+AUGMENT_TECHNIQUES = ("speed", "reverb", "noise")
+
+
+@dataclass
+class AugmentConfig:
+    """Online augmentation of training waveforms (paper §5.2); off by default."""
+
+    enabled: bool = False
+    p: float = rule(0.5, at_least=0.0, at_most=1.0)  # probability that a waveform is augmented at all
+    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    snr_db_min: float = 0.0
+    snr_db_max: float = 15.0
+    rir_dir: str = ""  # e.g. OpenSLR RIRS_NOISES; empty = synthetic shoebox rooms
+    noise_dir: str = ""  # e.g. MUSAN; empty = coloured noise or babble of training utterances
+    techniques: list[str] = field(default_factory=lambda: list(AUGMENT_TECHNIQUES))
+    cached_copies: int = rule(0, **NON_NEGATIVE)  # >0: K augmented copies per utterance encoded once
+
+    def check(self, prefix: str) -> None:
+        if not self.speeds or any(s <= 0 for s in self.speeds):
+            raise ConfigError(f"config key {prefix}speeds must be a non-empty list of factors > 0, got {self.speeds!r}")
+        if self.snr_db_min > self.snr_db_max:
+            raise ConfigError(f"config key {prefix}snr_db_min ({self.snr_db_min}) exceeds {prefix}snr_db_max "
+                              f"({self.snr_db_max})")
+        if not self.techniques:
+            raise ConfigError(f"config key {prefix}techniques must not be empty (valid: {', '.join(AUGMENT_TECHNIQUES)})")
+        for name in self.techniques:
+            if name not in AUGMENT_TECHNIQUES:
+                raise ConfigError(f"config key {prefix}techniques: unknown technique {name!r} "
+                                  f"(valid: {', '.join(AUGMENT_TECHNIQUES)})")
 
 
 @dataclass
@@ -91,13 +172,18 @@ class DecisionConfig:
 
     prior: str = "none"  # none | uniform | "label:weight,...": shift from the training prior to this one
 
+    def check(self, prefix: str) -> None:
+        prior = self.prior.strip()
+        if prior not in ("none", "uniform") and ":" not in prior:
+            raise ConfigError(f"config key {prefix}prior must be none, uniform or 'label:weight,...', got {prior!r}")
+
 
 @dataclass
 class Config:
     """Everything needed to train, and stored with the model to rebuild it."""
 
     seed: int = 0
-    loss: str = "wce"  # wce (inverse-frequency weighted cross-entropy) | focal
+    loss: str = rule("wce", choices=("wce", "focal"))  # wce (inverse-frequency weighted cross-entropy) | focal
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -106,25 +192,16 @@ class Config:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
 
 
-_CHOICES = {
-    "loss": ("wce", "focal"),
-    "model.attention": ("standard", "subvector"),
-    "train.crop_short": ("keep", "repeat"),
-    "model.feature_norm": ("standardize", "layernorm", "none"),
-    "model.query_init": ("random", "zero"),
-    "features.normalize": ("utterance", "train", "none"),
-    "features.mode": ("auto", "cached", "online"),
-    "train.precision": ("32-true", "32", "auto", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
-}
-_POSITIVE = {
-    "model.heads", "model.hidden_dim", "features.batch_size", "features.shard_mb", "train.max_epochs",
-    "train.batch_size", "train.lr", "train.lr_patience", "train.early_stop_patience",
-    "train.devices", "train.num_nodes",
-}
-_NON_NEGATIVE = {
-    "model.hidden_layers", "model.dim", "encoders.speech_pad_to_s", "train.weight_decay",
-    "train.crop_s", "train.focal_gamma", "train.num_workers", "train.layer_lr",
-}
+def validate(section: Any, prefix: str = "") -> None:
+    """Every field's rule, then each section's own cross-field check, sections in declaration order."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{prefix}{f.name}.")
+        else:
+            _check_rule(f"{prefix}{f.name}", value, f.metadata)
+    if hasattr(section, "check"):
+        section.check(prefix)
 
 
 # Keys older versions wrote (e.g. into a model's config.json) that no longer mean anything: accepted
@@ -150,7 +227,7 @@ def load(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Confi
 def from_dict(raw: dict[str, Any]) -> Config:
     """Validate a nested dict (e.g. a model's config.json section) into a Config."""
     config = _build(Config, raw, prefix="")
-    _validate(config)
+    validate(config)
     return config
 
 
@@ -214,49 +291,3 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"config key {key} must be {kind.__name__}, got {value!r}")
     return value
-
-
-def _validate(config: Config) -> None:
-    """Range and choice checks that the types alone cannot express."""
-    flat = _flatten(to_dict(config))
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise ConfigError(f"config key {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
-    for key in _POSITIVE:
-        if flat[key] <= 0:
-            raise ConfigError(f"config key {key} must be > 0, got {flat[key]!r}")
-    for key in _NON_NEGATIVE:
-        if flat[key] < 0:
-            raise ConfigError(f"config key {key} must be >= 0, got {flat[key]!r}")
-    try:
-        _validate_aug(config.aug)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    layers = config.features.layers
-    if any(k < 0 for k in layers) or len(set(layers)) != len(layers):
-        raise ConfigError(f"config key features.layers must list distinct layer indices >= 0, got {layers!r}")
-    prior = config.decision.prior.strip()
-    if prior not in ("none", "uniform") and ":" not in prior:
-        raise ConfigError(f"config key decision.prior must be none, uniform or 'label:weight,...', got {prior!r}")
-    if not 0.0 < config.train.lr_factor < 1.0:
-        raise ConfigError(f"config key train.lr_factor must be in (0, 1), got {config.train.lr_factor!r}")
-    if not 1.0 <= config.encoders.asr_window_s <= 30.0:
-        raise ConfigError(f"config key encoders.asr_window_s must be in [1, 30], got {config.encoders.asr_window_s!r}")
-    for key in ("label_smoothing", "frame_dropout"):
-        if not 0.0 <= getattr(config.train, key) < 1.0:
-            raise ConfigError(f"config key train.{key} must be in [0, 1), got {getattr(config.train, key)!r}")
-    if not 0.0 <= config.train.ema_decay < 1.0:
-        raise ConfigError(f"config key train.ema_decay must be in [0, 1) (0 = off), got {config.train.ema_decay!r}")
-    if not 0.0 <= config.model.dropout < 1.0:
-        raise ConfigError(f"config key model.dropout must be in [0, 1), got {config.model.dropout!r}")
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} → {'a.b': 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

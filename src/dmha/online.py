@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .audio import AudioError, file_digest, load_audio
-from .augment import AugmentConfig, Augmenter
+from .augment import Augmenter
+from .config import AugmentConfig
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder
 from .features import FeatureCache, FeatureRef, WaveNorm, pad_time, speech_key
