@@ -100,8 +100,8 @@ def store_pooled_states(items, config_dict: dict) -> np.ndarray:
     """(N, L, D) time-averaged hidden states from dmha's feature store, as the cv's head saw them
     (fills whatever is missing, which after a finished cv is nothing)."""
     from dmha.config import from_dict
-    from dmha.experiment import wave_norm
-    from dmha.pipeline import featurize
+    from dmha.task import wave_norm
+    from dmha.extraction import featurize
 
     config = from_dict(config_dict)
     data = featurize(items, config.encoders, config.features, wave_norm([], config), progress=True)

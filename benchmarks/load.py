@@ -134,9 +134,9 @@ def embedded_model(root: Path) -> Path:
     import torch
 
     from dmha.config import Config
-    from dmha.features import WaveNorm
+    from dmha.audio import WaveNorm
     from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
-    from dmha.pipeline import speech_encoder, text_encoder
+    from dmha.encoders.registry import speech_encoder, text_encoder
 
     cfg, labels = Config(), ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     speech, text = speech_encoder(cfg.encoders, cfg.features.layers), text_encoder(cfg.encoders)

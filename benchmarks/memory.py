@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from dmha.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from dmha.config import Config  # noqa: E402
-from dmha.features import WaveNorm  # noqa: E402
+from dmha.audio import WaveNorm  # noqa: E402
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir  # noqa: E402
-from dmha.pipeline import speech_encoder, text_encoder  # noqa: E402
+from dmha.encoders.registry import speech_encoder, text_encoder  # noqa: E402
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
 LABELS = ["angry", "happy", "neutral", "sad"]

@@ -27,11 +27,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from dmha.audio import audio_duration, load_audio  # noqa: E402
 from dmha.config import Config, EncodersConfig, TrainConfig  # noqa: E402
 from dmha.data.ravdess import prepare_ravdess  # noqa: E402
-from dmha.features import FeatureCache, WaveNorm, extract_features, feature_loader  # noqa: E402
+from dmha.audio import WaveNorm  # noqa: E402
+from dmha.batches import WaveDataset, collate_waves, feature_loader  # noqa: E402
+from dmha.encoders.registry import speech_encoder, text_encoder  # noqa: E402
+from dmha.extraction import extract_features  # noqa: E402
+from dmha.layout import StoreRoot  # noqa: E402
 from dmha.losses import build_loss  # noqa: E402
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir  # noqa: E402
-from dmha.online import WaveDataset, collate_waves  # noqa: E402
-from dmha.pipeline import speech_encoder, text_encoder  # noqa: E402
 from dmha.training import DMHAModule  # noqa: E402
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
@@ -83,7 +85,7 @@ def paper_size_epochs(items, targets, labels, tmp) -> dict[str, float]:
     Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(folder)
     enc = EncodersConfig(speech=str(folder))
     speech, text = speech_encoder(enc), text_encoder(enc)
-    cache = FeatureCache(Path(tmp) / "cache-paper")
+    cache = StoreRoot(Path(tmp) / "cache-paper")
     norm = WaveNorm()
     refs = extract_features(items, speech, text, cache, norm, 4, progress=False).refs
     specs = (EncoderSpec(speech.info.name, speech.info.identity, speech.info.num_layers, speech.info.dim),
@@ -128,7 +130,7 @@ def main() -> int:
     cfg = Config()
     results: dict[str, float | str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cache = FeatureCache(Path(tmp) / "cache")
+        cache = StoreRoot(Path(tmp) / "cache")
         speech, text = speech_encoder(cfg.encoders), text_encoder(cfg.encoders)
         norm = WaveNorm()
 

@@ -246,7 +246,7 @@ def test_identical_bad_files_are_each_reported(tiny_encoders, model_dir, tmp_pat
 
 
 def test_errors_file_keeps_one_record_per_line(tmp_path) -> None:
-    from dmha.pipeline import write_errors
+    from dmha.outputs import write_errors
 
     out = tmp_path / "errors.tsv"
     write_errors([("a\tb\nc\\d.wav", "cannot decode audio"), ("plain.wav", "empty file")], out)
@@ -304,7 +304,7 @@ def test_a_killed_predict_keeps_every_result_written_before(serve_model_dir, tmp
 
 
 def test_transcribe_takes_config_and_set_like_other_commands(tmp_path, monkeypatch, capsys) -> None:
-    import dmha.pipeline
+    import dmha.transcription
 
     seen = {}
 
@@ -312,7 +312,7 @@ def test_transcribe_takes_config_and_set_like_other_commands(tmp_path, monkeypat
         seen.update(enc=enc, root=cache.root, batch_size=batch_size)
         return [dataclasses.replace(i, transcript="hello") for i in items], []
 
-    monkeypatch.setattr(dmha.pipeline, "fill_transcripts", fake_fill)
+    monkeypatch.setattr(dmha.transcription, "fill_transcripts", fake_fill)
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,split\na.wav,test\n", encoding="utf-8")
     sf.write(tmp_path / "a.wav", tone(0.5), SR)

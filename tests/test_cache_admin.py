@@ -5,11 +5,11 @@ import time
 import torch
 
 from dmha.cli import main
-from dmha.features import FeatureCache
+from dmha.layout import StoreRoot
 
 
 def _cache(tmp_path):
-    cache = FeatureCache(tmp_path / "cache")
+    cache = StoreRoot(tmp_path / "cache")
     speech = cache.store("speech", "enc-a")
     good = []
     for k in range(3):

@@ -11,10 +11,10 @@ from dmha.cli import main
 from dmha.data.manifest import read_manifest
 from dmha.ensemble import make_ensemble
 from dmha.export import ExportError, export_onnx
-from dmha.features import collate
-from dmha.modeldir import load_model_dir, predict_proba
-from dmha.pipeline import featurize
-from test_api import train_tiny_model
+from dmha.batches import collate
+from dmha.modeldir import load_model_dir
+from dmha.extraction import featurize
+from helpers import train_tone_model
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def trained(tiny_encoders, tmp_path_factory):
     """Both attention variants, trained on the same tone corpus."""
     root = tmp_path_factory.mktemp("export")
     variants = ("standard", "subvector")
-    return root, {a: train_tiny_model(tiny_encoders, root / a, f"model.attention={a}") for a in variants}
+    return root, {a: train_tone_model(tiny_encoders, root / a, f"model.attention={a}") for a in variants}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_onnx_runtime_matches_torch_on_cached_features(models, attention, picks)
     if len(picks) > 1:
         assert len(set(lengths.tolist())) > 1 and not batch["speech_mask"].all()  # padding is exercised
     assert batch["speech"].shape[2] != 13 and batch["text"].shape[1] != 7  # not the export example's sizes
-    reference = predict_proba(bundle.model, batch)[0].numpy()  # (B, K)
+    reference = bundle.model.predict_proba(batch)[0].numpy()  # (B, K)
     session = ort.InferenceSession(str(exported[attention][1]), providers=["CPUExecutionProvider"])
     (probs,) = session.run(None, {k: batch[k].numpy() for k in ("speech", "speech_mask", "text", "text_mask")})
     assert probs.shape == reference.shape == (len(picks), 2)

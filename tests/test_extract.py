@@ -64,9 +64,9 @@ def test_a_damaged_shard_is_skipped_with_a_warning_and_its_entries_recomputed(ti
     lost = len(read_header(shard)[0])
     shard.write_bytes(shard.read_bytes()[:-100])  # truncated, e.g. by a full disk
     caplog.set_level("WARNING")
-    from dmha import features
+    from dmha import layout
 
-    monkeypatch.setattr(features, "_OPEN", {})  # a later process: the stores are opened afresh
+    monkeypatch.setattr(layout, "_OPENED", {})  # a later process: the stores are opened afresh
     again = extract(manifest, config, progress=False)
     assert "skipping a damaged shard" in caplog.text and shard.name in caplog.text
     assert 1 <= lost < 6 and again.speech_computed == lost

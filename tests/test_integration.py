@@ -9,7 +9,7 @@ from dmha.config import load
 from dmha.data.ravdess import prepare_ravdess
 from dmha.encoders import load_speech_encoder, load_text_encoder
 from dmha.experiment import train
-from dmha.features import WaveNorm
+from dmha.audio import WaveNorm
 from dmha.inference import EmotionRecognizer
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
 

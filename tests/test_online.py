@@ -6,9 +6,10 @@ import torch
 from conftest import write_tone_corpus
 from dmha.config import ConfigError, load
 from dmha.encoders import load_speech_encoder
-from dmha.experiment import feature_mode, train
+from dmha.experiment import train
+from dmha.task import feature_mode
 from dmha.store import FeatureStore
-from dmha.online import collate_waves, crop_wave, encode_waves
+from dmha.batches import collate_waves, crop_wave, encode_waves
 
 
 def _config(tiny_encoders, cache, *extra):

@@ -12,7 +12,8 @@ from dmha.config import load
 from dmha.data.manifest import read_manifest
 from dmha.evaluation import evaluate
 from dmha.experiment import train
-from dmha.features import FeatureCache, collate, crop_or_repeat
+from dmha.batches import collate, crop_or_repeat
+from dmha.layout import StoreRoot
 from dmha.store import FeatureStore
 from dmha.inference import EmotionRecognizer
 from dmha.modeldir import load_model_dir
@@ -162,7 +163,7 @@ def test_crop_or_repeat_and_collate_masks():
 def test_cache_stores_fp16_shards_per_encoder(tmp_path):
     import torch
 
-    cache = FeatureCache(tmp_path)
+    cache = StoreRoot(tmp_path)
     store = cache.store("speech", "enc")
     assert cache.store("speech", "enc") is store and cache.store("text", "enc") is not store
     with store.writer() as writer:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dmha.sampling import LengthBucketSampler, in_input_order
+from dmha.batches import LengthBucketSampler, in_input_order
 
 
 def test_evaluation_order_is_longest_first_and_reversible():
@@ -35,7 +35,7 @@ def test_equal_lengths_give_plain_random_batches():
 
 
 def test_ranks_take_disjoint_batches(monkeypatch):
-    import dmha.sampling as sampling
+    import dmha.batches as sampling
 
     lengths = list(range(1, 42))
     per_rank = {}
@@ -68,7 +68,7 @@ def test_batches_keep_within_the_padded_length_budget():
 
 
 def test_cut_batches_is_greedy_in_the_given_order():
-    from dmha.sampling import cut_batches
+    from dmha.batches import cut_batches
 
     assert cut_batches([0, 1, 2, 3], [1, 1, 3, 3], 3, max_length=6) == [[0, 1], [2, 3]]  # 3 × 3 > 6
     assert cut_batches([3, 2, 1, 0], [1, 1, 3, 3], 3, max_length=6) == [[3, 2], [1, 0]]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmha.parallel import Share
+from dmha.parallel import WorkShare
 from dmha.store import FeatureStore, StoreError, read_header
 
 
@@ -112,20 +112,20 @@ def test_concurrent_writers_in_separate_processes(tmp_path):
 def test_share_from_env_and_waiting(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
-    assert Share.from_env() == Share(1, 3)
+    assert WorkShare.from_env() == WorkShare(1, 3)
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "2")
-    assert Share.from_env() == Share(0, 2)
+    assert WorkShare.from_env() == WorkShare(0, 2)
     monkeypatch.delenv("SLURM_PROCID")
-    assert Share.from_env() == Share()
+    assert WorkShare.from_env() == WorkShare()
 
     store = _store(tmp_path)
     store.mark_failed("bad", "unreadable audio")
     with store.writer() as writer:
         writer.put("here", torch.ones(1, 1))
-    share = Share(0, 2, stall_s=0.3, poll_s=0.05)
+    share = WorkShare(0, 2, stall_s=0.3, poll_s=0.05)
     assert share.wait_for(store, ["here", "bad"]) == []  # present or failed elsewhere: nothing to wait for
     start = time.monotonic()
     assert share.wait_for(store, ["here", "never"]) == ["never"]  # nobody makes progress: take it over

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -244,3 +246,42 @@ def _resample(mono: np.ndarray, rate: int, target_rate: int, name: str | os.Path
     if not finite:  # finite input that overflowed float32 in the cast, the mixdown or the resampler
         raise AudioError(name, "sample values too large (overflow float32)")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class WaveNorm:
+    """Waveform standardisation: the training split's mean/std (paper §5.2), each utterance's own
+    (`per_utterance`: needs no statistics, so one feature store serves every cv fold), or identity."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    per_utterance: bool = False
+
+    def apply(self, wave: np.ndarray) -> np.ndarray:
+        if self.per_utterance:
+            wave = wave.astype(np.float64)
+            return ((wave - wave.mean()) / max(float(wave.std()), 1e-8)).astype(np.float32) if wave.size else wave.astype(np.float32)
+        return ((wave - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def tag(self) -> str:
+        return "norm=utterance" if self.per_utterance else f"norm={self.mean:.6g},{self.std:.6g}"
+
+
+def compute_wave_norm(items: Sequence, progress: bool = True) -> WaveNorm:
+    """Mean/std over every sample of the given items (anything with a `.path`; streamed: sums in float64)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    from tqdm.auto import tqdm
+
+    for item in tqdm(items, desc="waveform stats", disable=not progress, leave=False):
+        try:
+            wave = load_audio(item.path).astype(np.float64)
+        except AudioError as err:
+            logging.getLogger(__name__).warning("skipping in normalisation stats: %s", err)
+            continue
+        total, total_sq, count = total + wave.sum(), total_sq + (wave**2).sum(), count + wave.size
+    if count == 0:
+        raise ValueError("no readable training audio to compute normalisation statistics")
+    mean = total / count
+    std = max(float(np.sqrt(max(total_sq / count - mean**2, 0.0))), 1e-8)
+    return WaveNorm(float(mean), std)

@@ -20,7 +20,7 @@ import numpy as np
 import soxr
 
 from dmha.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, is_audio_file, load_audio
-from dmha.config import AUGMENT_TECHNIQUES, AugmentConfig
+from dmha.config import AUGMENT_TECHNIQUES, AugmentConfig, validate
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class Augmenter:
     def __init__(self, config: AugmentConfig, sample_rate: int = SAMPLE_RATE,
                  babble_pool: Sequence[np.ndarray] | None = None, seed: int = 0,
                  rir_pool_size: int = RIR_POOL_SIZE) -> None:
-        validate_config(config)
+        validate(config, "aug.")  # the config's own rules (a config built in code is not checked on load)
         if rir_pool_size <= 0:
             raise ValueError(f"rir_pool_size must be > 0, got {rir_pool_size!r}")
         self.config = config
@@ -306,3 +306,14 @@ class Augmenter:
             noise = coloured_noise(wave.size, colours[int(rng.integers(len(colours)))], rng)
         return add_noise(wave, noise, snr_db)
 
+
+def babble_pool(items: Sequence, count: int = 32, seed: int = 0) -> list[np.ndarray]:
+    """A few training utterances (anything with a `.path`) to mix into babble noise when no noise corpus is given."""
+    rng = np.random.default_rng(seed)
+    pool = []
+    for i in rng.permutation(len(items))[:count]:
+        try:
+            pool.append(load_audio(items[i].path))
+        except AudioError as err:
+            log.warning("not used for babble: %s", err)
+    return pool

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .layout import StoreRoot
 from .store import FAILED, SHARDS, FeatureStore, StoreError, read_header
 
 STALE_TMP_S = 3600  # a temp file untouched for an hour belongs to a dead writer
@@ -50,8 +51,8 @@ class VerifyReport:
 
 
 def encoder_dirs(root: Path) -> Iterator[EncoderDir]:
-    """Every `<kind>/<hash>/` folder under the cache root."""
-    for folder in sorted(p for p in Path(root).glob("*/*") if p.is_dir()):
+    """Every encoder folder under the store root (layout.py says where they are)."""
+    for kind, folder in StoreRoot(root).folders():
         identity = "-"
         marker = folder / "encoder.json"
         if marker.is_file():
@@ -59,7 +60,7 @@ def encoder_dirs(root: Path) -> Iterator[EncoderDir]:
                 identity = json.loads(marker.read_text(encoding="utf-8")).get("identity", "?")
             except (OSError, ValueError):
                 identity = "? (unreadable encoder.json)"
-        yield EncoderDir(folder.parent.name, folder, identity)
+        yield EncoderDir(kind, folder, identity)
 
 
 def _shards(folder: Path) -> list[Path]:

@@ -149,11 +149,13 @@ def _add_transcribe(sub) -> None:
 def _transcribe(args) -> int:
     from .config import load
     from .data.manifest import read_manifest, write_manifest
-    from .pipeline import feature_cache, fill_transcripts
+    from .layout import StoreRoot
+    from .transcription import fill_transcripts
 
     config = load(args.config, [*args.overrides, *([f"encoders.asr={args.asr}"] if args.asr else [])])
     items = read_manifest(args.manifest, require_label=False)
-    filled, errors = fill_transcripts(items, config.encoders, feature_cache(config.features), args.batch_size)
+    filled, errors = fill_transcripts(items, config.encoders, StoreRoot.from_config(config.features),
+                                     args.batch_size)
     out = args.out or args.manifest
     write_manifest(filled, Path(out))
     print(f"wrote {out}: {sum(1 for i in filled if i.transcript)} of {len(filled)} items transcribed")

@@ -12,7 +12,8 @@ from .data.manifest import read_manifest, write_manifest
 from .evaluation import evaluate
 from .experiment import train
 from .inference import EmotionRecognizer
-from .pipeline import feature_cache, fill_transcripts
+from .layout import StoreRoot
+from .transcription import fill_transcripts
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def run_demo(out: Path, overrides: list[str] = (), progress: bool = True) -> dic
     config = load(None, [*DEMO_OVERRIDES, *overrides])
 
     items = read_manifest(manifest)
-    items, errors = fill_transcripts(items, config.encoders, feature_cache(config.features),
+    items, errors = fill_transcripts(items, config.encoders, StoreRoot.from_config(config.features),
                                      config.features.batch_size, progress)
     transcribed = out / "manifest.csv"
     write_manifest(items, transcribed)

@@ -92,11 +92,12 @@ def make_ensemble(model_dirs: Sequence[str | Path], out: str | Path) -> dict:
 
 
 def load_members(path: str | Path, device: str = "cpu", use_thresholds: bool = True,
-                 prior: str | None = None) -> list[Member]:
-    """A model directory → one member; an ensemble directory → its members, in tie-break order."""
+                 prior: str | None = None, encoder_device: str | None = "same") -> list[Member]:
+    """A model directory → one member; an ensemble directory → its members, in tie-break order.
+    The heads go on `device`; the encoders too, unless `encoder_device` says otherwise (load_model_dir)."""
     path = Path(path)
     if not is_ensemble(path):
-        bundle = load_model_dir(path, device)
+        bundle = load_model_dir(path, device, encoder_device)
         return [Member(model_name(path), bundle, bundle.decision_rule(use_thresholds, prior))]
     try:
         payload = json.loads((path / ENSEMBLE_FILE).read_text(encoding="utf-8"))
@@ -108,7 +109,7 @@ def load_members(path: str | Path, device: str = "cpu", use_thresholds: bool = T
         member_dir = (path / rel).resolve()
         if not member_dir.is_relative_to(path.resolve()):  # a stranger's ensemble.json may not point elsewhere
             raise ModelDirError(f"{path / ENSEMBLE_FILE}: member {name!r} lies outside the ensemble directory")
-        bundle = load_model_dir(member_dir, device)
+        bundle = load_model_dir(member_dir, device, encoder_device)
         members.append(Member(name, bundle, bundle.decision_rule(use_thresholds, prior)))
     if not members:
         raise ModelDirError(f"{path / ENSEMBLE_FILE}: lists no members")

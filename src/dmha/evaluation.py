@@ -9,18 +9,31 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
+from .batches import feature_loader, in_input_order
 from .config import to_dict
 from .data.manifest import Item, ManifestError, read_manifest, require_splits
 from .decision import DecisionRule, apply_thresholds, tune_thresholds
 from .ensemble import Member, combine, is_ensemble, load_members
-from .features import FeatureRef
+from .extraction import featurize
+from .layout import FeatureRef
 from .metrics import classification_report, plot_confusion, write_confusion_csv
 from .model import DMHA
 from .modeldir import write_thresholds
-from .pipeline import featurize, head_probabilities, write_errors
+from .outputs import write_errors
 
 log = logging.getLogger(__name__)
+
+
+def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:
+    """(N, K) class probabilities of the head on cached features, full length (no crops)."""
+    model.eval()
+    loader = feature_loader(refs, batch_size=batch_size)
+    probs = [model.predict_proba(batch)[0] for batch in loader]
+    if not probs:
+        return np.zeros((0, model.classifier.output.out_features))
+    return np.stack(in_input_order(list(torch.cat(probs).numpy()), loader.batch_sampler.order()))
 
 
 def score_split(model: DMHA, refs: Sequence[FeatureRef], targets: Sequence[int], labels: Sequence[str],
@@ -130,7 +143,7 @@ def evaluate(model_dir: str | Path, manifest: str | Path, split: str = "test", o
     and report.html.
     """
     out = Path(out)
-    members = load_members(model_dir, use_thresholds=use_thresholds, prior=prior)
+    members = load_members(model_dir, use_thresholds=use_thresholds, prior=prior, encoder_device=None)  # where trained, if here
     labels = members[0].bundle.labels
     scored = score_members(members, _split_items(members, manifest, split), progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +183,7 @@ def tune_model_thresholds(model_dir: str | Path, manifest: str | Path, split: st
                           objective: str = "ovr", prior: str | None = None, progress: bool = True) -> dict:
     """Search per-class thresholds on `split` and write thresholds.json into the model directory
     (into every member's directory for an ensemble). Returns {member: summary}."""
-    members = load_members(model_dir, use_thresholds=False, prior=prior)
+    members = load_members(model_dir, use_thresholds=False, prior=prior, encoder_device=None)
     labels = members[0].bundle.labels
     scored = score_members(members, _split_items(members, manifest, split), progress)
     if not scored.items:

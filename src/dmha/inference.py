@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, load_audio_array
-from .features import collate
+from .batches import MAX_BATCH_SECONDS, collate, length_sorted_batches
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members
-from .modeldir import ModelBundle, predict_proba
-from .pipeline import speech_encoder, text_encoder, transcriber
-from .sampling import MAX_BATCH_SECONDS, cut_batches
+from .modeldir import ModelBundle
+from .encoders.registry import speech_encoder, text_encoder, transcriber
 from .segment import SegmentStream, stream_audio
 from .timeline import Segment, Timeline
 
@@ -105,8 +104,8 @@ class EmotionRecognizer:
 
         Args:
             model_dir: a model directory (`RUN_DIR/model`) or an ensemble directory.
-            device: where the head runs ("cpu", "cuda", "cuda:1"); the encoders follow the
-                model's `encoders.device` setting.
+            device: where the head and the encoders run ("cpu", "cuda", "cuda:1"), whatever machine
+                the model was trained on (its `trained_on` settings are provenance only).
             use_thresholds: apply thresholds.json when the model has one.
             prior: override decision.prior (none, uniform or 'label:weight,...').
             max_duration_s: longest input `predict` takes whole (default 600 s); longer ones are
@@ -181,7 +180,7 @@ class EmotionRecognizer:
                 text_cache[tkey] = self._text[tkey].encode(texts)  # [(T2, D)]
             batch = collate([{"speech": s, "text": t} for s, t in zip(speech_cache[skey], text_cache[tkey])])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            probs, attention = predict_proba(member.bundle.model, batch, return_attention and m == 0)
+            probs, attention = member.bundle.model.predict_proba(batch, return_attention and m == 0)
             member_probs.append(probs.cpu().numpy())
             if m == 0:
                 lead_attention, lead_batch = attention, batch
@@ -253,10 +252,8 @@ class EmotionRecognizer:
                         return_attention: bool) -> list[Prediction]:
         """Waveforms in length-sorted batches; results in input order."""
         results: list[Prediction | None] = [None] * len(waves)
-        order = sorted(range(len(waves)), key=lambda i: waves[i].size)
-        step = max(1, batch_size)
-        for start in range(0, len(order), step):
-            index = order[start:start + step]
+        for index in length_sorted_batches([w.size for w in waves], max(1, batch_size),
+                                           MAX_BATCH_SECONDS * SAMPLE_RATE, longest_first=False):
             preds = self.predict_waves([waves[i] for i in index], [transcripts[i] for i in index], return_attention)
             for i, pred in zip(index, preds):
                 results[i] = pred
@@ -390,13 +387,15 @@ class EmotionRecognizer:
                     durations[i] = self._check_duration(paths[i], audio_duration(paths[i]))
                 except AudioError as err:
                     done[i] = (None, err.reason)
-            order = sorted(durations, key=durations.get)
-            for chunk in cut_batches(order, durations, batch_size, MAX_BATCH_SECONDS):
+            ids = sorted(durations)
+            for batch in length_sorted_batches([durations[i] for i in ids], batch_size, MAX_BATCH_SECONDS,
+                                               longest_first=False):
+                chunk = [ids[k] for k in batch]
                 done.update(self._predict_chunk(paths, transcripts, chunk, return_attention))
                 if progress is not None:
                     progress(len(chunk))
             if progress is not None:
-                progress(len(done) - len(order))  # the unreadable ones
+                progress(len(done) - len(ids))  # the unreadable ones
             for i in sorted(done):
                 yield (i, *done[i])
 

@@ -200,6 +200,8 @@ class DMHA(nn.Module):
 
     def __init__(self, speech_layers: int, speech_dim: int, text_dim: int, num_classes: int, config: ModelConfig):
         super().__init__()
+        self.dims = {"speech_layers": speech_layers, "speech_dim": speech_dim, "text_dim": text_dim,
+                     "num_classes": num_classes}  # what the model directory records to rebuild it
         dim = config.dim or speech_dim
         self.speech_norm = FeatureNorm(config.feature_norm, (speech_layers, speech_dim))
         self.text_norm = FeatureNorm(config.feature_norm, (text_dim,))
@@ -244,6 +246,19 @@ class DMHA(nn.Module):
                 "mask": mask,
             }
         return out
+
+    @torch.no_grad()
+    def set_feature_stats(self, stats: dict[str, torch.Tensor]) -> None:
+        """The training features' statistics for `feature_norm=standardize`: speech_mean/std (L, Ds),
+        text_mean/std (Dt,). Buffers, so they travel in model.safetensors."""
+        self.speech_norm.mean.copy_(stats["speech_mean"]), self.speech_norm.std.copy_(stats["speech_std"])
+        self.text_norm.mean.copy_(stats["text_mean"]), self.text_norm.std.copy_(stats["text_std"])
+
+    @torch.inference_mode()
+    def predict_proba(self, batch: dict, return_attention: bool = False):
+        """Class probabilities (B, K) for a collated batch, and the attention weights on request."""
+        out = self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention)
+        return torch.softmax(out.logits.float(), dim=-1), out.attention
 
 
 def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:

@@ -1,5 +1,10 @@
 """The model directory: config.json + model.safetensors + labels.json, enough alone to predict.
 
+config.json records what rebuilding and using the model needs (the head's dimensions, the encoders,
+the waveform normalisation, the labels' decision settings) and, apart from it, the machine settings
+it was trained with (`trained_on`: devices, workers, cache folder), which are provenance only: a
+loaded model runs where it is loaded, so a directory trained on a GPU server predicts on a laptop.
+
 Optional: thresholds.json (per-class decision thresholds, `dmha tune-thresholds`) and
 training_log.csv (loss and dev macro-F1 per epoch, for reports).
 
@@ -15,19 +20,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .config import Config, from_dict, to_dict
 from .decision import DecisionRule, parse_prior, train_prior
-from .features import WaveNorm
+from .audio import WaveNorm
 from .fileio import atomic_write_text
 from .model import DMHA
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "head" (dimensions) and "trained_on" (machine settings); 1 still loads
+# Settings of the training machine, not of the model: recorded, never applied where the model is loaded.
+MACHINE_SETTINGS = (("encoders", "device"), ("train", "accelerator"), ("train", "devices"), ("train", "num_nodes"),
+                    ("train", "num_workers"), ("features", "cache_dir"))
 THRESHOLDS_FILE = "thresholds.json"
 TRAINING_LOG_FILE = "training_log.csv"
 
@@ -59,6 +66,7 @@ class ModelBundle:
     meta: dict
     thresholds: dict | None = None  # thresholds.json: {"thresholds": {label: t}, "prior": ..., ...}
     directory: Path | None = None
+    trained_on: dict | None = None  # the training machine's settings (provenance; see MACHINE_SETTINGS)
 
     def prior_in_effect(self, prior: str | None = None) -> str:
         """`prior` when given (an evaluate/predict override), else the model's configured decision.prior."""
@@ -82,6 +90,36 @@ class ModelBundle:
 def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_classes: int) -> DMHA:
     """The DMHA head sized for these encoders."""
     return DMHA(speech.num_layers, speech.dim, text.dim, num_classes, config.model)
+
+
+def machine_settings(config: Config) -> dict:
+    """{"encoders.device": ..., ...}: the MACHINE_SETTINGS values of a config."""
+    return {f"{section}.{key}": getattr(getattr(config, section), key) for section, key in MACHINE_SETTINGS}
+
+
+def for_this_machine(config: Config, device: str | None = None) -> Config:
+    """The config a loaded model runs with here: the training machine's settings replaced by this
+    one's (encoders on `device`, or on the recorded device where it exists here, else the CPU; one
+    process, no workers; the recorded cache folder only if it exists here, else the default)."""
+    import dataclasses
+
+    if device is None:
+        device = config.encoders.device if _device_exists(config.encoders.device) else "cpu"
+    cache_dir = config.features.cache_dir if config.features.cache_dir and Path(config.features.cache_dir).is_dir() else ""
+    return dataclasses.replace(
+        config,
+        encoders=dataclasses.replace(config.encoders, device=device),
+        features=dataclasses.replace(config.features, cache_dir=cache_dir),
+        train=dataclasses.replace(config.train, accelerator="cpu" if device == "cpu" else "gpu", devices=1,
+                                  num_nodes=1, num_workers=0))
+
+
+def _device_exists(device: str) -> bool:
+    if device == "cpu":
+        return True
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.is_available()
 
 
 def save_model_dir(directory: Path, bundle: ModelBundle) -> None:
@@ -108,7 +146,9 @@ def _write_model_files(directory: Path, bundle: ModelBundle) -> None:
     payload = {
         "format_version": FORMAT_VERSION,
         "dmha_version": __version__,
+        "head": bundle.model.dims,
         "config": to_dict(bundle.config),
+        "trained_on": bundle.trained_on or machine_settings(bundle.config),
         "speech_encoder": vars(bundle.speech),
         "text_encoder": vars(bundle.text),
         "normalization": {"mean": bundle.norm.mean, "std": bundle.norm.std, "per_utterance": bundle.norm.per_utterance},
@@ -120,8 +160,11 @@ def _write_model_files(directory: Path, bundle: ModelBundle) -> None:
     (directory / "config.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
-def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
-    """Rebuild the head from a model directory (JSON + safetensors only; nothing unpickled)."""
+def load_model_dir(directory: str | Path, device: str = "cpu", encoder_device: str | None = "same") -> ModelBundle:
+    """Rebuild the head from a model directory (JSON + safetensors only; nothing unpickled), on `device`.
+
+    The bundle's config is `for_this_machine`: its encoders run on `device` too (encoder_device="same"),
+    on another device, or (None) where training ran if that device exists here."""
     directory = Path(directory)
     for name in ("config.json", "labels.json", "model.safetensors"):
         if not (directory / name).is_file():
@@ -129,13 +172,18 @@ def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
     try:
         payload = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
-        config = from_dict(payload["config"])
+        trained = from_dict(payload["config"])
         speech = EncoderSpec(**payload["speech_encoder"])
         text = EncoderSpec(**payload["text_encoder"])
         norm = WaveNorm(**payload["normalization"])
+        head = payload.get("head") or {"speech_layers": speech.num_layers, "speech_dim": speech.dim,
+                                       "text_dim": text.dim, "num_classes": len(labels)}  # format 1
+        if head["num_classes"] != len(labels):
+            raise ValueError(f"{head['num_classes']} classes in the head, {len(labels)} labels in labels.json")
+        model = DMHA(head["speech_layers"], head["speech_dim"], head["text_dim"], head["num_classes"], trained.model)
     except (ValueError, KeyError, TypeError) as err:
         raise ModelDirError(f"{directory / 'config.json'}: invalid model config ({err})") from err
-    model = build_model(config, speech, text, len(labels))
+    config = for_this_machine(trained, device if encoder_device == "same" else encoder_device)
     try:
         model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
     except SafetensorError as err:  # not a safetensors file at all (e.g. a pickle posing as one)
@@ -144,7 +192,8 @@ def load_model_dir(directory: str | Path, device: str = "cpu") -> ModelBundle:
         raise ModelDirError(f"{directory / 'model.safetensors'}: weights do not fit the config ({err})") from err
     model.to(device).eval()
     return ModelBundle(model, config, labels, speech, text, norm, payload.get("meta", {}),
-                       read_thresholds(directory, labels), directory)
+                       read_thresholds(directory, labels), directory,
+                       payload.get("trained_on") or machine_settings(trained))
 
 
 def read_thresholds(directory: Path, labels: list[str]) -> dict | None:
@@ -165,10 +214,3 @@ def read_thresholds(directory: Path, labels: list[str]) -> dict | None:
 
 def write_thresholds(directory: Path, payload: dict) -> None:
     atomic_write_text(Path(directory) / THRESHOLDS_FILE, json.dumps(payload, indent=2))
-
-
-@torch.inference_mode()
-def predict_proba(model: DMHA, batch: dict, return_attention: bool = False):
-    """Class probabilities (B, K) for a collated batch, and the attention weights on request."""
-    out = model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention)
-    return torch.softmax(out.logits.float(), dim=-1), out.attention

@@ -96,8 +96,6 @@ class SkippedItems:
             self.file = open(self.path, "w", encoding="utf-8")
 
     def add(self, path, reason: str) -> None:
-        from .pipeline import error_line
-
         self.items.append((str(path), reason))
         if self.file is not None:
             self.file.write(error_line(str(path), reason))
@@ -120,3 +118,19 @@ class SkippedItems:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def write_errors(errors: Sequence[tuple[str, str]], path: Path) -> None:
+    """One `path<TAB>reason` line per skipped item (nothing written when there are none); backslash,
+    tab and newline in a path are escaped as \\\\, \\t and \\n, so every line stays one record."""
+    if errors:
+        path.write_text("".join(error_line(p, r) for p, r in errors), encoding="utf-8")
+
+
+def error_line(path: str, reason: str) -> str:
+    """One errors-file record: `path<TAB>reason` and a newline, escaped to stay one line."""
+    return f"{_escape(path)}\t{_escape(reason)}\n"
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")

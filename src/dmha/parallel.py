@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Share:
+class WorkShare:
     """This process's place among `world` processes extracting into the same store."""
 
     rank: int = 0
@@ -26,7 +26,7 @@ class Share:
     poll_s: float = 0.5
 
     @classmethod
-    def from_env(cls) -> "Share":
+    def from_env(cls) -> "WorkShare":
         """torchrun / Lightning (RANK, WORLD_SIZE) or SLURM (SLURM_PROCID, SLURM_NTASKS); else alone."""
         for rank_var, world_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
             if rank_var in os.environ and world_var in os.environ:

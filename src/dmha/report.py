@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .ensemble import Member, training_log
-from .features import FeatureRef, feature_loader
+from .batches import feature_loader
+from .layout import FeatureRef
 from .fileio import atomic_write_text
 from .metrics import plot_confusion
 from .model import DMHA, AttentionTooLong, max_attention_positions, unpad_attention

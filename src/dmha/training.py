@@ -23,7 +23,7 @@ from .encoders.base import SpeechEncoder
 from .fileio import atomic_path
 from .frame_dropout import drop_frames
 from .model import DMHA
-from .online import encode_waves
+from .batches import encode_waves
 
 log = logging.getLogger(__name__)
 MONITOR = "val_macro_f1"

@@ -9,25 +9,20 @@ from typing import Callable, Sequence
 from tqdm.auto import tqdm
 
 from .audio import AudioError, file_digest, load_audio
+from .config import EncodersConfig
 from .data.manifest import Item
 from .encoders.base import Transcriber
-from .features import FeatureCache, _sha
+from .layout import StoreRoot
 from .fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-
-def _cache_path(cache: FeatureCache, asr_identity: str, digest: str) -> Path:
-    folder = cache.root / "asr" / _sha(asr_identity)[:16] / digest[:2]
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{digest}.txt"
 
 
 def transcribe_items(
     items: Sequence[Item],
     asr_identity: str,
     get_transcriber: Callable[[], Transcriber],
-    cache: FeatureCache,
+    stores: StoreRoot,
     batch_size: int = 8,
     progress: bool = True,
 ) -> tuple[list[Item], list[tuple[str, str]]]:
@@ -43,7 +38,7 @@ def transcribe_items(
         if item.transcript is not None and item.transcript.strip():
             continue
         try:
-            path = _cache_path(cache, asr_identity, file_digest(item.path))
+            path = stores.transcript_path(asr_identity, file_digest(item.path))
         except AudioError as err:
             errors.append((str(item.path), err.reason))
             continue
@@ -64,3 +59,18 @@ def transcribe_items(
             atomic_write_text(path, text)
             out[i] = dataclasses.replace(items[i], transcript=text)
     return out, errors
+
+
+def asr_identity(enc: EncodersConfig) -> str:
+    """Cache identity of the ASR setting (the name is enough: registry names pin packaged weights)."""
+    window = f"|window={enc.asr_window_s:g}" if enc.asr_window_s != 30 else ""
+    return f"asr:{enc.asr}|temperature=0|batched-notimestamps{window}"  # settings that change the text
+
+
+def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, stores: StoreRoot,
+                     batch_size: int = 8, progress: bool = True) -> tuple[list[Item], list[tuple[str, str]]]:
+    """ASR for every item without a transcript (cached; given transcripts are kept)."""
+    from .encoders.registry import transcriber
+
+    return transcribe_items(items, asr_identity(enc), lambda: transcriber(enc),
+                            stores, batch_size=batch_size, progress=progress)

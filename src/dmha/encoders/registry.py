@@ -4,13 +4,16 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from dmha.encoders import packaged
 from dmha.encoders.asr import FasterWhisperTranscriber
-from dmha.encoders.base import SpeechEncoder, TextEncoder, Transcriber
+from dmha.encoders.base import LayerSubset, SpeechEncoder, TextEncoder, Transcriber
 from dmha.encoders.ct2_whisper import is_ct2_whisper_dir, load_ct2_whisper
 from dmha.encoders.hf import HFSpeechEncoder, HFTextEncoder
+
+if TYPE_CHECKING:
+    from dmha.config import EncodersConfig
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +138,21 @@ def load_transcriber(name: str = DEFAULT_TRANSCRIBER, device: str = "cpu", **opt
     Returns: a Transcriber. Example: `load_transcriber("base").transcribe([wave])`.
     """
     return _cached("asr", name, device, options, lambda: _transcriber(name, device, options))
+
+
+# Building the configured encoders (an `encoders.*` config section), for every command.
+
+def speech_encoder(enc: "EncodersConfig", layers: Sequence[int] = ()) -> SpeechEncoder:
+    """The configured speech encoder, keeping only `layers` (features.layers) when given."""
+    encoder = load_speech_encoder(enc.speech, device=enc.device, pad_to_s=enc.speech_pad_to_s)
+    return LayerSubset(encoder, layers) if layers else encoder
+
+
+def text_encoder(enc: "EncodersConfig") -> TextEncoder:
+    return load_text_encoder(enc.text, device=enc.device)
+
+
+def transcriber(enc: "EncodersConfig") -> Transcriber:
+    """The configured ASR (only the options that differ from the defaults, so registry names stay cached)."""
+    options = {"window_s": enc.asr_window_s} if enc.asr_window_s != 30 else {}
+    return load_transcriber(enc.asr, device=enc.device, **options)

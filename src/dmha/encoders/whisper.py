@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from dmha.encoders.base import SAMPLE_RATE, EncoderInfo
-from dmha.encoders.batching import consecutive_windows, length_sorted_batches
+from dmha.batches import length_sorted_batches
+from dmha.encoders.windows import consecutive_windows
 from dmha.encoders.whisper_mel import WhisperMel
 
 logger = logging.getLogger(__name__)

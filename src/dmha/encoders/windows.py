@@ -1,16 +1,7 @@
-"""Grouping variable-length items into batches and long recordings into windows."""
+"""Long inputs cut into windows an encoder can take (batches are dmha.batches' job)."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped longest-first into batches of `batch_size`, so little compute goes to padding."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def consecutive_windows(n: int, size: int) -> list[tuple[int, int]]:

@@ -1,0 +1,160 @@
+"""The training task (pyannote's Model / Task split): what `dmha train` fits, prepared from a manifest.
+
+`prepare` does the data work once: transcripts, the frozen encoders' outputs in the store, the
+waveform normalisation, the splits. `build` then makes what Lightning fits: the DMHA head (its
+feature statistics set from the training features), the loss and the training and dev loaders
+(cached features, their augmented copies, or waveforms for online extraction). `finished` turns the
+best checkpoint into a model directory's bundle.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from .audio import SAMPLE_RATE, WaveNorm, audio_duration, compute_wave_norm
+from .augment import Augmenter, babble_pool
+from .batches import MAX_BATCH_SECONDS, LengthBucketSampler, WaveDataset, collate_waves, feature_loader, feature_stats
+from .config import Config, ConfigError
+from .data.manifest import Item, ManifestError
+from .encoders.registry import speech_encoder, text_encoder
+from .extraction import CorpusFeatures, extract_augmented_copies, featurize
+from .layout import StoreRoot
+from .losses import build_loss
+from .modeldir import EncoderSpec, ModelBundle, build_model
+from .parallel import WorkShare
+from .training import DMHAModule, load_best_weights
+
+log = logging.getLogger(__name__)
+
+
+class EmotionTask:
+    """Emotion classification of one manifest's items with one config: data, then model and loaders."""
+
+    def __init__(self, config: Config, labels: list[str], progress: bool = True):
+        self.config, self.labels, self.progress = config, labels, progress
+        self.mode = feature_mode(config)  # before any work: a contradictory setting fails now
+
+    def prepare(self, items: list[Item]) -> CorpusFeatures:
+        """Transcripts and features for every item (skipping bad ones), split by `split`; the speech
+        encoder is loaded here once and reused for the specs, augmented copies and online mode."""
+        config = self.config
+        self.norm, self.data = _features(items, config, self.progress, _extraction_processes(config))
+        self.by_split = _split_refs(self.data.items, self.data.refs, self.labels)
+        self.speech = speech_encoder(config.encoders, config.features.layers)
+        speech, text = self.speech.info, text_encoder(config.encoders).info
+        self.frame_rate = speech.frame_rate
+        self.specs = (EncoderSpec(speech.name, speech.identity, speech.num_layers, speech.dim),
+                      EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
+        self.counts = Counter(t for _, _, t in self.by_split["train"])
+        return self.data
+
+    def build(self) -> tuple[DMHAModule, DataLoader, DataLoader]:
+        """The Lightning module around a fresh head, and the training and dev loaders."""
+        config = self.config
+        # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        self.model = build_model(config, *self.specs, len(self.labels))
+        if config.model.feature_norm == "standardize":
+            self.model.set_feature_stats(feature_stats([r for _, r, _ in self.by_split["train"]], self.progress))
+        loss = build_loss(config.loss, [self.counts.get(k, 0) for k in range(len(self.labels))],
+                          config.train.focal_gamma, config.train.label_smoothing)
+        log.info("training features: %s", self.mode)
+        train_loader = self._train_loader()
+        dev_loader = _loader(self.by_split["dev"], config, 0, shuffle=False)
+        module = DMHAModule(self.model, loss, len(self.labels), config.train,
+                            self.speech if self.mode == "online" else None)
+        return module, train_loader, dev_loader
+
+    def finished(self, best_path, best_f1: float, best_epoch: int, manifest) -> ModelBundle:
+        """The head with its best weights, and what its model directory records about the training."""
+        load_best_weights(self.model, best_path)
+        self.model.eval()
+        meta = {"dev_macro_f1": best_f1, "best_epoch": best_epoch, "train_manifest": str(manifest),
+                "feature_mode": self.mode,
+                "class_counts": {self.labels[k]: self.counts.get(k, 0) for k in range(len(self.labels))}}
+        return ModelBundle(self.model, self.config, self.labels, *self.specs, self.norm, meta)
+
+    def _train_loader(self) -> DataLoader:
+        """Waveforms for online extraction; otherwise cached features (and their augmented copies, if any)."""
+        config = self.config
+        items, refs, targets = (list(x) for x in zip(*self.by_split["train"]))
+        augmenter = None
+        if config.aug.enabled:
+            augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
+        if self.mode == "online":
+            crop = round(config.train.crop_s * SAMPLE_RATE)
+            repeat = config.train.crop_short == "repeat"
+            dataset = WaveDataset(items, targets, refs, self.norm, crop, augmenter, repeat)
+            lengths = [round(audio_duration(i.path) * SAMPLE_RATE) for i in items] if not (crop and repeat) else [crop] * len(items)
+            lengths = [min(n, crop) for n in lengths] if crop else lengths
+            sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed,
+                                          pool=_pool(config), distributed=True,
+                                          max_length=MAX_BATCH_SECONDS * SAMPLE_RATE)
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_waves,
+                              num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
+        if augmenter is not None:
+            refs = extract_augmented_copies(items, refs, self.speech, StoreRoot.from_config(config.features),
+                                            self.norm, augmenter, config.aug, config.seed, self.progress)
+        return _loader(list(zip(items, refs, targets)), config, round(config.train.crop_s * self.frame_rate),
+                       shuffle=True)
+
+
+def _features(items: list[Item], config: Config, progress: bool, processes: int) -> tuple[WaveNorm, CorpusFeatures]:
+    train_items = [i for i in items if i.split == "train"]
+    norm = wave_norm(train_items, config, progress)
+    return norm, featurize(items, config.encoders, config.features, norm, progress, processes)
+
+
+def wave_norm(train_items: list[Item], config: Config, progress: bool = True) -> WaveNorm:
+    """The waveform standardisation `features.normalize` asks for; only `train` reads the training audio."""
+    if config.features.normalize == "train":
+        return compute_wave_norm(train_items, progress)
+    return WaveNorm(per_utterance=config.features.normalize == "utterance")
+
+
+def _extraction_processes(config: Config) -> int:
+    """One extraction process per training device, when this process is the one launching DDP
+    (torchrun/SLURM ranks share the work through their environment; Lightning's own DDP children
+    start after extraction, when the store is complete)."""
+    world = config.train.devices * config.train.num_nodes
+    launched = "LOCAL_RANK" in os.environ or WorkShare.from_env().world > 1
+    return config.train.devices if world > 1 and not launched else 1
+
+
+def _split_refs(items, refs, labels) -> dict[str, list[tuple]]:
+    """{split: [(item, ref, target index)]} for the featurized items."""
+    index = {label: k for k, label in enumerate(labels)}
+    by_split: dict[str, list[tuple]] = {}
+    for item, ref in zip(items, refs):
+        by_split.setdefault(item.split, []).append((item, ref, index[item.label]))
+    for split in ("train", "dev"):
+        if not by_split.get(split):
+            raise ManifestError(f"no usable {split} items left after skipping unreadable files")
+    return by_split
+
+
+def feature_mode(config: Config) -> str:
+    """`online` when augmentation is on without cached copies (the encoders must see augmented audio)."""
+    mode = config.features.mode
+    if mode == "auto":
+        return "online" if config.aug.enabled and not config.aug.cached_copies else "cached"
+    if mode == "cached" and config.aug.enabled and not config.aug.cached_copies:
+        raise ConfigError("aug.enabled needs features.mode=online (or auto), or aug.cached_copies > 0: "
+                          "cached features cannot show the encoder augmented audio")
+    return mode
+
+
+def _loader(triples, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
+    """Length-bucketed batches, split across DDP ranks (the sampler does it: Lightning's is off)."""
+    return feature_loader([r for _, r, _ in triples], [t for _, _, t in triples], config.train.batch_size,
+                          crop_frames, shuffle, config.seed, _pool(config), config.train.num_workers, distributed=True,
+                          repeat_short=config.train.crop_short == "repeat")
+
+
+def _pool(config: Config) -> int:
+    """Batches per length-sorted pool: 1 = plain random batches (train.length_buckets=false)."""
+    return 50 if config.train.length_buckets else 1
