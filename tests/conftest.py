@@ -24,6 +24,31 @@ WORDS = ("the a is are was i you we it this that so very not to of and in on at 
          "talking sitting happy sad angry love hate great terrible good bad today tomorrow meeting").split()
 
 
+class FakeTranscriber:
+    """Stands in for faster-whisper in fast tests: one fixed sentence per non-silent wave, at once."""
+
+    identity = "fake-asr"
+    TEXT = "this is great today"
+
+    def transcribe(self, waves) -> list[str]:
+        return [self.TEXT if w.size and float(np.abs(w).max()) > 1e-3 else "" for w in waves]
+
+
+@pytest.fixture(autouse=True)
+def _fake_asr_unless_slow(request, monkeypatch):
+    """Fast tests never run faster-whisper by accident (it takes seconds per batch on a CPU); tests
+    marked slow keep the real ASR. Fake transcripts are cached under their own identity, never as
+    the real ASR's."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import dmha.encoders.registry as registry
+    import dmha.transcription as transcription
+
+    real_identity = transcription.asr_identity
+    monkeypatch.setattr(registry, "load_transcriber", lambda *args, **kwargs: FakeTranscriber())
+    monkeypatch.setattr(transcription, "asr_identity", lambda enc: f"{FakeTranscriber.identity}|{real_identity(enc)}")
+
+
 def require_ravdess() -> Path:
     """RAVDESS from ../shared, or a skip that says what is missing."""
     if not (RAVDESS / "manifest.csv").exists():

@@ -11,32 +11,21 @@ import pytest
 import soundfile as sf
 import torch
 
+from helpers import train_tone_model
 import dmha
-from conftest import write_tone_corpus
 from dmha.audio import AudioError
 from dmha.cli import main
-from dmha.config import load
 from dmha.data.manifest import read_manifest
 from dmha.ensemble import make_ensemble
-from dmha.experiment import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-
-def train_tiny_model(tiny_encoders, root: Path, *overrides: str) -> Path:
-    """A model directory trained for one epoch on the tone corpus with the tiny encoders (seconds)."""
-    manifest = write_tone_corpus(root / "corpus")
-    config = load(None, [f"encoders.speech={tiny_encoders['speech']}", f"encoders.text={tiny_encoders['text']}",
-                         f"features.cache_dir={root / 'cache'}", "train.max_epochs=1", "train.batch_size=4",
-                         "model.hidden_layers=1", *overrides])
-    train(manifest, root / "run", config, progress=False)
-    return root / "run" / "model"
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_encoders, tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    model_dir = train_tiny_model(tiny_encoders, root)
+    model_dir = train_tone_model(tiny_encoders, root)
     items = read_manifest(root / "corpus" / "manifest.csv")[:4]
     return model_dir, [str(i.path) for i in items], [i.transcript for i in items]
 
@@ -141,7 +130,7 @@ def test_bad_inputs_are_one_line_errors(rec, setup, tmp_path):
 
 def test_an_ensemble_directory_predicts_with_votes(tiny_encoders, setup, tmp_path):
     model_dir, paths, texts = setup
-    other = train_tiny_model(tiny_encoders, tmp_path / "sub", "model.attention=subvector", "seed=1")
+    other = train_tone_model(tiny_encoders, tmp_path / "sub", "model.attention=subvector", "seed=1")
     make_ensemble([model_dir, other], tmp_path / "ens")
     ens = dmha.EmotionRecognizer.load(tmp_path / "ens")
     pred = ens.predict(paths[0], transcript=texts[0])
@@ -164,7 +153,7 @@ def _readme_block(heading: str) -> str:
 
 def test_readme_python_api_example_runs(setup, tmp_path):
     """The README's example, run as written, in a folder with the files it names."""
-    from test_long import speech_clips, write_long_recording
+    from helpers import speech_clips, write_long_recording
 
     model_dir, paths, _ = setup
     shutil.copytree(model_dir, tmp_path / "demo_out" / "model")

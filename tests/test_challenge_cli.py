@@ -22,7 +22,7 @@ def test_predict_writes_challenge_csv(tiny_encoders, tmp_path, capsys):
 
 
 def test_prepare_msp_podcast_cli(tmp_path, capsys):
-    from test_msp_podcast import make_tree  # the generated Odyssey 2024 layout
+    from helpers import make_tree  # the generated Odyssey 2024 layout
 
     root = make_tree(tmp_path / "msp")
     assert main(["prepare", "msp-podcast", str(root), "--out", str(tmp_path / "m.csv")]) == 0

@@ -10,7 +10,7 @@ import pytest
 
 from dmha.data.crema_d import VOTE_COLUMNS, parse_name, prepare_crema_d
 from dmha.data.manifest import CorpusError, read_manifest
-from test_importers import silent
+from helpers import silent
 
 SHARED_CREMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crema-d"
 ACTORS = {"1001": ("51", "Male"), "1002": ("21", "Female"), "1003": ("21", "Female"), "1004": ("42", "Female"),

@@ -6,22 +6,15 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
+from helpers import silent
 from dmha.data.folders import prepare_folders
 from dmha.data.manifest import CorpusError, read_manifest
 from dmha.data.ravdess import prepare_ravdess
 
 SHARED_RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess"
 
-
-def silent(path: Path, seconds: float = 0.01) -> Path:
-    """A tiny silent audio file, format from the suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.zeros(int(16000 * seconds), np.float32), 16000)
-    return path
 
 
 def rav(actor: int, emotion: int = 1, intensity: int = 1, statement: int = 1, repetition: int = 1,

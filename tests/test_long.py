@@ -4,66 +4,18 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import soxr
 import torch
 
 from dmha.audio import SAMPLE_RATE, AudioError, load_audio
 from dmha.cli import main
-from dmha.data.demo_corpus import synthesize_demo_corpus
 from dmha.inference import EmotionRecognizer
 from dmha.segment import SegmentStream, stream_audio
-from test_api import train_tiny_model
+from helpers import speech_clips, train_tone_model, write_long_recording
 
-
-def speech_clips(root: Path) -> list[np.ndarray]:
-    """Twelve eSpeak NG utterances of 1.5-2.5 s (16 kHz float32): speech silero-vad recognises, offline."""
-    manifest = synthesize_demo_corpus(root, seed=0, n_speakers=3, sentences_per_emotion=1, progress=False)
-    clips = []
-    with open(manifest, newline="") as f:
-        for row in csv.DictReader(f):
-            wave = sf.read(root / row["path"], dtype="float32")[0]
-            voiced = np.flatnonzero(np.abs(wave) > 0.01)
-            clips.append(wave[voiced[0]:voiced[-1] + 1])  # without the corpus's lead and trail pauses
-    return clips
-
-
-def write_long_recording(path: Path, seconds: float, clips, rate: int = SAMPLE_RATE, channels: int = 1,
-                         seed: int = 0, monologue_s: float = 0.0) -> list[tuple[float, float]]:
-    """Runs of utterances, pauses, noise bursts and tones over a faint noise floor, written block by block.
-
-    The first `monologue_s` seconds are one unbroken run of speech. Returns the time spans (s) of
-    the utterances. Only one block is ever in memory, so an hour costs no more than a minute to write.
-    """
-    rng = np.random.default_rng(seed)
-    if rate != SAMPLE_RATE:
-        clips = [soxr.resample(c, SAMPLE_RATE, rate) for c in clips]
-    total, written, truth = int(seconds * rate), 0, []
-    with sf.SoundFile(path, "w", samplerate=rate, channels=channels, subtype="PCM_16") as f:
-        while written < total:
-            kind = "monologue" if written < monologue_s * rate else rng.choice(["speech"] * 3 + ["noise", "tone"])
-            parts = [np.zeros(int(rng.uniform(0.3, 4.0) * rate), np.float32)]  # a pause first
-            if kind in ("speech", "monologue"):  # 1-8 utterances with short pauses: 2 to about 25 s of speech
-                cursor = written + parts[0].size
-                for k in range(int(rng.integers(1, 9)) if kind == "speech" else int(monologue_s / 1.5) + 1):
-                    clip = clips[int(rng.integers(len(clips)))]
-                    truth.append((cursor / rate, (cursor + clip.size) / rate))
-                    parts += [clip, np.zeros(int(rng.uniform(0.0, 0.3) * rate), np.float32)]
-                    cursor += clip.size + parts[-1].size
-            elif kind == "noise":
-                parts.append(0.05 * rng.standard_normal(int(rng.uniform(0.2, 1.0) * rate)).astype(np.float32))
-            else:
-                t = np.arange(int(rng.uniform(0.5, 2.0) * rate)) / rate
-                parts.append((0.2 * np.sin(2 * np.pi * rng.uniform(200, 1000) * t)).astype(np.float32))
-            block = np.concatenate(parts)[: total - written]  # (n,)
-            block = block + 0.002 * rng.standard_normal(block.size).astype(np.float32)
-            f.write(np.repeat(block[:, None], channels, axis=1) * np.linspace(1, 0.6, channels))
-            written += block.size
-    return [(a, min(b, seconds)) for a, b in truth if a < seconds]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +25,7 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_encoders, tmp_path_factory):
-    return train_tiny_model(tiny_encoders, tmp_path_factory.mktemp("long_model"))
+    return train_tone_model(tiny_encoders, tmp_path_factory.mktemp("long_model"))
 
 
 @pytest.fixture(scope="module")

@@ -4,29 +4,17 @@ import math
 import pytest
 import torch
 
+from helpers import head_inputs
 from dmha.config import ModelConfig
 from dmha.model import DMHA, AttentionPooling, FeatureNorm, LayerWeightedSum, StandardMHA, SubVectorMHA, masked_softmax
 
-
-def _inputs(b=3, layers=5, t1=(20, 13, 7), t2=(6, 4, 9), ds=24, dt=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    speech = torch.zeros(b, layers, max(t1), ds)
-    text = torch.zeros(b, max(t2), dt)
-    sm = torch.zeros(b, max(t1), dtype=torch.bool)
-    tm = torch.zeros(b, max(t2), dtype=torch.bool)
-    for i in range(b):
-        speech[i, :, : t1[i]] = torch.randn(layers, t1[i], ds, generator=g)
-        text[i, : t2[i]] = torch.randn(t2[i], dt, generator=g)
-        sm[i, : t1[i]] = True
-        tm[i, : t2[i]] = True
-    return speech, sm, text, tm
 
 
 @pytest.mark.parametrize("attention", ["standard", "subvector"])
 def test_padded_batch_equals_batch_of_one(attention):
     torch.manual_seed(0)
     model = DMHA(5, 24, 16, 8, ModelConfig(attention=attention, heads=4)).eval()
-    speech, sm, text, tm = _inputs()
+    speech, sm, text, tm = head_inputs()
     with torch.no_grad():
         batched = torch.softmax(model(speech, sm, text, tm).logits, -1)
         for i in range(3):
@@ -112,7 +100,7 @@ def test_standard_mha_without_weights_is_the_same_attention():
     assert none is None and weights.shape == (3, 4, 40, 40)
     assert torch.allclose(fused[mask], with_weights[mask], atol=1e-5)
     model = DMHA(5, 24, 16, 8, ModelConfig(heads=4)).eval()
-    inputs = _inputs()
+    inputs = head_inputs()
     with torch.no_grad():
         assert torch.allclose(model(*inputs).logits, model(*inputs, return_attention=True).logits, atol=1e-5)
 
@@ -173,7 +161,7 @@ def test_subvector_is_far_smaller_and_attention_returned():
     sub = DMHA(5, 64, 64, 8, ModelConfig(attention="subvector"))
     count = lambda m: sum(p.numel() for p in m.first.parameters())
     assert count(sub) < count(std) / 100
-    speech, sm, text, tm = _inputs(ds=64, dt=64)
+    speech, sm, text, tm = head_inputs(ds=64, dt=64)
     out = std(speech, sm, text, tm, return_attention=True)
     t = speech.shape[2] + text.shape[1]
     assert out.attention["first"].shape == (3, 4, t, t) and out.attention["pooling"].shape == (3, t)
@@ -184,6 +172,6 @@ def test_subvector_is_far_smaller_and_attention_returned():
 
 def test_gradients_reach_every_parameter():
     model = DMHA(4, 16, 12, 5, ModelConfig(attention="standard", hidden_layers=2))
-    speech, sm, text, tm = _inputs(layers=4, ds=16, dt=12)
+    speech, sm, text, tm = head_inputs(layers=4, ds=16, dt=12)
     model(speech, sm, text, tm).logits.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -1,7 +1,6 @@
 """MSP-Podcast importer (Odyssey 2024 challenge layout) on a generated tree, and challenge rows."""
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from pathlib import Path
@@ -10,43 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import ROWS, make_tree, name
 from dmha.data.manifest import CorpusError, read_manifest
 from dmha.data.msp_podcast import CHALLENGE_CODES, EMO_CODES, challenge_rows, prepare_msp_podcast
-
-HEADER = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
-# (code, split, speaker): every code incl. X/O, the three challenge splits, one Test1 row.
-ROWS = [
-    ("A", "Train", "127"), ("H", "Train", "127"), ("S", "Train", "Unknown"), ("F", "Train", "3"),
-    ("U", "Train", "3"), ("C", "Train", "9"), ("D", "Train", "9"), ("N", "Train", "9"),
-    ("X", "Train", "9"), ("O", "Train", "3"),
-    ("A", "Development", "44"), ("N", "Development", "44"), ("X", "Development", "45"),
-    ("H", "Test1", "50"),
-    ("", "Test3", "Unknown"), ("", "Test3", "Unknown"),
-]
-
-
-def name(i: int) -> str:
-    return f"MSP-PODCAST_{i:04d}_0001.wav"
-
-
-def make_tree(root: Path, rows=ROWS, *, audio: bool = True) -> Path:
-    """Labels/labels_consensus.csv, Audios/ with tiny WAVs, Transcripts/ for two files."""
-    (root / "Labels").mkdir(parents=True)
-    (root / "Audios").mkdir()
-    (root / "Transcripts").mkdir()
-    with open(root / "Labels" / "labels_consensus.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for i, (code, split, speaker) in enumerate(rows):
-            writer.writerow([name(i), code, f"{i % 7 + 1}.0", "4.2", "3.8", speaker,
-                             "Female" if i % 2 else "Male", split])
-            if audio:
-                wave = np.random.default_rng(i).standard_normal(1600 + 160 * i).astype(np.float32) * 0.01
-                sf.write(root / "Audios" / name(i), wave, 16000)
-    (root / "Transcripts" / "MSP-PODCAST_0000_0001.txt").write_text("  I am so\nangry today \n")
-    (root / "Transcripts" / "MSP-PODCAST_0011_0001.txt").write_text("fine thanks")
-    (root / "Transcripts" / "MSP-PODCAST_0001_0001.txt").write_text("   ")  # empty → ASR
-    return root
 
 
 def test_items_labels_splits_transcripts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -10,11 +10,11 @@ from dmha.losses import build_loss
 from dmha.model import DMHA, AttentionPooling, SubVectorMHA
 from dmha.modeldir import load_model_dir
 from dmha.training import parameter_groups
-from test_model import _inputs
+from helpers import head_inputs
 
 
 def test_frame_dropout_zero_is_identity_and_keeps_an_ordered_subset():
-    speech, sm, _, _ = _inputs()
+    speech, sm, _, _ = head_inputs()
     same = drop_frames(speech, sm, 0.0)
     assert same[0] is speech and same[1] is sm
     torch.manual_seed(0)
@@ -30,7 +30,7 @@ def test_frame_dropout_zero_is_identity_and_keeps_an_ordered_subset():
 
 
 def test_frame_dropout_keeps_a_frame_even_at_high_rates():
-    speech, sm, _, _ = _inputs()
+    speech, sm, _, _ = head_inputs()
     torch.manual_seed(1)
     _, mask = drop_frames(speech, sm, 0.999)
     assert (mask.sum(1) >= 1).all()
@@ -41,7 +41,7 @@ def test_dropping_frames_equals_masking_them(attention):
     """The head gives the same output for removed frames as for masked ones: dropout is a view, not noise."""
     torch.manual_seed(0)
     model = DMHA(5, 24, 16, 4, ModelConfig(attention=attention, heads=4)).eval()
-    speech, sm, text, tm = _inputs()
+    speech, sm, text, tm = head_inputs()
     torch.manual_seed(3)
     keep = (torch.rand(sm.shape) >= 0.4) & sm
     keep[:, 0] = True

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import TRANSCRIPT, post, tmp_files, wav_bytes
 from conftest import require_ravdess, tone, train_tiny_model
 from dmha.inference import EmotionRecognizer
 
@@ -29,7 +30,6 @@ from dmha.serve.settings import ServeSettings  # noqa: E402
 from dmha.serve.uploads import safe_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TRANSCRIPT = "this is great today"
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +46,6 @@ def rec(model_dir) -> EmotionRecognizer:
 def clips(model_dir) -> list[Path]:
     return sorted((model_dir.parent.parent / "corpus").glob("*.wav"))
 
-
-def wav_bytes(seconds: float = 1.0, freq: float = 300.0, rate: int = 16000) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, tone(freq, seconds, np.random.default_rng(0), rate), rate, format="WAV")
-    return buffer.getvalue()
-
-
-def post(client, data: bytes, name: str = "clip.wav", transcript: str | None = TRANSCRIPT, url="/v1/predict"):
-    fields = {"transcript": transcript} if transcript is not None else {}
-    return client.post(url, files={"file": (name, data, "application/octet-stream")}, data=fields)
 
 
 def assert_same(got: dict, want, tol: float = 1e-6) -> None:
@@ -81,9 +71,6 @@ def write_webm_opus(path: Path, seconds: float = 1.5, freq: float = 440.0, rate:
             media.mux(packet)
     return path
 
-
-def tmp_files(client) -> list[Path]:
-    return sorted(client.app.state.service.tmp_dir.iterdir())
 
 
 # --- endpoints -------------------------------------------------------------------------------

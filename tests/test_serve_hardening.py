@@ -25,7 +25,7 @@ import soundfile as sf
 pytest.importorskip("fastapi", reason="the [serve] extra (fastapi) is not installed")
 httpx = pytest.importorskip("httpx")
 
-from test_serve import TRANSCRIPT, wav_bytes  # noqa: E402
+from helpers import TRANSCRIPT, wav_bytes  # noqa: E402
 
 from dmha.inference import EmotionRecognizer  # noqa: E402
 from dmha.serve import app as app_module  # noqa: E402
@@ -624,7 +624,7 @@ def test_a_timed_out_long_job_stops_and_its_file_goes_after(serve_model_dir, mon
 
     import dmha.inference as inference
     from dmha.inference import PredictionStopped
-    from test_serve import post, tmp_files
+    from helpers import post, tmp_files
 
     class OneSegmentPerBlock:  # stands in for silero-vad: every 4 s block is a segment
         def __init__(self, blocks, **_):

@@ -19,6 +19,8 @@ from dmha.serve.app import create_app  # noqa: E402
 from dmha.serve.server import BackgroundServer  # noqa: E402
 from conftest import train_tiny_model  # noqa: E402
 
+# Slow: a real browser against the real server, and the real ASR (the page shows its transcript).
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 # The machine has no internet: without these Chromium stalls on network and update services.
@@ -118,8 +120,7 @@ def test_recording_from_the_microphone_is_decoded(page, server):
     assert "recording.webm" in page.text_content("#status")
 
 
-@pytest.mark.slow  # silero-vad and ASR on 17 s of real speech, twice
-def test_long_file_shows_a_timeline(page, server, tmp_path):
+def test_long_file_shows_a_timeline(page, server, tmp_path):  # silero-vad and ASR on 17 s of real speech, twice
     data = require_ravdess()
     from dmha.audio import load_audio
 
