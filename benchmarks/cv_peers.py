@@ -84,6 +84,18 @@ def dmha_predictions(cv: dict, fold: int, paths: Sequence[str]) -> list[np.ndarr
     return out
 
 
+def seed_vote(seeds: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """The hard vote of one fold's seeds per utterance (label codes); a tie goes to the earliest seed
+    among the tied labels, as `dmha ensemble` gives ties to its first member."""
+    stacked = np.stack(seeds)  # (S, N)
+    counts = np.stack([(stacked == c).sum(0) for c in range(k)], axis=1)  # (N, k)
+    best = counts.max(1)
+    out = stacked[0].copy()
+    for n in range(stacked.shape[1]):
+        out[n] = next(v for v in stacked[:, n] if counts[n, v] == best[n])
+    return out
+
+
 # ---------------------------------------------------------------- peer features
 
 
@@ -194,6 +206,9 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
                   for f, idx in zip(cv["folds"], splits)]
     result = {"cv": cv["manifest"], "folds": [f["name"] for f in cv["folds"]], "seeds": cv["seeds"],
               "dmha": {"per_fold": dmha_fold, **interval(dmha_fold)}, "peers": {}}
+    if len(cv["seeds"]) > 1:  # what `dmha ensemble` of each fold's seed models would score (hard vote)
+        vote = [macro_f1_codes(t, seed_vote(seeds, len(labels)), len(labels)) for t, seeds in zip(truth, dmha_preds)]
+        result["dmha_seed_vote"] = {"per_fold": vote, **interval(vote)}
     for tag, feats in features.items():
         start = time.perf_counter()
         runs = [run_peer(tag, feats, y, idx) for idx in splits]
@@ -224,6 +239,9 @@ def format_table(result: dict) -> str:
         return f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
     lines.append(f"dmha ({len(result['seeds'])} seeds per fold): {span(result['dmha'])}")
+    if "dmha_seed_vote" in result:
+        lines.append(f"dmha, hard vote of the {len(result['seeds'])} seeds per fold (an ensemble): "
+                     f"{span(result['dmha_seed_vote'])}")
     for t in tags:
         peer, diff = result["peers"][t], result["peers"][t]["difference"]
         boot = diff["bootstrap"]

@@ -46,6 +46,12 @@ def test_bootstrap_separates_a_perfect_system_from_chance() -> None:
     assert same["ci95"] == [0.0, 0.0] and same["p_value"] == 1.0
 
 
+def test_seed_vote_takes_the_majority_and_breaks_ties_by_seed_order() -> None:
+    seeds = [np.array([0, 1, 2, 2]), np.array([0, 2, 1, 2]), np.array([1, 2, 0, 0])]
+    assert bench.seed_vote(seeds, 3).tolist() == [0, 2, 2, 2]  # last: 2 twice; third: a three-way tie → seed 0
+    assert bench.seed_vote(seeds[:2], 3).tolist() == [0, 1, 2, 2]  # two seeds that disagree: seed 0
+
+
 def _fake_cv(tmp_path: Path, n_folds: int = 4, per_speaker: int = 6) -> tuple[Path, np.ndarray]:
     """A cv folder as `dmha cv` leaves it: fold manifests, cv.json, each run's test predictions."""
     from dmha.data.manifest import Item, write_manifest
@@ -97,7 +103,8 @@ def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path) -> None:
         assert {"sign_p", "wilcoxon_p", "bootstrap"} <= set(peer["difference"])
     assert all(r["chosen"]["layer"] == 1 for r in result["peers"]["b"]["per_fold"])
     table = bench.format_table(result)
-    assert "dmha-a" in table and "Wilcoxon" in table and len(table.splitlines()) == 1 + 4 + 3
+    assert result["dmha_seed_vote"]["per_fold"] == [1.0] * 4  # seed 1's one miss loses the tie to seed 0
+    assert "dmha-a" in table and "Wilcoxon" in table and "hard vote" in table and len(table.splitlines()) == 1 + 4 + 4
 
 
 def test_unfinished_cv_is_refused(tmp_path: Path) -> None:
