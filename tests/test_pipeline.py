@@ -69,7 +69,12 @@ def test_evaluate_and_predict_agree(trained, tmp_path):
     assert (tmp_path / "eval" / "confusion.csv").exists() and (tmp_path / "eval" / "confusion.png").exists()
     rec = EmotionRecognizer.load(root / "run" / "model")
     items = [i for i in read_manifest(manifest) if i.split == "test"]
-    preds = rec.predict([i.path for i in items], transcripts=[i.transcript for i in items])
+    # evaluate normalises each test clip by its speaker's test clips (feature_norm=speaker): so does predict
+    preds = []
+    for who in sorted({i.speaker for i in items}):
+        mine = [i for i in items if i.speaker == who]
+        profile = rec.enrol([i.path for i in mine])
+        preds += rec.predict([i.path for i in mine], transcripts=[i.transcript for i in mine], speaker=profile)
     evaluated = {}
     import csv
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .audio import WaveNorm, load_audio
 from .layout import FeatureRef
+from .speaker_norm import batch_moments
 
 if TYPE_CHECKING:
     from .augment import Augmenter
@@ -180,7 +181,7 @@ class FeatureDataset(Dataset):
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset, self.repeat_short)
-        return {"speech": speech, "text": ref.text(), "target": self.targets[index]}
+        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": ref.speaker}
 
 
 def feature_loader(refs: Sequence[FeatureRef], targets: Sequence[int] | None = None, batch_size: int = 32,
@@ -217,7 +218,13 @@ def collate(batch: Sequence[dict]) -> dict:
     out = {"speech": speech, "speech_mask": speech_mask, "text": text, "text_mask": text_mask}
     if "target" in batch[0]:
         out["target"] = torch.tensor([b["target"] for b in batch], dtype=torch.long)
-    return out
+    return {**out, **_speakers(batch)}
+
+
+def _speakers(batch: Sequence[dict]) -> dict:
+    """The items' speaker moments as batch tensors, when every item has them (else each item is its own)."""
+    moments = [b.get("speaker") for b in batch]
+    return batch_moments(moments) if moments and all(m is not None for m in moments) else {}
 
 
 def crop_wave(wave: np.ndarray, samples: int, rng: np.random.Generator, repeat: bool = True) -> np.ndarray:
@@ -251,14 +258,14 @@ class WaveDataset(Dataset):
         if self.augmenter is not None:
             wave = self.augmenter(wave, rng)
         return {"wave": self.norm.apply(wave), "text": self.refs[index].text(),
-                "target": self.targets[index]}
+                "target": self.targets[index], "speaker": self.refs[index].speaker}
 
 
 def collate_waves(batch: Sequence[dict]) -> dict:
     """Keep waveforms as a list (the encoder pads them itself); pad text tokens and build their mask."""
     text, text_mask = pad_time([b["text"] for b in batch], axis=0)  # (B, T2, Dt), (B, T2)
     return {"waves": [b["wave"] for b in batch], "text": text, "text_mask": text_mask,
-            "target": torch.tensor([b["target"] for b in batch], dtype=torch.long)}
+            "target": torch.tensor([b["target"] for b in batch], dtype=torch.long), **_speakers(batch)}
 
 
 @torch.no_grad()

@@ -82,8 +82,11 @@ class ModelConfig:
     hidden_dim: int = rule(512, **POSITIVE)
     dropout: float = rule(0.1, **FRACTION)
     dim: int = rule(128, **NON_NEGATIVE)  # common width D of speech and text; 0 = the speech encoder's (the paper)
-    # standardize (train-set mean/std per layer and dim) | layernorm | none
-    feature_norm: str = rule("standardize", choices=("standardize", "layernorm", "none"))
+    # speaker (standardised per speaker, shrunk to the train-set statistics) | standardize (train-set mean/std
+    # per layer and dim) | layernorm | none
+    feature_norm: str = rule("speaker", choices=("speaker", "standardize", "layernorm", "none"))
+    # speaker norm: frames of the train-set statistics mixed into each speaker's (1000 = 20 s at 50 frames/s)
+    speaker_prior_frames: float = rule(1000.0, **NON_NEGATIVE)
     query_init: str = rule("zero", choices=("random", "zero"))  # queries u_j, u': zero (pooling starts as the mean)
 
 

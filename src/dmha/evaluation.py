@@ -22,6 +22,7 @@ from .metrics import classification_report, plot_confusion, write_confusion_csv
 from .model import DMHA
 from .modeldir import write_thresholds
 from .outputs import write_errors
+from .speaker_norm import with_speaker_moments
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,15 @@ def score_members(members: Sequence[Member], items: Sequence[Item], progress: bo
             groups[key] = featurize(items, cfg.encoders, cfg.features, member.bundle.norm, progress)
     errors = {path: reason for data in groups.values() for path, reason in data.errors}
     kept = [item for item in items if str(item.path) not in errors]
-    member_probs, member_refs = [], []
+    member_probs, member_refs, with_speakers = [], [], {}
     for member in members:
-        data = groups[_feature_key(member)]
-        ref_of = {str(item.path): ref for item, ref in zip(data.items, data.refs)}
+        key = _feature_key(member)
+        data, refs = groups[key], groups[key].refs
+        if member.bundle.config.model.feature_norm == "speaker":  # the manifest's speakers, computed once
+            if key not in with_speakers:
+                with_speakers[key] = with_speaker_moments(data.items, data.refs, progress)
+            refs = with_speakers[key]
+        ref_of = {str(item.path): ref for item, ref in zip(data.items, refs)}
         refs = [ref_of[str(item.path)] for item in kept]
         member_refs.append(refs)
         member_probs.append(head_probabilities(member.bundle.model, refs))

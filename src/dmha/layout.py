@@ -21,6 +21,7 @@ import torch
 from . import paths
 from .audio import WaveNorm
 from .config import AugmentConfig, FeaturesConfig
+from .speaker_norm import Moments
 from .store import FeatureStore
 
 KINDS = ("speech", "text", "asr")
@@ -81,6 +82,7 @@ class FeatureRef:
     text_store: FeatureStore
     text_key: str
     copies: tuple[str, ...] = ()
+    speaker: Moments | None = None  # its speaker's frame moments, for feature_norm=speaker (speaker_norm.py)
 
     def speech(self, view: int = 0) -> torch.Tensor:
         """(L, T, D) fp16; view 0 is the original audio, 1..K its augmented copies."""

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
+from .speaker_norm import SPEAKER_KEYS, raw_to_z, shrunk_z_stats
 
 
 # Standard MHA's attention weights are H·T² floats: 4096 positions (about 80 s of speech) is 256 MiB
@@ -38,32 +39,63 @@ class FeatureNorm(nn.Module):
     `standardize`: per layer and dimension, with mean/std of the training features (stored as
     buffers, so they travel in model.safetensors). Whisper has a few dimensions with magnitudes in
     the hundreds; standardising stops them from dominating the layer sum and the attention scores.
+    `speaker`: standardised, then standardised again by the speaker's own statistics, shrunk toward
+    the training corpus's with `prior_frames` frames of weight (dmha.speaker_norm); the speaker's
+    moments come with the batch, or else the utterance's own frames are its speaker.
     `layernorm`: parameter-free layer norm of each hidden state (SUPERB's featurizer). `none`: as is.
     """
 
-    def __init__(self, mode: str, shape: tuple[int, ...]):
+    def __init__(self, mode: str, shape: tuple[int, ...], prior_frames: float = 0.0):
         super().__init__()
-        self.mode = mode
+        self.mode, self.prior_frames = mode, float(prior_frames)
         self.register_buffer("mean", torch.zeros(shape))
         self.register_buffer("std", torch.ones(shape))
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        # hidden: (B, L, T, D) with stats (L, D), or (B, T, D) with stats (D,)
-        if self.mode == "standardize":
-            if hidden.dim() == 4:
-                return (hidden - self.mean[:, None, :]) / self.std[:, None, :]
-            return (hidden - self.mean) / self.std
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None, speaker: dict | None = None
+                ) -> torch.Tensor:
+        """hidden (B, L, T, D) with stats (L, D), or (B, T, D) with stats (D,); `mask` (B, T) and the
+        batch's speaker moments only matter for `speaker`."""
         if self.mode == "layernorm":
             return F.layer_norm(hidden, hidden.shape[-1:])
-        return hidden
+        a, b = self.affine(hidden, mask, speaker)
+        if a.dim() == 3:  # per item (B, L, D)
+            return hidden * a[:, :, None, :] + b[:, :, None, :]
+        if hidden.dim() == 4:
+            return hidden * a[:, None, :] + b[:, None, :]
+        return hidden * a + b
 
-    def affine(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-        """(a, b) with norm(h) = h·a + b per layer and dimension, or (None, None) where it is not affine."""
+    def affine(self, hidden: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+               speaker: dict | None = None) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """(a, b) with norm(h) = h·a + b: per layer and dimension (L, D), per item (B, L, D) for
+        `speaker`, or (None, None) where the norm is not affine (layernorm)."""
         if self.mode == "standardize":
             return 1 / self.std, -self.mean / self.std
         if self.mode == "none":
             return torch.ones_like(self.mean), torch.zeros_like(self.mean)
+        if self.mode == "speaker":
+            mean_z, std_z = self._speaker_stats(hidden, mask, speaker)  # (B, L, D) in standardised units
+            # ((h - m0) / s0 - μ) / σ = h / (s0 σ) - (m0 / s0 + μ) / σ
+            return 1 / (self.std * std_z), -(self.mean / self.std + mean_z) / std_z
         return None, None
+
+    def _speaker_stats(self, hidden: torch.Tensor, mask: torch.Tensor | None, speaker: dict | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        if speaker is not None:  # the speaker's raw moments (float64), turned into standardised units
+            z_total, z_squares = raw_to_z(speaker["speaker_frames"], speaker["speaker_total"],
+                                          speaker["speaker_squares"], self.mean, self.std)
+            frames = speaker["speaker_frames"]
+        else:  # the utterance alone, one layer at a time (no (B, L, T, D) copy)
+            b, layers, t, d = hidden.shape
+            keep = (mask if mask is not None else torch.ones(b, t, dtype=torch.bool, device=hidden.device))
+            keep = keep[:, :, None].to(self.mean.dtype)
+            z_total = hidden.new_zeros(b, layers, d, dtype=self.mean.dtype)
+            z_squares = torch.zeros_like(z_total)
+            for layer in range(layers):
+                z = (hidden[:, layer].to(self.mean.dtype) - self.mean[layer]) / self.std[layer] * keep  # (B, T, D)
+                z_total[:, layer], z_squares[:, layer] = z.sum(1), (z * z).sum(1)
+            frames = keep.sum((1, 2))
+        mean_z, std_z = shrunk_z_stats(frames, z_total, z_squares, self.prior_frames)
+        return mean_z.to(self.mean.dtype), std_z.to(self.mean.dtype)
 
 
 class LayerWeightedSum(nn.Module):
@@ -77,22 +109,27 @@ class LayerWeightedSum(nn.Module):
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def forward(self, hidden: torch.Tensor, norm: FeatureNorm | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, norm: FeatureNorm | None = None, mask: torch.Tensor | None = None,
+                speaker: dict | None = None) -> torch.Tensor:
         """hidden (B, L, T, D) → Σ_l w_l · norm_l(h_l): (B, T, D).
 
-        An affine norm (standardize, none) is folded into the weights, Σ_l h_l·(w_l·a_l) + Σ_l w_l·b_l,
-        one layer at a time: the normalised (B, L, T, D) copy and its gradient are never built
-        (2-3x faster on CPU than normalising first; equal to 1e-6)."""
+        An affine norm (standardize, speaker, none) is folded into the weights,
+        Σ_l h_l·(w_l·a_l) + Σ_l w_l·b_l, one layer at a time: the normalised (B, L, T, D) copy and its
+        gradient are never built (2-3x faster on CPU than normalising first; equal to 1e-6)."""
         w = self.weights.to(hidden.dtype)
-        affine = norm.affine() if norm is not None else (None, None)
+        affine = norm.affine(hidden, mask, speaker) if norm is not None else (None, None)
         if affine[0] is None:  # layernorm is not affine per layer: normalise, then sum
             hidden = norm(hidden) if norm is not None else hidden
             return torch.einsum("l,bltd->btd", w, hidden)
-        scale, shift = (w[:, None] * a.to(hidden.dtype) for a in affine)  # (L, D) each
-        out = hidden[:, 0] * scale[0]
+        a, b = (x.to(hidden.dtype) for x in affine)
+        if a.dim() == 2:  # one (L, D) affine for every item
+            scale, shift = (w[:, None] * a)[None, :, None, :], (w[:, None] * b).sum(0)  # (1, L, 1, D), (D,)
+        else:  # per item (B, L, D): broadcast over time
+            scale, shift = (w[None, :, None] * a)[:, :, None, :], (w[None, :, None] * b).sum(1)[:, None, :]  # (B, L, 1, D), (B, 1, D)
+        out = hidden[:, 0] * scale[:, 0]
         for layer in range(1, hidden.shape[1]):
-            out = out + hidden[:, layer] * scale[layer]
-        return out + shift.sum(0)
+            out = out + hidden[:, layer] * scale[:, layer]
+        return out + shift
 
 
 def _query(shape: tuple[int, ...], init: str) -> torch.Tensor:
@@ -203,8 +240,10 @@ class DMHA(nn.Module):
         self.dims = {"speech_layers": speech_layers, "speech_dim": speech_dim, "text_dim": text_dim,
                      "num_classes": num_classes}  # what the model directory records to rebuild it
         dim = config.dim or speech_dim
-        self.speech_norm = FeatureNorm(config.feature_norm, (speech_layers, speech_dim))
-        self.text_norm = FeatureNorm(config.feature_norm, (text_dim,))
+        self.speech_norm = FeatureNorm(config.feature_norm, (speech_layers, speech_dim), config.speaker_prior_frames)
+        # Transcripts say nothing of the speaker's voice: text features are standardised, not per speaker.
+        self.text_norm = FeatureNorm("standardize" if config.feature_norm == "speaker" else config.feature_norm,
+                                     (text_dim,))
         self.layer_sum = LayerWeightedSum(speech_layers)
         # Projection only where a width differs from D (the paper: both 1024, no projection).
         self.speech_proj = nn.Linear(speech_dim, dim) if speech_dim != dim else nn.Identity()
@@ -225,9 +264,14 @@ class DMHA(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor,
         return_attention: bool = False,
+        speaker: dict[str, torch.Tensor] | None = None,
     ) -> DMHAOutput:
-        """speech (B, L, T1, Ds), speech_mask (B, T1), text (B, T2, Dt), text_mask (B, T2) → logits (B, K)."""
-        s = self.speech_proj(self.layer_sum(speech, self.speech_norm))  # Σ_l w_l·norm(h_l), projected: (B, T1, D)
+        """speech (B, L, T1, Ds), speech_mask (B, T1), text (B, T2, Dt), text_mask (B, T2) → logits (B, K).
+
+        `speaker` (feature_norm=speaker): each item's speaker moments, speaker_frames (B,), speaker_total
+        and speaker_squares (B, L, Ds) (dmha.speaker_norm.batch_moments); None: each item alone."""
+        s = self.layer_sum(speech, self.speech_norm, speech_mask, speaker)  # Σ_l w_l·norm(h_l): (B, T1, Ds)
+        s = self.speech_proj(s)  # (B, T1, D)
         x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
         mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
         if return_attention and isinstance(self.first, StandardMHA) and mask.shape[1] > max_attention_positions():
@@ -249,15 +293,16 @@ class DMHA(nn.Module):
 
     @torch.no_grad()
     def set_feature_stats(self, stats: dict[str, torch.Tensor]) -> None:
-        """The training features' statistics for `feature_norm=standardize`: speech_mean/std (L, Ds),
-        text_mean/std (Dt,). Buffers, so they travel in model.safetensors."""
+        """The training features' statistics for `feature_norm=standardize` (and `speaker`, whose prior they
+        are): speech_mean/std (L, Ds), text_mean/std (Dt,). Buffers, so they travel in model.safetensors."""
         self.speech_norm.mean.copy_(stats["speech_mean"]), self.speech_norm.std.copy_(stats["speech_std"])
         self.text_norm.mean.copy_(stats["text_mean"]), self.text_norm.std.copy_(stats["text_std"])
 
     @torch.inference_mode()
     def predict_proba(self, batch: dict, return_attention: bool = False):
         """Class probabilities (B, K) for a collated batch, and the attention weights on request."""
-        out = self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention)
+        out = self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention,
+                   speaker_of(batch))
         return torch.softmax(out.logits.float(), dim=-1), out.attention
 
 
@@ -271,6 +316,11 @@ def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> d
         first = first[:, keep]
     return {"first": first.float().cpu().numpy(), "pooling": pooling.float().cpu().numpy(),
             "speech_frames": np.array(t1)}
+
+
+def speaker_of(batch: dict) -> dict[str, torch.Tensor] | None:
+    """The batch's speaker moments (dmha.speaker_norm.batch_moments), or None when it carries none."""
+    return {k: batch[k] for k in SPEAKER_KEYS} if SPEAKER_KEYS[0] in batch else None
 
 
 def max_attention_positions() -> int:

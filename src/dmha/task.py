@@ -26,6 +26,7 @@ from .layout import StoreRoot
 from .losses import build_loss
 from .modeldir import EncoderSpec, ModelBundle, build_model
 from .parallel import WorkShare
+from .speaker_norm import with_speaker_moments
 from .training import DMHAModule, load_best_weights
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ class EmotionTask:
         encoder is loaded here once and reused for the specs, augmented copies and online mode."""
         config = self.config
         self.norm, self.data = _features(items, config, self.progress, _extraction_processes(config))
-        self.by_split = _split_refs(self.data.items, self.data.refs, self.labels)
+        refs = self.data.refs
+        if config.model.feature_norm == "speaker":
+            refs = with_speaker_moments(self.data.items, refs, self.progress)
+        self.by_split = _split_refs(self.data.items, refs, self.labels)
         self.speech = speech_encoder(config.encoders, config.features.layers)
         speech, text = self.speech.info, text_encoder(config.encoders).info
         self.frame_rate = speech.frame_rate
@@ -58,7 +62,7 @@ class EmotionTask:
         # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
         L.seed_everything(config.seed, workers=True, verbose=False)
         self.model = build_model(config, *self.specs, len(self.labels))
-        if config.model.feature_norm == "standardize":
+        if config.model.feature_norm in ("standardize", "speaker"):  # speaker: the statistics are its prior
             self.model.set_feature_stats(feature_stats([r for _, r, _ in self.by_split["train"]], self.progress))
         loss = build_loss(config.loss, [self.counts.get(k, 0) for k in range(len(self.labels))],
                           config.train.focal_gamma, config.train.label_smoothing)

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .encoders.base import SpeechEncoder
 from .fileio import atomic_path
 from .frame_dropout import drop_frames
-from .model import DMHA
+from .model import DMHA, speaker_of
 from .batches import encode_waves
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class DMHAModule(L.LightningModule):
 
     def _logits(self, batch: dict, frame_dropout: float = 0.0) -> torch.Tensor:
         speech, speech_mask = drop_frames(*self._speech(batch), frame_dropout)
-        return self.model(speech, speech_mask, batch["text"], batch["text_mask"]).logits
+        # Speaker moments come from the whole stored utterances, so dropped frames do not change them.
+        return self.model(speech, speech_mask, batch["text"], batch["text_mask"], speaker=speaker_of(batch)).logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self._logits(batch, self.cfg.frame_dropout), batch["target"])
