@@ -63,6 +63,9 @@ def test_summary_interval_and_seed_spread():
     assert summary["seed_macro_f1"] == pytest.approx({"0": 0.6, "1": 0.61})
     assert summary["seed_std"] == pytest.approx(0.00707, abs=1e-4)
     assert summarize(runs[:5], 3, [0, 1])["folds_done"] == 2  # a fold counts once all its seeds are in
+    assert "macro_f1_alone" not in summary
+    alone = summarize([{**r, "macro_f1_alone": r["macro_f1"] - 0.1} for r in runs], 3, [0, 1])
+    assert alone["macro_f1_alone"]["mean"] == pytest.approx(0.505)
 
 
 def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_path, capsys):
@@ -91,6 +94,9 @@ def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_pat
     assert sum(int(v) for row in rows[1:] for v in row[1:]) == 2 * 12  # every clip once per seed
     assert (out / "confusion.png").stat().st_size > 0 and "Pooled confusion" in (out / "report.html").read_text()
     assert "macro-F1 over 3 folds" in printed.out
+    # the default head normalises per speaker: each run is also scored with every test clip alone
+    assert all(0.0 <= r["macro_f1_alone"] <= 1.0 for r in result["runs"])
+    assert "macro_f1_alone" in result["summary"] and "each test clip alone" in printed.out
 
     # A killed cv resumes: a finished run is read back (not retrained), a missing one is trained again.
     (out / "fold2" / "seed1" / "metrics.json").unlink()

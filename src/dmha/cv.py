@@ -135,11 +135,13 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
         done = [r for r in runs if r["fold"] == fold]
         if len(done) == len(seeds):
             per_fold[fold] = {m: float(np.mean([r[m] for r in done])) for m in (*METRICS, "dev_macro_f1")}
+            if all("macro_f1_alone" in r for r in done):  # speaker-normalised models, each test clip alone
+                per_fold[fold]["macro_f1_alone"] = float(np.mean([r["macro_f1_alone"] for r in done]))
     summary["folds_done"] = len(per_fold)
     summary["per_fold"] = {str(k): v for k, v in per_fold.items()}
-    for metric in (*METRICS, "dev_macro_f1"):
-        values = [v[metric] for v in per_fold.values()]
-        if values:
+    for metric in (*METRICS, "dev_macro_f1", "macro_f1_alone"):
+        values = [v[metric] for v in per_fold.values() if metric in v]
+        if values and len(values) == len(per_fold):
             lo, hi = interval95(values)
             summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
                                else float("nan"), "ci95": [lo, hi]}
@@ -156,7 +158,8 @@ def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
     test = metrics["test"]
     return {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": test["n"],
             **{m: float(test[m]) for m in METRICS}, "dev_macro_f1": float(metrics["dev_macro_f1"]),
-            "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)}
+            "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0),
+            **({"macro_f1_alone": float(metrics["test_alone"]["macro_f1"])} if "test_alone" in metrics else {})}
 
 
 def _claim(out: Path, header: dict) -> None:
@@ -335,6 +338,10 @@ def format_summary(result: dict) -> str:
         m = summary["macro_f1"]
         lines.append(f"macro-F1 over {summary['folds_done']} folds: {m['mean']:.4f} ± {m['std']:.4f} (std), "
                      f"95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    if "macro_f1_alone" in summary:
+        m = summary["macro_f1_alone"]
+        lines.append(f"macro-F1 with each test clip alone (no speaker statistics, as `predict` of one file): "
+                     f"{m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
     if "seed_std" in summary:
         seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary["seed_macro_f1"].items())
         lines.append(f"cv mean per seed: {seeds} (std {summary['seed_std']:.4f})")

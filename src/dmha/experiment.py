@@ -2,6 +2,8 @@
 model directory + metrics."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import shutil
@@ -79,7 +81,9 @@ def _check_labels(items: list[Item], manifest) -> list[str]:
 
 
 def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict:
-    """Scores of the kept model on dev and test (top level = test when there is one, else dev)."""
+    """Scores of the kept model on dev and test (top level = test when there is one, else dev). A
+    model that normalises per speaker is also scored on test with each utterance alone (`test_alone`):
+    what `predict` gives a file when no speaker is known."""
     scores = {}
     for split in ("dev", "test"):
         if by_split.get(split):
@@ -88,5 +92,10 @@ def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict
             scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}", names)
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}
+    alone = {}
+    if model.speech_norm.mode == "speaker" and by_split.get(main):
+        refs = [dataclasses.replace(r, speaker=None) for _, r, _ in by_split[main]]
+        report = score_split(model, refs, [t for _, _, t in by_split[main]], labels)
+        alone = {f"{main}_alone": {k: v for k, v in report.items() if k != "confusion"}}
     return {**top, "split": main, "dev": scores["dev"], **({"test": scores["test"]} if "test" in scores else {}),
-            **meta, "skipped": len(data.errors), "features_computed": data.speech_computed}
+            **alone, **meta, "skipped": len(data.errors), "features_computed": data.speech_computed}
