@@ -12,6 +12,8 @@ from .outputs import PREDICTION_FORMATS, PredictionWriter, SegmentWriter, Skippe
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+log = logging.getLogger(__name__)
+
 
 class CommandError(Exception):
     """A failure to report as one line and exit code 1."""
@@ -391,6 +393,13 @@ def _add_predict(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
     _errors_option(p)
     p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
+    speaker = p.add_mutually_exclusive_group()
+    speaker.add_argument("--same-speaker", action="store_true",
+                         help="all FILES are one speaker: normalise each by their joint statistics "
+                              "(models with model.feature_norm=speaker; default: each file alone)")
+    speaker.add_argument("--enrol", action="append", metavar="FILE",
+                         help="a recording of the files' speaker whose statistics normalise them (repeat per file; "
+                              "e.g. the speaker's neutral speech)")
     p.add_argument("--segment", action="store_true",
                    help="long recordings: one prediction per speech segment (silero-vad) and a timeline per file")
     p.add_argument("--max-duration-s", type=float, default=600.0,
@@ -424,11 +433,14 @@ def _predict(args) -> int:
                            "and --format challenge do not apply")
     if args.max_duration_s <= 0:
         raise CommandError(f"--max-duration-s must be > 0, got {args.max_duration_s}")
+    if args.segment and (args.same_speaker or args.enrol):
+        raise CommandError("--segment predicts each segment alone; --same-speaker and --enrol do not apply")
     rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
                                             prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s)
     if args.segment:
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
+    speaker = _speaker_profile(args, rec)
     kept = 0
     # Each result is written (and flushed) as soon as it is known, so a crash or kill keeps every
     # earlier one; the errors file likewise.
@@ -438,7 +450,8 @@ def _predict(args) -> int:
         writer = PredictionWriter(out, rec.labels, args.format)
         bar = stack.enter_context(tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2,
                                        file=sys.stderr))
-        for i, pred, reason in rec.iter_predict_files(args.files, transcripts, args.batch_size, progress=bar.update):
+        for i, pred, reason in rec.iter_predict_files(args.files, transcripts, args.batch_size, progress=bar.update,
+                                                      speaker=speaker):
             if pred is not None:
                 writer.write(pred)
                 kept += 1
@@ -448,6 +461,26 @@ def _predict(args) -> int:
         if args.out:
             print(f"wrote {args.out}: {kept} predictions")
     return 3 if skipped.items and args.strict else 0
+
+
+def _speaker_profile(args, rec):
+    """--same-speaker / --enrol: the speaker's statistics (unreadable files are left out here; predict
+    reports the files it skips itself). None: each file alone."""
+    sources = args.files if args.same_speaker else args.enrol
+    if not sources:
+        return None
+    if not any(m.bundle.config.model.feature_norm == "speaker" for m in rec.members):
+        log.warning("%s normalises no features per speaker (model.feature_norm): %s changes nothing",
+                    args.model_dir, "--same-speaker" if args.same_speaker else "--enrol")
+        return None
+    skipped: list = []
+    profile = rec.enrol(sources, skipped=skipped)
+    if args.enrol and skipped:
+        raise CommandError(f"--enrol {skipped[0][0]}: {skipped[0][1]}")
+    if not profile.recordings:
+        raise CommandError("no readable recording to take the speaker's statistics from")
+    log.info("speaker statistics from %d recording(s), %.1f s", profile.recordings, profile.seconds)
+    return profile
 
 
 def _large_tensors_off_the_heap() -> None:

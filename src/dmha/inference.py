@@ -16,6 +16,7 @@ from .ensemble import Member, combine, load_members
 from .modeldir import ModelBundle
 from .encoders.registry import speech_encoder, text_encoder, transcriber
 from .segment import SegmentStream, stream_audio
+from .speaker_norm import Moments, batch_moments
 from .timeline import Segment, Timeline
 
 # Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
@@ -53,6 +54,19 @@ class Prediction:
         if self.votes is not None:
             record["votes"] = self.votes
         return record
+
+
+@dataclass
+class SpeakerProfile:
+    """One speaker's frame statistics under each speech encoder of a model (`EmotionRecognizer.enrol`).
+
+    A model trained with `model.feature_norm=speaker` normalises a recording by its speaker's
+    statistics when given a profile, and by the recording's own (shrunk toward the training
+    corpus's) when not. Only moments are kept, never the audio or the features."""
+
+    moments: dict = field(repr=False)  # speech-encoder key → Moments
+    recordings: int = 0
+    seconds: float = 0.0
 
 
 class EmotionRecognizer:
@@ -162,9 +176,45 @@ class EmotionRecognizer:
             self._asr = transcriber(enc)
         return self._asr.transcribe(waves)
 
+    def _speaker_members(self) -> list[Member]:
+        return [m for m in self.members if m.bundle.config.model.feature_norm == "speaker"]
+
+    def enrol(self, inputs, *, sample_rate: int | None = None, skipped: list | None = None) -> SpeakerProfile:
+        """A speaker's profile from recordings of that speaker (paths and/or waveforms, as `predict`
+        takes them), for `predict(..., speaker=profile)`.
+
+        The recordings are encoded one at a time and only their frame moments kept, so memory does
+        not grow with how many there are. The more of a speaker's speech, and the more varied, the
+        better: the speaker's mean is the reference an emotion departs from (README, "Speaker
+        normalisation"). A model without `feature_norm=speaker` gets an empty profile, which changes
+        nothing.
+
+        Raises:
+            AudioError: an unreadable recording, naming it (with `skipped`, a list, it is appended
+                there as (name, reason) instead and left out).
+        """
+        inputs = [inputs] if _is_waveform(inputs) or isinstance(inputs, (str, Path)) else list(inputs)
+        moments: dict = {}
+        seconds, used = 0.0, 0
+        keys = {(self._speech_key(m), m.bundle.norm) for m in self._speaker_members()}
+        for i, item in enumerate(inputs):
+            try:
+                wave = self._load(item, sample_rate, i if len(inputs) > 1 else None)
+            except AudioError as err:
+                if skipped is None:
+                    raise
+                skipped.append((str(item) if isinstance(item, (str, Path)) else f"input {i}", err.reason))
+                continue
+            seconds, used = seconds + wave.size / SAMPLE_RATE, used + 1
+            for key in keys:
+                (speech,) = self._speech[key[0]].encode([key[1].apply(wave)])
+                moments[key] = moments[key] + Moments.of(speech) if key in moments else Moments.of(speech)
+        return SpeakerProfile(moments, used, seconds)
+
     def predict_waves(self, waves: Sequence[np.ndarray], transcripts: Sequence[str | None],
-                      return_attention: bool = False) -> list[Prediction]:
-        """16 kHz mono waveforms (one batch) → predictions; missing transcripts come from ASR."""
+                      return_attention: bool = False, speaker: SpeakerProfile | None = None) -> list[Prediction]:
+        """16 kHz mono waveforms (one batch) → predictions; missing transcripts come from ASR;
+        `speaker`: every waveform's speaker (models with feature_norm=speaker; else each one alone)."""
         missing = [i for i, t in enumerate(transcripts) if t is None]
         texts = list(transcripts)
         for i, text in zip(missing, self.transcribe([waves[i] for i in missing]) if missing else []):
@@ -179,6 +229,8 @@ class EmotionRecognizer:
             if tkey not in text_cache:
                 text_cache[tkey] = self._text[tkey].encode(texts)  # [(T2, D)]
             batch = collate([{"speech": s, "text": t} for s, t in zip(speech_cache[skey], text_cache[tkey])])
+            if speaker is not None and skey in speaker.moments:
+                batch.update(batch_moments([speaker.moments[skey]] * len(waves)))
             batch = {k: v.to(self.device) for k, v in batch.items()}
             probs, attention = member.bundle.model.predict_proba(batch, return_attention and m == 0)
             member_probs.append(probs.cpu().numpy())
@@ -199,7 +251,7 @@ class EmotionRecognizer:
 
     def predict(self, inputs, *, sample_rate: int | None = None, transcript: str | None = None,
                 transcripts: Sequence[str | None] | None = None, batch_size: int = 1,
-                return_attention: bool = False):
+                return_attention: bool = False, speaker: SpeakerProfile | None = None):
         """Predict the emotion of one recording or of several.
 
         Args:
@@ -211,6 +263,8 @@ class EmotionRecognizer:
             transcripts: one transcript (or None) per item of a list.
             batch_size: list items per encoder call (length-sorted, so padding stays small).
             return_attention: also return the head's attention weights (`Prediction.attention`).
+            speaker: the inputs' speaker, from `enrol` (models trained with feature_norm=speaker);
+                None: each input is normalised by its own statistics.
 
         Returns:
             A Prediction for a single input, a list of Predictions (in input order) for a list.
@@ -230,7 +284,7 @@ class EmotionRecognizer:
             if transcripts is not None:
                 raise ValueError("transcripts is for a list of inputs; use transcript= for a single one")
             return self.predict([inputs], sample_rate=sample_rate, transcripts=[transcript],
-                                return_attention=return_attention)[0]
+                                return_attention=return_attention, speaker=speaker)[0]
         inputs = list(inputs)
         if transcript is not None:
             raise ValueError("transcript is for a single input; pass transcripts=[...] with a list")
@@ -238,23 +292,24 @@ class EmotionRecognizer:
             raise ValueError(f"got {len(transcripts)} transcripts for {len(inputs)} inputs")
         if all(isinstance(x, (str, Path)) for x in inputs):
             preds, errors = self.predict_files(inputs, transcripts=transcripts, batch_size=batch_size,
-                                               return_attention=return_attention)
+                                               return_attention=return_attention, speaker=speaker)
             if errors:
                 raise AudioError(errors[0][0], errors[0][1])
             return preds
         waves = [self._load(x, sample_rate, i if len(inputs) > 1 else None) for i, x in enumerate(inputs)]
-        preds = self._predict_loaded(waves, transcripts or [None] * len(waves), batch_size, return_attention)
+        preds = self._predict_loaded(waves, transcripts or [None] * len(waves), batch_size, return_attention, speaker)
         for item, pred in zip(inputs, preds):
             pred.path = str(item) if isinstance(item, (str, Path)) else None
         return preds
 
     def _predict_loaded(self, waves: list[np.ndarray], transcripts: Sequence[str | None], batch_size: int,
-                        return_attention: bool) -> list[Prediction]:
+                        return_attention: bool, speaker: SpeakerProfile | None = None) -> list[Prediction]:
         """Waveforms in length-sorted batches; results in input order."""
         results: list[Prediction | None] = [None] * len(waves)
         for index in length_sorted_batches([w.size for w in waves], max(1, batch_size),
                                            MAX_BATCH_SECONDS * SAMPLE_RATE, longest_first=False):
-            preds = self.predict_waves([waves[i] for i in index], [transcripts[i] for i in index], return_attention)
+            preds = self.predict_waves([waves[i] for i in index], [transcripts[i] for i in index], return_attention,
+                                       speaker)
             for i, pred in zip(index, preds):
                 results[i] = pred
         return results
@@ -355,12 +410,13 @@ class EmotionRecognizer:
         return [Segment(s.start, s.end, p.label, p.probs, p.transcript, p.votes) for s, p in zip(batch, preds)]
 
     def predict_files(self, paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,
-                      batch_size: int = 1, return_attention: bool = False, progress=None
-                      ) -> tuple[list[Prediction | None], list[tuple[str, str]]]:
+                      batch_size: int = 1, return_attention: bool = False, progress=None,
+                      speaker: SpeakerProfile | None = None) -> tuple[list[Prediction | None], list[tuple[str, str]]]:
         """Batch prediction in length-sorted buckets; bad files are skipped and reported, never fatal."""
         results: list[Prediction | None] = [None] * len(paths)
         errors: list[tuple[str, str]] = []
-        for i, pred, reason in self.iter_predict_files(paths, transcripts, batch_size, return_attention, progress):
+        for i, pred, reason in self.iter_predict_files(paths, transcripts, batch_size, return_attention, progress,
+                                                       speaker):
             if pred is not None:
                 results[i] = pred
             else:
@@ -368,7 +424,8 @@ class EmotionRecognizer:
         return results, errors
 
     def iter_predict_files(self, paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,
-                           batch_size: int = 1, return_attention: bool = False, progress=None):
+                           batch_size: int = 1, return_attention: bool = False, progress=None,
+                           speaker: SpeakerProfile | None = None):
         """Yield (index, Prediction, None) or (index, None, reason) for every file, in input order, as
         soon as its window is done, so a caller can write each result before the next file runs.
 
@@ -391,7 +448,7 @@ class EmotionRecognizer:
             for batch in length_sorted_batches([durations[i] for i in ids], batch_size, MAX_BATCH_SECONDS,
                                                longest_first=False):
                 chunk = [ids[k] for k in batch]
-                done.update(self._predict_chunk(paths, transcripts, chunk, return_attention))
+                done.update(self._predict_chunk(paths, transcripts, chunk, return_attention, speaker))
                 if progress is not None:
                     progress(len(chunk))
             if progress is not None:
@@ -399,8 +456,8 @@ class EmotionRecognizer:
             for i in sorted(done):
                 yield (i, *done[i])
 
-    def _predict_chunk(self, paths, transcripts, chunk: list[int], return_attention: bool
-                       ) -> dict[int, tuple[Prediction | None, str | None]]:
+    def _predict_chunk(self, paths, transcripts, chunk: list[int], return_attention: bool,
+                       speaker: SpeakerProfile | None = None) -> dict[int, tuple[Prediction | None, str | None]]:
         done: dict[int, tuple[Prediction | None, str | None]] = {}
         index, waves = [], []
         for i in chunk:
@@ -412,7 +469,7 @@ class EmotionRecognizer:
         if not waves:
             return done
         try:
-            preds = self.predict_waves(waves, [transcripts[i] for i in index], return_attention)
+            preds = self.predict_waves(waves, [transcripts[i] for i in index], return_attention, speaker)
         except (RuntimeError, MemoryError) as err:  # e.g. torch out of memory: this batch fails, not the job
             reason = f"prediction failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
             log.warning("%s: %s", ", ".join(str(paths[i]) for i in index), reason)
