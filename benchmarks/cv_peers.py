@@ -5,6 +5,10 @@
 (b) linear probe: logistic regression on time-averaged hidden states of the cv's own frozen speech
     features (read from dmha's feature store: same encoder, same waveform normalisation), layer and C
     chosen on each fold's dev speakers.
+(c) the same probe on speaker-normalised features: each speaker's (within its split) frame statistics,
+    shrunk toward the fold's training statistics exactly as dmha's `model.feature_norm=speaker` does
+    (dmha.speaker_norm, the cv's `model.speaker_prior_frames`), so dmha's default is compared with a
+    probe that gets the same normalisation.
 
 Each fold's train/dev/test speakers come from the cv folder's `fold{k}/manifest.csv`, so every system
 sees the same people in the same roles. dmha's figure per fold is the mean over its seeds (as in
@@ -12,8 +16,8 @@ sees the same people in the same roles. dmha's figure per fold is the mean over 
 the mean ± 95% t-interval over folds, a sign test and a Wilcoxon signed-rank test over folds, and a
 paired bootstrap over test utterances (resampled within each fold, the same draw for both systems).
 
-    python benchmarks/cv_peers.py CV_DIR                 # both peers; writes CV_DIR/peers.json
-    python benchmarks/cv_peers.py CV_DIR --only b        # the probe only (seconds: features are cached)
+    python benchmarks/cv_peers.py CV_DIR                 # all three peers; writes CV_DIR/peers.json
+    python benchmarks/cv_peers.py CV_DIR --only b,c      # the probes only (seconds: features are cached)
 """
 from __future__ import annotations
 
@@ -31,8 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess_peers as peers  # noqa: E402  (shared peer recipes: features, model selection, scores)
+from dmha.config import ModelConfig  # noqa: E402
 
-SYSTEMS = {"a": "eGeMAPS + RBF-SVM", "b": "linear probe (pooled layers)"}
+SYSTEMS = {"a": "eGeMAPS + RBF-SVM", "b": "linear probe (pooled layers)",
+           "c": "linear probe, speaker-normalised"}
 BOOTSTRAP = 2000
 
 
@@ -53,14 +59,44 @@ def read_cv_dir(cv_dir: Path) -> dict:
     return cv
 
 
-def fold_splits(cv_dir: Path, cv: dict) -> tuple[list, list[dict[str, np.ndarray]]]:
+def read_train_runs(run_dirs: Sequence[Path], manifest: Path | None = None) -> dict:
+    """`dmha train` run folders on one manifest (its own train/dev/test split; several folders are
+    seeds), read as a cv of one fold, so the peers run on exactly that split."""
+    runs, manifests, configs = [], set(), []
+    for seed, run in enumerate(run_dirs):
+        metrics_path = run / "metrics.json"
+        if not metrics_path.is_file() or not (run / "eval_test" / "predictions.csv").is_file():
+            raise SystemExit(f"cv_peers: {run}: neither a cv folder (cv.json) nor a finished `dmha train` run "
+                             "with a test split (metrics.json, eval_test/predictions.csv)")
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        manifests.add(str(manifest or metrics["train_manifest"]))
+        configs.append(json.loads((run / "config.json").read_text(encoding="utf-8")))
+        runs.append({"fold": 0, "seed": seed, "run": str(run), "macro_f1": metrics["test"]["macro_f1"]})
+    if len(manifests) > 1:
+        raise SystemExit(f"cv_peers: the runs were trained on different manifests: {', '.join(sorted(manifests))}")
+    (path,) = manifests
+    if not Path(path).is_file():
+        raise SystemExit(f"cv_peers: {path}: the runs' manifest is not found from here (pass --manifest)")
+    return {"manifest": path, "folds": [{"fold": 0, "name": "split"}], "seeds": [r["seed"] for r in runs],
+            "runs": runs, "config": configs[0], "fold_manifests": [path],
+            "summary": {"folds_done": 1, "per_fold": {"0": {"macro_f1": float(np.mean([r["macro_f1"] for r in runs]))}}}}
+
+
+def run_folder(cv: dict, run: dict) -> Path:
+    """Where one run's files are: CV_DIR/fold{k}/seed{s} in a cv, the run folder itself otherwise."""
+    return Path(run["run"]) if "fold_manifests" in cv else Path(cv["dir"]) / f"fold{run['fold']}" / f"seed{run['seed']}"
+
+
+def fold_splits(cv_dir: Path | None, cv: dict) -> tuple[list, list[dict[str, np.ndarray]]]:
     """The manifest's items (in the order of fold 0's manifest) and, per fold, the row indices of its
-    train/dev/test speakers, read from the fold manifests `dmha cv` trained on."""
+    train/dev/test speakers, read from the fold manifests `dmha cv` trained on (or the train runs' manifest)."""
     from dmha.data.manifest import read_manifest
 
     items, per_fold = None, []
     for fold in cv["folds"]:
-        rows = read_manifest(cv_dir / f"fold{fold['fold']}" / "manifest.csv")
+        path = (Path(cv["fold_manifests"][fold["fold"]]) if "fold_manifests" in cv
+                else cv_dir / f"fold{fold['fold']}" / "manifest.csv")
+        rows = read_manifest(path)
         if items is None:
             items = rows
         elif [str(i.path) for i in rows] != [str(i.path) for i in items]:
@@ -73,8 +109,7 @@ def dmha_predictions(cv: dict, fold: int, paths: Sequence[str]) -> list[np.ndarr
     """Each seed's test predictions for one fold, aligned with `paths` (from eval_test/predictions.csv)."""
     out = []
     for run in (r for r in cv["runs"] if r["fold"] == fold):
-        folder = Path(cv["dir"]) / f"fold{run['fold']}" / f"seed{run['seed']}"
-        with open(folder / "eval_test" / "predictions.csv", newline="", encoding="utf-8") as f:
+        with open(run_folder(cv, run) / "eval_test" / "predictions.csv", newline="", encoding="utf-8") as f:
             by_path = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
         missing = [p for p in paths if p not in by_path]
         if missing:
@@ -121,6 +156,52 @@ def store_pooled_states(items, config_dict: dict) -> np.ndarray:
         raise SystemExit(f"cv_peers: {len(data.errors)} item(s) have no features: {data.errors[0][0]}: "
                          f"{data.errors[0][1]}")
     return np.stack([ref.speech().float().mean(dim=1).numpy() for ref in data.refs]).astype(np.float32)
+
+
+def store_moments(items, config_dict: dict) -> np.ndarray:
+    """(N, 2L+1, D) float64: each utterance's frame moments from dmha's feature store, stacked as
+    [Σh (L rows), Σh² (L rows), frame count (one row, repeated over D)] so they cache as one array."""
+    from dmha.config import from_dict
+    from dmha.extraction import featurize
+    from dmha.speaker_norm import Moments
+    from dmha.task import wave_norm
+
+    config = from_dict(config_dict)
+    data = featurize(items, config.encoders, config.features, wave_norm([], config), progress=True)
+    if data.errors:
+        raise SystemExit(f"cv_peers: {len(data.errors)} item(s) have no features: {data.errors[0][0]}")
+    rows = []
+    for ref in data.refs:
+        m = Moments.of(ref.speech())
+        rows.append(np.concatenate([m.total.numpy(), m.squares.numpy(), np.full((1, m.total.shape[1]), m.frames)]))
+    return np.stack(rows)
+
+
+def speaker_normalised_means(moments: np.ndarray, speakers: Sequence[str], idx: dict[str, np.ndarray],
+                             prior_frames: float) -> np.ndarray:
+    """(N, L, D) pooled means after dmha's speaker normalisation for one fold: each speaker's statistics
+    within its split, shrunk toward the fold's training statistics (dmha.speaker_norm's own functions)."""
+    import torch
+
+    from dmha.speaker_norm import raw_to_z, shrunk_z_stats
+
+    layers = (moments.shape[1] - 1) // 2
+    total, squares, frames = moments[:, :layers], moments[:, layers:2 * layers], moments[:, -1, 0]
+    train = idx["train"]
+    mean0 = total[train].sum(0) / frames[train].sum()
+    std0 = np.sqrt(np.maximum(squares[train].sum(0) / frames[train].sum() - mean0 ** 2, 0)).clip(min=1e-5)
+    out = np.full(total.shape, np.nan)
+    for split in peers.SPLITS:
+        rows = idx[split]
+        for speaker in sorted({speakers[i] for i in rows}):
+            group = np.array([i for i in rows if speakers[i] == speaker])
+            z_total, z_squares = raw_to_z(torch.tensor([frames[group].sum()]), torch.tensor(total[group].sum(0))[None],
+                                          torch.tensor(squares[group].sum(0))[None], torch.tensor(mean0), torch.tensor(std0))
+            mu, sd = (x[0].numpy() for x in shrunk_z_stats(torch.tensor([frames[group].sum()]), z_total, z_squares,
+                                                             prior_frames))
+            means = total[group] / frames[group][:, None, None]
+            out[group] = ((means - mean0) / std0 - mu) / sd
+    return out.astype(np.float32)
 
 
 # ---------------------------------------------------------------- systems per fold
@@ -175,7 +256,7 @@ def fold_tests(diffs: Sequence[float]) -> dict:
     diffs = np.asarray(diffs, dtype=float)
     nonzero = diffs[diffs != 0]
     sign = binomtest(int((nonzero > 0).sum()), len(nonzero), 0.5).pvalue if len(nonzero) else 1.0
-    wil = float(wilcoxon(diffs).pvalue) if len(nonzero) else 1.0
+    wil = float(wilcoxon(diffs).pvalue) if len(nonzero) > 1 else 1.0 if len(diffs) > 1 else float("nan")
     return {"wins": int((diffs > 0).sum()), "losses": int((diffs < 0).sum()), "sign_p": float(sign),
             "wilcoxon_p": wil}
 
@@ -211,7 +292,8 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
         result["dmha_seed_vote"] = {"per_fold": vote, **interval(vote)}
     for tag, feats in features.items():
         start = time.perf_counter()
-        runs = [run_peer(tag, feats, y, idx) for idx in splits]
+        # a peer's features are one array, or computed per fold from its splits (speaker normalisation)
+        runs = [run_peer(tag, feats(idx) if callable(feats) else feats, y, idx) for idx in splits]
         f1 = [r["macro_f1"] for r in runs]
         diffs = [d - p for d, p in zip(dmha_fold, f1)]
         peer_codes = [np.array([code[v] for v in r.pop("predictions")]) for r in runs]
@@ -253,22 +335,29 @@ def format_table(result: dict) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cv_dir", type=Path, help="a finished `dmha cv --out` folder")
-    p.add_argument("--only", default="a,b", help="peers to run, comma-separated from a,b (default: both)")
+    p.add_argument("cv_dir", type=Path, nargs="+",
+                   help="a finished `dmha cv --out` folder, or `dmha train` run folders of one manifest (seeds)")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="train runs: their manifest, where the path they recorded does not resolve from here")
+    p.add_argument("--only", default="a,b,c", help="peers to run, comma-separated from a,b,c (default: all)")
     p.add_argument("--cache", type=Path, default=peers.RESULTS / "cache", help="peer feature cache folder")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: CV_DIR/peers.json)")
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap draws (default {BOOTSTRAP})")
     args = p.parse_args(argv)
     args.only = sorted({s.strip() for s in args.only.split(",") if s.strip()})
     if not args.only or set(args.only) - set(SYSTEMS):
-        p.error(f"--only takes a comma-separated subset of a,b, got {','.join(args.only) or 'nothing'}")
+        p.error(f"--only takes a comma-separated subset of a,b,c, got {','.join(args.only) or 'nothing'}")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cv = read_cv_dir(args.cv_dir)
-    items, splits = fold_splits(args.cv_dir, cv)
+    if len(args.cv_dir) == 1 and (args.cv_dir[0] / "cv.json").is_file():
+        cv_dir = args.cv_dir[0]
+        cv = read_cv_dir(cv_dir)
+    else:
+        cv, cv_dir = read_train_runs(args.cv_dir, args.manifest), None
+    items, splits = fold_splits(cv_dir, cv)
     key = data_key(items)
     features = {}
     if "a" in args.only:
@@ -281,8 +370,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          cv["config"]["features"]["layers"]], sort_keys=True).encode()).hexdigest()[:12]
         features["b"] = peers.cached(args.cache / f"store_pooled_{ident}_{key}.npy",
                                      lambda: store_pooled_states(items, cv["config"]))[0]
+    if "c" in args.only:
+        ident = hashlib.sha1(json.dumps([cv["config"]["encoders"], cv["config"]["features"]["normalize"],
+                                         cv["config"]["features"]["layers"]], sort_keys=True).encode()).hexdigest()[:12]
+        moments = peers.cached(args.cache / f"store_moments_{ident}_{key}.npy",
+                               lambda: store_moments(items, cv["config"]))[0]
+        prior = cv["config"]["model"].get("speaker_prior_frames", ModelConfig().speaker_prior_frames)
+        speakers = [i.speaker for i in items]
+        features["c"] = lambda idx: speaker_normalised_means(moments, speakers, idx, prior)
     result = compare(cv, items, splits, features, args.bootstrap)
-    out = args.out or args.cv_dir / "peers.json"
+    out = args.out or (cv_dir or args.cv_dir[0]) / "peers.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(format_table(result))
     print(f"wrote {out}")

@@ -116,3 +116,71 @@ def test_unfinished_cv_is_refused(tmp_path: Path) -> None:
         bench.read_cv_dir(cv_dir)
     with pytest.raises(SystemExit, match="not found"):
         bench.read_cv_dir(tmp_path / "nowhere")
+
+
+def test_speaker_normalised_probe_removes_each_speakers_offset(tmp_path: Path) -> None:
+    """Peer (c): with no prior, each speaker's pooled means are z-scored by that speaker's own frame
+    statistics (so a speaker offset is gone); with a prior they move toward the fold's training ones;
+    and compare() takes per-fold features."""
+    cv_dir, y = _fake_cv(tmp_path)
+    cv = bench.read_cv_dir(cv_dir)
+    items, splits = bench.fold_splits(cv_dir, cv)
+    rng = np.random.default_rng(1)
+    speakers = [i.speaker for i in items]
+    offset = {s: rng.normal(size=(2, 5)) * 10 for s in sorted(set(speakers))}
+    rows = []
+    for i, s in enumerate(speakers):
+        frames = rng.normal(size=(2, 8 + i % 3, 5)) + offset[s][:, None, :]
+        rows.append(np.concatenate([frames.sum(1), (frames ** 2).sum(1), np.full((1, 5), frames.shape[1])]))
+    moments = np.stack(rows)
+    normed = bench.speaker_normalised_means(moments, speakers, splits[0], prior_frames=0)
+    for s in set(speakers):
+        group = [i for i, t in enumerate(speakers) if t == s]
+        frames = moments[group, -1, 0]
+        weighted = (normed[group] * frames[:, None, None]).sum(0) / frames.sum()
+        assert np.allclose(weighted, 0, atol=1e-5)  # the speaker's frame mean is the reference
+    shrunk = bench.speaker_normalised_means(moments, speakers, splits[0], prior_frames=1e9)
+    train = splits[0]["train"]
+    n0 = moments[train, -1, 0].sum()
+    mean0 = moments[train, :2].sum(0) / n0
+    std0 = np.sqrt(moments[train, 2:4].sum(0) / n0 - mean0 ** 2)
+    plain = (moments[:, :2] / moments[:, -1:, :1] - mean0) / std0
+    assert np.allclose(shrunk, plain, atol=1e-3)  # a huge prior: plain standardisation by the training statistics
+    informative = np.stack([rng.normal(size=(len(y), 5)), np.eye(3)[[LABELS.index(v) for v in y]].repeat(2, 1)[:, :5]
+                            + rng.normal(size=(len(y), 5)) * 0.1], axis=1).astype(np.float32)
+    calls = []
+    result = bench.compare(cv, items, splits, {"c": lambda idx: calls.append(idx) or informative}, draws=50)
+    assert len(calls) == 4 and result["peers"]["c"]["mean"] > 0.8
+
+
+def test_train_runs_are_read_as_a_one_fold_cv(tmp_path: Path) -> None:
+    """`dmha train` run folders of one manifest (seeds) are compared on that manifest's own split."""
+    from dmha.data.manifest import Item, write_manifest
+
+    items = [Item(tmp_path / f"{s}_{j}.wav", LABELS[j % 3], split, s)
+             for s, split in (("a", "train"), ("b", "dev"), ("c", "test")) for j in range(6)]
+    for item in items:
+        item.path.write_bytes(b"")
+    write_manifest(items, tmp_path / "m.csv")
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        (run / "eval_test").mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"train_manifest": str(tmp_path / "m.csv"),
+                                                      "test": {"macro_f1": 0.5 + seed / 10}}))
+        (run / "config.json").write_text(json.dumps({"seed": seed}))
+        with open(run / "eval_test" / "predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "prediction"])
+            writer.writerows([str(i.path), i.label, i.label] for i in items if i.split == "test")
+        runs.append(run)
+    cv = bench.read_train_runs(runs)
+    items_read, splits = bench.fold_splits(None, cv)
+    assert [len(splits[0][s]) for s in ("train", "dev", "test")] == [6, 6, 6]
+    assert cv["summary"]["per_fold"]["0"]["macro_f1"] == pytest.approx(0.55)
+    y = np.array([i.label for i in items_read])
+    feats = np.eye(3)[[LABELS.index(v) for v in y]].astype(np.float32)
+    result = bench.compare(cv, items_read, splits, {"a": feats}, draws=50)
+    assert result["peers"]["a"]["per_fold"][0]["macro_f1"] == 1.0 and len(result["dmha"]["per_fold"]) == 1
+    with pytest.raises(SystemExit, match="neither a cv folder"):
+        bench.read_train_runs([tmp_path / "m.csv"])
