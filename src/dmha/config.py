@@ -69,6 +69,8 @@ class EncodersConfig:
     asr: str = "tiny.en"
     asr_window_s: float = rule(30.0, at_least=1.0, at_most=30.0)  # ASR window for clips up to 30 s (< 30: faster)
     speech_pad_to_s: float = rule(0.0, **NON_NEGATIVE)  # Whisper window: 0 = true length, 30 = Whisper's padded one
+    # > 0: the speech encoder's top N transformer layers train, run live on the cached state L-1-N (0 = frozen)
+    finetune_layers: int = rule(0, **NON_NEGATIVE)
     device: str = "cpu"
 
 
@@ -127,6 +129,9 @@ class TrainConfig:
     label_smoothing: float = rule(0.1, **FRACTION)  # target mass ε spread evenly over all classes (0 = the paper)
     frame_dropout: float = rule(0.3, **FRACTION)  # fraction of speech frames each training step drops (0 = paper)
     layer_lr: float = rule(0.01, **NON_NEGATIVE)  # LR of the layer-sum weights, no decay; 0 = train.lr with decay
+    encoder_lr: float = rule(5e-5, **POSITIVE)  # LR of the encoder's live top layers (encoders.finetune_layers)
+    # each live layer below the top gets the LR of the one above times this (layer-wise decay; 1 = none)
+    encoder_lr_decay: float = rule(1.0, above=0.0, at_most=1.0)
     # > 0: dev scores and the saved head use an EMA of the weights; 0 = off (the paper)
     ema_decay: float = rule(0.99, **FRACTION, note="0 = off")
     num_workers: int = rule(0, **NON_NEGATIVE)

@@ -256,6 +256,9 @@ class DMHA(nn.Module):
             pooled_dim = dim // config.heads
         self.pooling = AttentionPooling(pooled_dim, config.query_init)
         self.classifier = Classifier(pooled_dim, num_classes, config.hidden_layers, config.hidden_dim, config.dropout)
+        # Partial fine-tuning (encoders.finetune_layers = N): the encoder's top N layers, trainable, recompute
+        # hidden states L-N..L-1 from the cached state L-1-N (dmha.encoders.top_layers); None = frozen encoder.
+        self.top: nn.Module | None = None
 
     def forward(
         self,
@@ -270,6 +273,10 @@ class DMHA(nn.Module):
 
         `speaker` (feature_norm=speaker): each item's speaker moments, speaker_frames (B,), speaker_total
         and speaker_squares (B, L, Ds) (dmha.speaker_norm.batch_moments); None: each item alone."""
+        if self.top is not None:  # h_{L-N..L-1} = live top layers(h_{L-1-N}); the frozen ones below stay cached
+            n = self.top.n
+            live = self.top(speech[:, -n - 1].float(), speech_mask).to(speech.dtype)  # (B, N, T1, Ds)
+            speech = torch.cat([speech[:, :-n], live], dim=1)  # (B, L, T1, Ds)
         s = self.layer_sum(speech, self.speech_norm, speech_mask, speaker)  # Σ_l w_l·norm(h_l): (B, T1, Ds)
         s = self.speech_proj(s)  # (B, T1, D)
         x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)

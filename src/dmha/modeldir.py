@@ -87,9 +87,29 @@ class ModelBundle:
         return DecisionRule(self.labels, thresholds, source, target)
 
 
-def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_classes: int) -> DMHA:
-    """The DMHA head sized for these encoders."""
-    return DMHA(speech.num_layers, speech.dim, text.dim, num_classes, config.model)
+def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_classes: int,
+                speech_encoder=None) -> DMHA:
+    """The DMHA head sized for these encoders; with `encoders.finetune_layers` = N > 0 it carries copies
+    of the speech encoder's top N layers (`speech_encoder`, or loaded from the config when not given)."""
+    model = DMHA(speech.num_layers, speech.dim, text.dim, num_classes, config.model)
+    if config.encoders.finetune_layers:
+        model.top = top_layers(config, speech, speech_encoder)
+    return model
+
+
+def top_layers(config: Config, speech: EncoderSpec, speech_encoder=None):
+    """The trainable copies of the speech encoder's top layers, checked against the encoder the head was
+    trained on: the cached states below them must come from the same weights."""
+    from .encoders.registry import speech_encoder as load_speech
+    from .encoders.top_layers import TopLayers
+
+    if config.features.layers:
+        raise ValueError("encoders.finetune_layers needs every hidden state (features.layers = [])")
+    encoder = speech_encoder or load_speech(config.encoders, config.features.layers)
+    if encoder.info.identity != speech.identity:
+        raise ValueError(f"the speech encoder {encoder.info.name} is not the one the head was trained on "
+                         f"({speech.identity}): the fine-tuned layers need the same frozen layers below them")
+    return TopLayers(encoder, config.encoders.finetune_layers)
 
 
 def machine_settings(config: Config) -> dict:
@@ -184,6 +204,11 @@ def load_model_dir(directory: str | Path, device: str = "cpu", encoder_device: s
     except (ValueError, KeyError, TypeError) as err:
         raise ModelDirError(f"{directory / 'config.json'}: invalid model config ({err})") from err
     config = for_this_machine(trained, device if encoder_device == "same" else encoder_device)
+    if trained.encoders.finetune_layers:  # the tuned layers' shapes come from the base encoder (weights: below)
+        try:
+            model.top = top_layers(config, speech)
+        except ValueError as err:
+            raise ModelDirError(f"{directory}: {err}") from err
     try:
         model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
     except SafetensorError as err:  # not a safetensors file at all (e.g. a pickle posing as one)

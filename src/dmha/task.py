@@ -61,7 +61,7 @@ class EmotionTask:
         config = self.config
         # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
         L.seed_everything(config.seed, workers=True, verbose=False)
-        self.model = build_model(config, *self.specs, len(self.labels))
+        self.model = build_model(config, *self.specs, len(self.labels), self.speech)
         if config.model.feature_norm in ("standardize", "speaker"):  # speaker: the statistics are its prior
             self.model.set_feature_stats(feature_stats([r for _, r, _ in self.by_split["train"]], self.progress))
         loss = build_loss(config.loss, [self.counts.get(k, 0) for k in range(len(self.labels))],

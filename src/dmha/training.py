@@ -111,14 +111,24 @@ class DMHAModule(L.LightningModule):
 
 
 def parameter_groups(model: DMHA, cfg: TrainConfig) -> list[dict]:
-    """One AdamW group, or with `train.layer_lr` a second one for the layer-sum logits: its own LR and no
-    weight decay. Decoupled decay pulls the logits to zero, i.e. to uniform weights over the layers,
-    which is why with one group they stay within ±0.02 of uniform while the probe's best layer is one."""
-    if not cfg.layer_lr:
-        return [{"params": list(model.parameters())}]
-    layer = [model.layer_sum.logits]
-    rest = [p for p in model.parameters() if p is not model.layer_sum.logits]
-    return [{"params": rest}, {"params": layer, "lr": cfg.layer_lr, "weight_decay": 0.0}]
+    """AdamW groups: the head; with `train.layer_lr` the layer-sum logits in their own group (own LR, no
+    weight decay: decoupled decay pulls the logits to zero, i.e. to uniform weights over the layers,
+    which is why with one group they stay within ±0.02 of uniform while the probe's best layer is one);
+    with live encoder layers (encoders.finetune_layers) one group per layer at `train.encoder_lr`,
+    times `train.encoder_lr_decay` for each layer below the top."""
+    special: list[dict] = []
+    if cfg.layer_lr:
+        special.append({"params": [model.layer_sum.logits], "lr": cfg.layer_lr, "weight_decay": 0.0})
+    if model.top is not None:
+        layers = list(model.top.layers)
+        for depth, layer in enumerate(reversed(layers)):  # depth 0 = the top layer
+            params = [p for p in layer.parameters() if p.requires_grad]
+            if depth == 0 and model.top.final_norm is not None:
+                params += list(model.top.final_norm.parameters())
+            special.append({"params": params, "lr": cfg.encoder_lr * cfg.encoder_lr_decay ** depth})
+    taken = {id(p) for group in special for p in group["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    return [{"params": rest}, *special]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
