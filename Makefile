@@ -42,6 +42,10 @@ bench: install
 	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out benchmarks/results/crema_cv.csv
 	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv --folds 5 --seeds 0 --jobs 2
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/crema_cv
+	# CREMA-D's own split (one fold) and its peers; then what partial fine-tuning costs per epoch
+	HF_HUB_OFFLINE=1 $(BIN)/dmha train --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_split
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/crema_split --out benchmarks/results/crema_split_peers.json
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_cost.py --manifest benchmarks/results/ravdess_cv.csv
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -137,3 +137,16 @@ def test_onnx_export_carries_the_tuned_layers(runs, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
     (probs,) = session.run(None, {k: batch[k].numpy() for k in ("speech", "speech_mask", "text", "text_mask")})
     assert np.abs(probs - reference).max() <= 1e-4
+
+
+def test_online_mode_trains_the_top_layer_on_augmented_audio(tiny_encoders, tmp_path):
+    """Online augmentation: the frozen encoder runs every step, its top layer is recomputed and trained."""
+    manifest = write_tone_corpus(tmp_path / "corpus", n_per_class=4)
+    metrics = train(manifest, tmp_path / "run", load(None, _overrides(
+        tiny_encoders, tmp_path / "cache", "aug.enabled=true", "aug.p=1.0", "encoders.finetune_layers=1")),
+        progress=False)
+    assert metrics["feature_mode"] == "online"
+    top = {k.removeprefix("top.layers.0."): v for k, v in
+           load_file(str(tmp_path / "run" / "model" / "model.safetensors")).items() if k.startswith("top.layers.0.")}
+    base = speech_encoder(load(None, _overrides(tiny_encoders, tmp_path / "cache")).encoders).model.encoder.layers[-1]
+    assert any(not torch.allclose(v, base.state_dict()[k]) for k, v in top.items())
