@@ -317,8 +317,10 @@ def format_table(result: dict) -> str:
             row += f" {peer['per_fold'][n]['macro_f1']:16.4f} {peer['difference']['per_fold'][n]:+7.4f}"
         lines.append(row)
 
+    one_fold = len(result["folds"]) == 1  # a single split: no interval or test over folds, the bootstrap only
+
     def span(s: dict) -> str:
-        return f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
+        return f"{s['mean']:.4f}" if one_fold else f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
     lines.append(f"dmha ({len(result['seeds'])} seeds per fold): {span(result['dmha'])}")
     if "dmha_seed_vote" in result:
@@ -327,8 +329,9 @@ def format_table(result: dict) -> str:
     for t in tags:
         peer, diff = result["peers"][t], result["peers"][t]["difference"]
         boot = diff["bootstrap"]
-        lines.append(f"{SYSTEMS[t]}: {span(peer)}; dmha - it: {span(diff)}, wins {diff['wins']}/"
-                     f"{len(result['folds'])}, sign p={diff['sign_p']:.3f}, Wilcoxon p={diff['wilcoxon_p']:.3f}, "
+        folds = "" if one_fold else (f", wins {diff['wins']}/{len(result['folds'])}, sign p={diff['sign_p']:.3f}, "
+                                     f"Wilcoxon p={diff['wilcoxon_p']:.3f}")
+        lines.append(f"{SYSTEMS[t]}: {span(peer)}; dmha - it: {span(diff)}{folds}, "
                      f"bootstrap [{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}] p={boot['p_value']:.3f}")
     return "\n".join(lines)
 

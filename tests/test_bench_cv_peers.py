@@ -182,5 +182,7 @@ def test_train_runs_are_read_as_a_one_fold_cv(tmp_path: Path) -> None:
     feats = np.eye(3)[[LABELS.index(v) for v in y]].astype(np.float32)
     result = bench.compare(cv, items_read, splits, {"a": feats}, draws=50)
     assert result["peers"]["a"]["per_fold"][0]["macro_f1"] == 1.0 and len(result["dmha"]["per_fold"]) == 1
+    table = bench.format_table(result)
+    assert "nan" not in table and "Wilcoxon" not in table and "bootstrap [" in table  # one split: no fold tests
     with pytest.raises(SystemExit, match="neither a cv folder"):
         bench.read_train_runs([tmp_path / "m.csv"])

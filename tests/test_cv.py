@@ -10,7 +10,7 @@ import pytest
 from conftest import write_tone_corpus
 from dmha.cli import main
 from dmha.config import ConfigError, load
-from dmha.cv import assign_folds, cross_validate, cv_config, interval95, make_folds, summarize
+from dmha.cv import assign_folds, cross_validate, cv_config, format_summary, interval95, make_folds, summarize
 from dmha.data.manifest import Item, ManifestError
 
 
@@ -66,6 +66,11 @@ def test_summary_interval_and_seed_spread():
     assert "macro_f1_alone" not in summary
     alone = summarize([{**r, "macro_f1_alone": r["macro_f1"] - 0.1} for r in runs], 3, [0, 1])
     assert alone["macro_f1_alone"]["mean"] == pytest.approx(0.505)
+    folds = [{"fold": f, "name": str(f), "test": [f"s{f}"], "dev": [], "train": []} for f in range(3)]
+    printed = format_summary({"summary": summary, "folds": folds})
+    assert "cv mean per seed: 0: 0.6000, 1: 0.6100 (std 0.0071)" in printed
+    one_seed = [r for r in runs if r["seed"] == 0]
+    assert "per seed" not in format_summary({"summary": summarize(one_seed, 3, [0]), "folds": folds})  # no "std nan"
 
 
 def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_path, capsys):

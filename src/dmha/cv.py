@@ -342,7 +342,7 @@ def format_summary(result: dict) -> str:
         m = summary["macro_f1_alone"]
         lines.append(f"macro-F1 with each test clip alone (no speaker statistics, as `predict` of one file): "
                      f"{m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
-    if "seed_std" in summary:
+    if len(summary.get("seed_macro_f1", {})) > 1:  # one seed has no spread to report
         seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary["seed_macro_f1"].items())
         lines.append(f"cv mean per seed: {seeds} (std {summary['seed_std']:.4f})")
     return "\n".join(lines)
