@@ -159,3 +159,15 @@ def make_tree(root: Path, rows=ROWS, *, audio: bool = True) -> Path:
     (root / "Transcripts" / "MSP-PODCAST_0011_0001.txt").write_text("fine thanks")
     (root / "Transcripts" / "MSP-PODCAST_0001_0001.txt").write_text("   ")  # empty → ASR
     return root
+
+
+# Prediction (test_pipeline, test_finetune)
+
+def assert_batch_invariant(rec, items) -> None:
+    """`predict` of the items one at a time and in batches of 4 gives the same labels and probabilities (1e-4)."""
+    paths, texts = [i.path for i in items], [i.transcript for i in items]
+    one = rec.predict(paths, transcripts=texts, batch_size=1)
+    many = rec.predict(paths, transcripts=texts, batch_size=4)
+    for a, b in zip(one, many):
+        assert a.label == b.label and a.path == b.path
+        assert max(abs(a.probs[k] - b.probs[k]) for k in a.probs) <= 1e-4

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import write_tone_corpus
+from helpers import assert_batch_invariant
 from dmha.config import load
 from dmha.data.manifest import read_manifest
 from dmha.encoders.registry import speech_encoder
@@ -72,12 +73,7 @@ def test_model_dir_round_trip_evaluate_and_predict(runs):
     report = evaluate(root / "tuned" / "model", manifest, "test", root / "eval", progress=False, report=False)
     assert report["macro_f1"] == pytest.approx(tuned["test"]["macro_f1"])
     rec = EmotionRecognizer.load(root / "tuned" / "model")
-    items = read_manifest(manifest)[:6]
-    paths, texts = [i.path for i in items], [i.transcript for i in items]
-    one = rec.predict(paths, transcripts=texts, batch_size=1)
-    many = rec.predict(paths, transcripts=texts, batch_size=4)
-    for a, b in zip(one, many):
-        assert np.allclose([a.probs[k] for k in rec.labels], [b.probs[k] for k in rec.labels], atol=1e-4)
+    assert_batch_invariant(rec, read_manifest(manifest)[:6])
 
 
 def test_a_model_dir_needs_the_encoder_it_was_tuned_on(runs, tiny_encoders, tmp_path):

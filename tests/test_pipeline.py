@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from conftest import write_tone_corpus
+from helpers import assert_batch_invariant
 from dmha.cli import main
 from dmha.config import load
 from dmha.data.manifest import read_manifest
@@ -89,13 +90,7 @@ def test_evaluate_and_predict_agree(trained, tmp_path):
 def test_batched_predict_equals_batch_of_one(trained):
     root, manifest, _, _ = trained
     rec = EmotionRecognizer.load(root / "run" / "model")
-    items = read_manifest(manifest)[:6]
-    paths, texts = [i.path for i in items], [i.transcript for i in items]
-    one = rec.predict(paths, transcripts=texts, batch_size=1)
-    many = rec.predict(paths, transcripts=texts, batch_size=4)
-    for a, b in zip(one, many):
-        assert a.label == b.label and a.path == b.path
-        assert max(abs(a.probs[k] - b.probs[k]) for k in a.probs) <= 1e-4
+    assert_batch_invariant(rec, read_manifest(manifest)[:6])
 
 
 def test_predict_from_array_and_attention(trained):
