@@ -94,6 +94,8 @@ def _as_written(value) -> set[str]:
         return {str(value).lower()}
     if isinstance(value, (int, float)):
         return {f"{value:g}", repr(value), str(value), f"{value:.0e}".replace("e-0", "e-")}  # 5e-4
+    if isinstance(value, dict):
+        return {json.dumps(value), "{}" if not value else json.dumps(value)}
     if isinstance(value, list):
         return {json.dumps(value), json.dumps(value, separators=(",", ":")), str(value).replace("'", '"')}
     return {f"`{value}`", value, '""' if value == "" else value}

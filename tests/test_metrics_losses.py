@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from dmha.losses import FocalLoss, build_loss, inverse_frequency_weights
+from dmha.losses import FocalLoss, WeightedCrossEntropy, build_loss, inverse_frequency_weights
 from dmha.metrics import classification_report, plot_confusion, write_confusion_csv
 
 
@@ -36,4 +36,4 @@ def test_focal_loss_reduces_to_ce_at_gamma_zero_and_downweights_easy():
     ce = torch.nn.functional.cross_entropy(logits, target)
     assert torch.isclose(FocalLoss(0.0)(logits, target), ce)
     assert FocalLoss(2.0)(logits, target) < ce
-    assert isinstance(build_loss("wce", [1, 2]), torch.nn.CrossEntropyLoss)
+    assert isinstance(build_loss("wce", [1, 2]), WeightedCrossEntropy)

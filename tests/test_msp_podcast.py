@@ -20,11 +20,12 @@ def test_items_labels_splits_transcripts(tmp_path: Path, caplog: pytest.LogCaptu
     with caplog.at_level(logging.INFO, logger="dmha.data.msp_podcast"):
         items = prepare_msp_podcast(src, out)
     assert "dropped 3 rows with EmoClass X or O (dev 1, train 2)" in caplog.text
-    assert "skipped 2 unlabelled rows (test 2)" in caplog.text
-    assert [i.path.name for i in items] == [name(i) for i in (0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 13)]
+    assert "kept 2 test3 rows (labels hidden)" in caplog.text  # Test3: its own split, labels hidden
+    assert [i.path.name for i in items] == [name(i) for i in (0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 13, 14, 15)]
     assert [i.label for i in items[:8]] == ["angry", "happy", "sad", "fear", "surprise", "contempt",
                                             "disgust", "neutral"]
-    assert Counter(i.split for i in items) == {"train": 8, "dev": 2, "test1": 1}
+    assert Counter(i.split for i in items) == {"train": 8, "dev": 2, "test1": 1, "test3": 2}
+    assert {i.label for i in items if i.split == "test3"} == {"unknown"}
     first = items[0]
     assert first.path == (src / "Audios" / name(0)).resolve()
     assert first.speaker == "127" and items[2].speaker is None  # "Unknown" → empty
@@ -38,7 +39,7 @@ def test_items_labels_splits_transcripts(tmp_path: Path, caplog: pytest.LogCaptu
 
 def test_include_unlabelled_writes_unknown(tmp_path: Path) -> None:
     items = prepare_msp_podcast(make_tree(tmp_path / "msp"), tmp_path / "m.csv", include_unlabelled=True)
-    test = [i for i in items if i.split == "test"]
+    test = [i for i in items if i.split == "test3"]
     assert [(i.path.name, i.label, i.speaker) for i in test] == [(name(14), "unknown", None),
                                                                   (name(15), "unknown", None)]
     assert len(items) == 13
@@ -50,11 +51,12 @@ def test_missing_emoclass_column_means_unlabelled(tmp_path: Path) -> None:
     (src / "Audios").mkdir()
     sf.write(src / "Audios" / "a.wav", np.zeros(1600, np.float32), 16000)
     (src / "Labels" / "labels_consensus.csv").write_text("FileName,Split_Set\na.wav,Test3\n")
+    (src / "Labels" / "labels_consensus.csv").write_text("FileName,Split_Set\na.wav,Test2\n")
     with pytest.raises(CorpusError, match="no usable rows .*1 unlabelled"):
         prepare_msp_podcast(src, tmp_path / "m.csv")
     items = prepare_msp_podcast(src, tmp_path / "m.csv", include_unlabelled=True)
     assert [(i.label, i.split, i.transcript, i.extra["FileName"]) for i in items] == [
-        ("unknown", "test", None, "a.wav")]
+        ("unknown", "test2", None, "a.wav")]
 
 
 def test_missing_labels_file_or_audio_folder(tmp_path: Path) -> None:
@@ -75,7 +77,7 @@ def test_missing_audio_files_one_error(tmp_path: Path) -> None:
     with pytest.raises(CorpusError) as err:
         prepare_msp_podcast(src, tmp_path / "m.csv")
     message = str(err.value)
-    assert "7 of 11 audio files listed in labels_consensus.csv not found" in message
+    assert "7 of 13 audio files listed in labels_consensus.csv not found" in message
     assert name(0) in message and name(4) in message and "and 2 more" in message
     assert "\n" not in message and not (tmp_path / "m.csv").exists()
 

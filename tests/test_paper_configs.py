@@ -199,3 +199,20 @@ def test_one_training_step_at_full_size(name: str, encoders: FrozenEncoders) -> 
         assert not any(p.requires_grad or p.grad is not None for p in encoder.parameters())
         assert not encoder.training
     print(f"\n{name}: head {num_params(model):,} params, loss {loss.item():.3f}, head step {step_s:.2f} s")
+
+
+@pytest.mark.parametrize("name, targets, criterion", [
+    ("wavlm-large-task2.toml", ["arousal", "valence", "dominance"], "ccc"),
+    ("wavlm-large-multitask.toml", ["category", "arousal", "valence", "dominance"], "sum")])
+def test_task2_and_multitask_variants_are_complete(name: str, targets: list, criterion: str) -> None:
+    """Challenge Task 2 (and both tasks at once) on the paper's wavLM system: MSP-Podcast's attribute
+    columns on their 1-7 scales, everything else as the Task 1 file."""
+    path = CONFIGS / "task2" / name
+    config = load(path)  # every key set (a missing one would appear here as its default only)
+    assert _flat_keys(tomllib.loads(path.read_text(encoding="utf-8"))) == _flat_keys(to_dict(config))
+    base = load(CONFIGS / "wavlm-large-wce-standard.toml")
+    assert (config.model.targets, config.train.dev_criterion) == (targets, criterion)
+    assert config.model.attribute_columns == {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
+    assert set(map(tuple, config.model.attribute_ranges.values())) == {(1.0, 7.0)}
+    assert (config.encoders, config.features, config.aug) == (base.encoders, base.features, base.aug)
+    assert name in (CONFIGS / "README.md").read_text(encoding="utf-8")

@@ -158,8 +158,9 @@ class FeatureDataset(Dataset):
     """
 
     def __init__(self, refs: Sequence[FeatureRef], targets: Sequence[int], crop_frames: int = 0,
-                 sample_copies: bool = False, repeat_short: bool = True):
+                 sample_copies: bool = False, repeat_short: bool = True, extras: Sequence[dict] | None = None):
         self.refs, self.targets, self.crop_frames = list(refs), list(targets), crop_frames
+        self.extras = list(extras) if extras is not None else [{}] * len(self.refs)  # soft targets, attributes
         self.repeat_short = repeat_short  # crops of clips shorter than the crop: repeated, or kept whole
         self.sample_copies = sample_copies  # training: draw the original or one of its augmented copies
 
@@ -181,17 +182,19 @@ class FeatureDataset(Dataset):
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset, self.repeat_short)
-        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": ref.speaker}
+        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": ref.speaker,
+                **self.extras[index]}
 
 
 def feature_loader(refs: Sequence[FeatureRef], targets: Sequence[int] | None = None, batch_size: int = 32,
                    crop_frames: int = 0, shuffle: bool = False, seed: int = 0, pool: int = 50,
                    num_workers: int = 0, distributed: bool = False, repeat_short: bool = True,
-                   max_frames: int = MAX_BATCH_FRAMES) -> DataLoader:
+                   max_frames: int = MAX_BATCH_FRAMES, extras: Sequence[dict] | None = None) -> DataLoader:
     """Length-bucketed batches of stored features (see sampling.py), each at most `max_frames` padded
-    speech frames; `.batch_sampler.order()` maps the batches' rows back to `refs` when shuffle is off."""
+    speech frames; `.batch_sampler.order()` maps the batches' rows back to `refs` when shuffle is off.
+    `extras`: per item, arrays its batch carries besides the label (dmha.targets: soft, attributes)."""
     dataset = FeatureDataset(refs, targets if targets is not None else [0] * len(refs), crop_frames,
-                             sample_copies=shuffle, repeat_short=repeat_short)
+                             sample_copies=shuffle, repeat_short=repeat_short, extras=extras)
     sampler = LengthBucketSampler([dataset.frames(i) for i in range(len(dataset))], batch_size, shuffle, seed,
                                   pool, distributed, max_frames)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
@@ -218,7 +221,13 @@ def collate(batch: Sequence[dict]) -> dict:
     out = {"speech": speech, "speech_mask": speech_mask, "text": text, "text_mask": text_mask}
     if "target" in batch[0]:
         out["target"] = torch.tensor([b["target"] for b in batch], dtype=torch.long)
-    return {**out, **_speakers(batch)}
+    return {**out, **_targets(batch), **_speakers(batch)}
+
+
+def _targets(batch: Sequence[dict]) -> dict:
+    """Soft targets (B, K) and attributes (B, A) when the items carry them (dmha.targets)."""
+    return {key: torch.from_numpy(np.stack([b[key] for b in batch])) for key in ("soft", "attributes")
+            if key in batch[0]}
 
 
 def _speakers(batch: Sequence[dict]) -> dict:
@@ -243,8 +252,10 @@ class WaveDataset(Dataset):
     """Training items as waveforms: random crop → augmentation → train-set normalisation."""
 
     def __init__(self, items: Sequence[Item], targets: Sequence[int], refs: Sequence[FeatureRef], norm: WaveNorm,
-                 crop_samples: int, augmenter: Augmenter | None, repeat_short: bool = True):
+                 crop_samples: int, augmenter: Augmenter | None, repeat_short: bool = True,
+                 extras: Sequence[dict] | None = None):
         self.items, self.targets, self.refs = list(items), list(targets), list(refs)  # refs: text features
+        self.extras = list(extras) if extras is not None else [{}] * len(self.items)
         self.repeat_short = repeat_short
         self.norm, self.crop_samples, self.augmenter = norm, crop_samples, augmenter
 
@@ -258,14 +269,15 @@ class WaveDataset(Dataset):
         if self.augmenter is not None:
             wave = self.augmenter(wave, rng)
         return {"wave": self.norm.apply(wave), "text": self.refs[index].text(),
-                "target": self.targets[index], "speaker": self.refs[index].speaker}
+                "target": self.targets[index], "speaker": self.refs[index].speaker, **self.extras[index]}
 
 
 def collate_waves(batch: Sequence[dict]) -> dict:
     """Keep waveforms as a list (the encoder pads them itself); pad text tokens and build their mask."""
     text, text_mask = pad_time([b["text"] for b in batch], axis=0)  # (B, T2, Dt), (B, T2)
     return {"waves": [b["wave"] for b in batch], "text": text, "text_mask": text_mask,
-            "target": torch.tensor([b["target"] for b in batch], dtype=torch.long), **_speakers(batch)}
+            "target": torch.tensor([b["target"] for b in batch], dtype=torch.long), **_targets(batch),
+            **_speakers(batch)}
 
 
 @torch.no_grad()

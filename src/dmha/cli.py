@@ -180,8 +180,14 @@ def _train(args) -> int:
     if metrics is None:  # a secondary DDP rank
         return 0
     print(f"model: {Path(args.out) / 'model'}")
-    print(f"{metrics['split']} macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
-          f"UAR {metrics['uar']:.4f}  (dev macro-F1 {metrics['dev_macro_f1']:.4f}, best epoch {metrics['best_epoch']})")
+    criterion = metrics["dev_criterion"]
+    dev = f"(dev {criterion} {metrics[f'dev_{criterion}']:.4f}, best epoch {metrics['best_epoch']})"
+    if "macro_f1" in metrics:
+        print(f"{metrics['split']} macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+              f"UAR {metrics['uar']:.4f}  {dev}")
+    if "attributes" in metrics:
+        scores = "  ".join(f"{name} {r['ccc']:.4f}" for name, r in metrics["attributes"].items())
+        print(f"{metrics['split']} CCC {scores}  (mean {metrics['mean_ccc']:.4f})" + ("" if "macro_f1" in metrics else f"  {dev}"))
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -386,7 +392,8 @@ def _add_predict(sub) -> None:
     p.add_argument("files", nargs="+")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--format", choices=list(PREDICTION_FORMATS), default="table",
-                   help="challenge: the Odyssey 2024 submission CSV (FileName,EmoClass)")
+                   help="challenge: the Odyssey 2024 Task 1 submission CSV (FileName,EmoClass); challenge-task2: "
+                        "Task 2's (FileName,EmoAct,EmoVal,EmoDom, 1-7, from a model with arousal, valence, dominance)")
     p.add_argument("--out", help="write the predictions to this file instead of stdout")
     p.add_argument("--transcript", action="append", default=None,
                    help="transcript for the files, in order (repeat once per file); default: ASR")
@@ -428,9 +435,9 @@ def _predict(args) -> int:
 
     if args.transcript is not None and len(args.transcript) != len(args.files):
         raise CommandError(f"got {len(args.transcript)} --transcript for {len(args.files)} files")
-    if args.segment and (args.transcript is not None or args.format == "challenge"):
+    if args.segment and (args.transcript is not None or args.format.startswith("challenge")):
         raise CommandError("--segment: each segment is transcribed by ASR (--no-asr skips it), so --transcript "
-                           "and --format challenge do not apply")
+                           f"and --format {args.format if args.format.startswith('challenge') else 'challenge'} do not apply")
     if args.max_duration_s <= 0:
         raise CommandError(f"--max-duration-s must be > 0, got {args.max_duration_s}")
     if args.segment and (args.same_speaker or args.enrol):
@@ -438,6 +445,9 @@ def _predict(args) -> int:
     rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
                                             prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s)
     if args.segment:
+        if not rec.predicts_category:
+            raise CommandError(f"{args.model_dir}: --segment needs a model that predicts categories (this one predicts "
+                               f"only {', '.join(rec.attribute_names)})")
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
     speaker = _speaker_profile(args, rec)
@@ -447,7 +457,10 @@ def _predict(args) -> int:
     with contextlib.ExitStack() as stack:
         skipped = stack.enter_context(SkippedItems(args.errors))  # closed last: listed after "wrote"
         out = stack.enter_context(open(args.out, "w", encoding="utf-8", newline="")) if args.out else sys.stdout
-        writer = PredictionWriter(out, rec.labels, args.format)
+        try:
+            writer = PredictionWriter(out, rec.labels, args.format, rec.attribute_names, rec.predicts_category)
+        except ValueError as err:
+            raise CommandError(f"{args.model_dir}: {err}") from None
         bar = stack.enter_context(tqdm(total=len(args.files), desc="predicting", disable=len(args.files) < 2,
                                        file=sys.stderr))
         for i, pred, reason in rec.iter_predict_files(args.files, transcripts, args.batch_size, progress=bar.update,

@@ -90,6 +90,30 @@ class ModelConfig:
     # speaker norm: frames of the train-set statistics mixed into each speaker's (1000 = 20 s at 50 frames/s)
     speaker_prior_frames: float = rule(1000.0, **NON_NEGATIVE)
     query_init: str = rule("zero", choices=("random", "zero"))  # queries u_j, u': zero (pooling starts as the mean)
+    # what the head predicts: "category" (the label) and/or emotional attributes, each a name with a
+    # declared range (attribute_ranges) read from a manifest column (attribute_columns; default: its name)
+    targets: list[str] = field(default_factory=lambda: ["category"])
+    attribute_columns: dict[str, str] = field(default_factory=dict)  # attribute → manifest column
+    attribute_ranges: dict[str, list[float]] = field(default_factory=dict)  # attribute → [min, max]
+
+    def check(self, prefix: str) -> None:
+        if not self.targets or len(set(self.targets)) != len(self.targets) or any(not t for t in self.targets):
+            raise ConfigError(f"config key {prefix}targets must list distinct non-empty names "
+                              f"(\"category\" and/or attributes), got {self.targets!r}")
+        attributes = [t for t in self.targets if t != "category"]
+        for key in ("attribute_columns", "attribute_ranges"):
+            stray = sorted(set(getattr(self, key)) - set(attributes))
+            if stray:
+                raise ConfigError(f"config key {prefix}{key} names {stray[0]!r}, which is not an attribute in "
+                                  f"{prefix}targets ({', '.join(attributes) or 'none'})")
+        for name in attributes:
+            bounds = self.attribute_ranges.get(name)
+            if bounds is None:
+                raise ConfigError(f"config key {prefix}attribute_ranges must give [min, max] for attribute "
+                                  f"{name!r} (e.g. {prefix}attribute_ranges.{name}=[1, 7])")
+            if len(bounds) != 2 or not bounds[0] < bounds[1]:
+                raise ConfigError(f"config key {prefix}attribute_ranges.{name} must be [min, max] with "
+                                  f"min < max, got {bounds!r}")
 
 
 @dataclass
@@ -134,6 +158,15 @@ class TrainConfig:
     encoder_lr_decay: float = rule(1.0, above=0.0, at_most=1.0)
     # > 0: dev scores and the saved head use an EMA of the weights; 0 = off (the paper)
     ema_decay: float = rule(0.99, **FRACTION, note="0 = off")
+    # with both categories and attributes in model.targets: loss = category loss + this × attribute loss
+    attribute_weight: float = rule(1.0, **NON_NEGATIVE)
+    # dev score for early stopping, the LR schedule and the kept checkpoint: macro_f1 | ccc (mean over the
+    # attributes) | sum (of both) | auto (macro_f1 when categories are predicted, else ccc)
+    dev_criterion: str = rule("auto", choices=("auto", "macro_f1", "ccc", "sum"))
+    # PREFIX: train categories on the annotators' vote distribution, read from columns PREFIX<label>
+    # (e.g. votes_ for CREMA-D's votes_angry, ...); empty = the hard label
+    soft_targets: str = ""
+    soft_target_weight: float = rule(1.0, at_least=0.0, at_most=1.0)  # share of votes in the target (rest: label)
     num_workers: int = rule(0, **NON_NEGATIVE)
     accelerator: str = "cpu"
     devices: int = rule(1, **POSITIVE)
@@ -198,6 +231,19 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     aug: AugmentConfig = field(default_factory=AugmentConfig)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
+
+    def check(self, prefix: str) -> None:
+        """Keys of different sections that must agree about what the head predicts."""
+        category = "category" in self.model.targets
+        attributes = [t for t in self.model.targets if t != "category"]
+        if self.train.dev_criterion in ("macro_f1", "sum") and not category:
+            raise ConfigError(f"config key train.dev_criterion={self.train.dev_criterion} needs \"category\" in "
+                              f"model.targets ({', '.join(self.model.targets)})")
+        if self.train.dev_criterion in ("ccc", "sum") and not attributes:
+            raise ConfigError(f"config key train.dev_criterion={self.train.dev_criterion} needs an attribute in "
+                              "model.targets (e.g. model.targets=[\"category\", \"arousal\"])")
+        if self.train.soft_targets and not category:
+            raise ConfigError("config key train.soft_targets needs \"category\" in model.targets")
 
 
 def validate(section: Any, prefix: str = "") -> None:
@@ -289,6 +335,11 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
 
 def _coerce(value: Any, kind: type, key: str) -> Any:
     """Accept the declared type (ints where floats are expected); anything else is an error."""
+    if get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a table, got {value!r}")
+        _, item = get_args(kind)
+        return {str(name): _coerce(element, item, f"{key}.{name}") for name, element in value.items()}
     if get_origin(kind) is list:
         if not isinstance(value, list):
             raise ConfigError(f"config key {key} must be a list, got {value!r}")

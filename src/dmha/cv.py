@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import Config, ConfigError, to_dict
+from .config import Config, ConfigError, from_dict, to_dict
 from .data.manifest import Item, ManifestError, read_manifest, write_manifest
 from .fileio import atomic_write_text
 from .parallel import available_cores
@@ -134,32 +134,48 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
     for fold in range(n_folds):
         done = [r for r in runs if r["fold"] == fold]
         if len(done) == len(seeds):
-            per_fold[fold] = {m: float(np.mean([r[m] for r in done])) for m in (*METRICS, "dev_macro_f1")}
-            if all("macro_f1_alone" in r for r in done):  # speaker-normalised models, each test clip alone
-                per_fold[fold]["macro_f1_alone"] = float(np.mean([r["macro_f1_alone"] for r in done]))
+            # every figure the runs share: categories' METRICS, attributes' mean_ccc and ccc_<name>, the
+            # dev score, and macro_f1_alone of speaker-normalised models (each test clip alone)
+            shared = [m for m in _figures(done[0]) if all(m in r for r in done)]
+            per_fold[fold] = {m: float(np.mean([r[m] for r in done])) for m in shared}
     summary["folds_done"] = len(per_fold)
     summary["per_fold"] = {str(k): v for k, v in per_fold.items()}
-    for metric in (*METRICS, "dev_macro_f1", "macro_f1_alone"):
+    for metric in _figures(next(iter(per_fold.values()), {})):
         values = [v[metric] for v in per_fold.values() if metric in v]
         if values and len(values) == len(per_fold):
             lo, hi = interval95(values)
             summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
                                else float("nan"), "ci95": [lo, hi]}
     complete = [s for s in seeds if sum(r["seed"] == s for r in runs) == n_folds]
+    main = "macro_f1" if runs and "macro_f1" in runs[0] else "mean_ccc"
     if complete:
-        means = [float(np.mean([r["macro_f1"] for r in runs if r["seed"] == s])) for s in complete]
-        summary["seed_macro_f1"] = dict(zip(map(str, complete), means))
+        means = [float(np.mean([r[main] for r in runs if r["seed"] == s])) for s in complete]
+        summary[f"seed_{main}"] = dict(zip(map(str, complete), means))
         summary["seed_std"] = float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
     return summary
 
 
+def _figures(run: dict) -> list[str]:
+    """The figures of a run result that cv averages over folds and seeds."""
+    return [k for k in run if k in (*METRICS, "mean_ccc", "macro_f1_alone", "mean_ccc_alone")
+            or k.startswith(("ccc_", "dev_")) and k != "dev_criterion"]
+
+
 def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    test = metrics["test"]
-    return {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": test["n"],
-            **{m: float(test[m]) for m in METRICS}, "dev_macro_f1": float(metrics["dev_macro_f1"]),
-            "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0),
-            **({"macro_f1_alone": float(metrics["test_alone"]["macro_f1"])} if "test_alone" in metrics else {})}
+    test, alone = metrics["test"], metrics.get("test_alone", {})
+    result = {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": test["n"],
+              **{m: float(test[m]) for m in METRICS if m in test},
+              **{k: float(v) for k, v in metrics.items() if k.startswith("dev_") and k != "dev_criterion"},
+              "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)}
+    if "attributes" in test:
+        result["mean_ccc"] = float(test["mean_ccc"])
+        result.update({f"ccc_{name}": float(r["ccc"]) for name, r in test["attributes"].items()})
+    if "macro_f1" in alone:
+        result["macro_f1_alone"] = float(alone["macro_f1"])
+    if "mean_ccc" in alone:
+        result["mean_ccc_alone"] = float(alone["mean_ccc"])
+    return result
 
 
 def _claim(out: Path, header: dict) -> None:
@@ -167,6 +183,10 @@ def _claim(out: Path, header: dict) -> None:
     path = out / CV_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
+        try:  # a cv begun by an older dmha: keys added since then read as their defaults
+            old["config"] = to_dict(from_dict(old["config"]))
+        except ConfigError:
+            pass
         for key in ("config", "folds", "manifest"):
             if old.get(key) != header[key]:
                 raise ValueError(f"{out}: holds a cv with a different {key} (see {path}); "
@@ -316,6 +336,8 @@ def write_pooled_confusion(out: Path, runs: Sequence[dict]) -> np.ndarray:
     for r in runs:
         test = json.loads((out / f"fold{r['fold']}" / f"seed{r['seed']}" / "metrics.json").read_text(
             encoding="utf-8"))["test"]
+        if "confusion" not in test:  # an attribute-only model has no confusion matrix
+            return None
         cm = np.asarray(test["confusion"], dtype=np.int64)
         if labels is not None and test["labels"] != labels:
             raise ValueError(f"{r['run']}: labels {test['labels']} differ from the other folds' {labels}")
@@ -325,26 +347,44 @@ def write_pooled_confusion(out: Path, runs: Sequence[dict]) -> np.ndarray:
     return total
 
 
+_HEADS = {"macro_f1": "macro-F1", "uar": "UAR", "accuracy": "acc", "mean_ccc": "mean CCC", "dev_macro_f1": "dev F1",
+          "dev_ccc": "dev CCC", "dev_sum": "dev sum"}
+
+
+def _columns(rows: Sequence[dict]) -> list[str]:
+    """The figures to tabulate, in a fixed order: categories', attributes', then the dev score."""
+    present = [k for k in (rows[0] if rows else {}) if all(k in r for r in rows)]
+    order = ["macro_f1", "uar", "accuracy", "mean_ccc", *sorted(k for k in present if k.startswith("ccc_")),
+             "dev_macro_f1", "dev_ccc", "dev_sum"]
+    return [k for k in order if k in present]
+
+
 def format_summary(result: dict) -> str:
     """The per-fold table and the across-fold figures, as printed by `dmha cv`."""
     summary = result["summary"]
-    lines = [f"{'fold':>6} {'test speakers':28} {'macro-F1':>9} {'UAR':>7} {'acc':>7} {'dev F1':>7}"]
+    rows = [summary["per_fold"][str(f["fold"])] for f in result["folds"] if str(f["fold"]) in summary["per_fold"]]
+    columns = _columns(rows)
+    heads = [_HEADS.get(c, c.replace("ccc_", "CCC ")) for c in columns]
+    lines = [f"{'fold':>6} {'test speakers':28} " + " ".join(f"{h:>9}" for h in heads)]
     for fold in result["folds"]:
         row = summary["per_fold"].get(str(fold["fold"]))
         if row:
-            lines.append(f"{fold['name']:>6} {','.join(fold['test'])[:28]:28} {row['macro_f1']:9.4f} "
-                         f"{row['uar']:7.4f} {row['accuracy']:7.4f} {row['dev_macro_f1']:7.4f}")
-    if "macro_f1" in summary:
-        m = summary["macro_f1"]
-        lines.append(f"macro-F1 over {summary['folds_done']} folds: {m['mean']:.4f} ± {m['std']:.4f} (std), "
-                     f"95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
-    if "macro_f1_alone" in summary:
-        m = summary["macro_f1_alone"]
-        lines.append(f"macro-F1 with each test clip alone (no speaker statistics, as `predict` of one file): "
-                     f"{m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
-    if len(summary.get("seed_macro_f1", {})) > 1:  # one seed has no spread to report
-        seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary["seed_macro_f1"].items())
-        lines.append(f"cv mean per seed: {seeds} (std {summary['seed_std']:.4f})")
+            lines.append(f"{fold['name']:>6} {','.join(fold['test'])[:28]:28} "
+                         + " ".join(f"{row[c]:9.4f}" for c in columns))
+    for key, name in (("macro_f1", "macro-F1"), ("mean_ccc", "mean CCC")):
+        if key in summary:
+            m = summary[key]
+            lines.append(f"{name} over {summary['folds_done']} folds: {m['mean']:.4f} ± {m['std']:.4f} (std), "
+                         f"95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    for key, name in (("macro_f1_alone", "macro-F1"), ("mean_ccc_alone", "mean CCC")):
+        if key in summary:
+            m = summary[key]
+            lines.append(f"{name} with each test clip alone (no speaker statistics, as `predict` of one file): "
+                         f"{m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    for key in ("seed_macro_f1", "seed_mean_ccc"):
+        if len(summary.get(key, {})) > 1:  # one seed has no spread to report
+            seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary[key].items())
+            lines.append(f"cv mean per seed: {seeds} (std {summary['seed_std']:.4f})")
     return "\n".join(lines)
 
 
@@ -355,11 +395,11 @@ def write_report(out: Path, result: dict) -> None:
             f"{len(result['seeds'])} seeds. {esc(result['protocol'])}.</p>"]
     body += [f"<p><b>note</b>: {esc(n)}</p>" for n in result["notes"]]
     body.append(f"<pre>{esc(format_summary(result))}</pre>")
-    rows = "".join(f"<tr><td>{r['fold']}</td><td>{r['seed']}</td><td>{r['macro_f1']:.4f}</td><td>{r['uar']:.4f}</td>"
-                   f"<td>{r['accuracy']:.4f}</td><td>{r['dev_macro_f1']:.4f}</td><td>{r['best_epoch']}</td></tr>"
-                   for r in result["runs"])
-    body.append("<table border=1 cellpadding=3><tr><th>fold</th><th>seed</th><th>macro-F1</th><th>UAR</th>"
-                f"<th>accuracy</th><th>dev macro-F1</th><th>best epoch</th></tr>{rows}</table>")
+    columns = _columns(result["runs"])
+    heads = "".join(f"<th>{esc(_HEADS.get(c, c))}</th>" for c in columns)
+    rows = "".join(f"<tr><td>{r['fold']}</td><td>{r['seed']}</td>" + "".join(f"<td>{r[c]:.4f}</td>" for c in columns)
+                   + f"<td>{r['best_epoch']}</td></tr>" for r in result["runs"])
+    body.append(f"<table border=1 cellpadding=3><tr><th>fold</th><th>seed</th>{heads}<th>best epoch</th></tr>{rows}</table>")
     if (out / "confusion.png").is_file():
         body.append('<h2>Pooled confusion (rows: true)</h2><img src="confusion.png" alt="pooled confusion matrix">')
     atomic_write_text(out / "report.html", "<!doctype html><meta charset=utf-8><title>dmha cv</title>"

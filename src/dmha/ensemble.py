@@ -17,6 +17,7 @@ from . import __version__
 from .decision import DecisionRule, apply_thresholds, hard_vote
 from .fileio import atomic_write_text
 from .modeldir import THRESHOLDS_FILE, TRAINING_LOG_FILE, ModelBundle, ModelDirError, load_model_dir
+from .targets import attributes_of, unscaled
 
 ENSEMBLE_FILE = "ensemble.json"
 _MEMBER_FILES = ("config.json", "model.safetensors", "labels.json", THRESHOLDS_FILE, TRAINING_LOG_FILE)
@@ -65,8 +66,9 @@ def make_ensemble(model_dirs: Sequence[str | Path], out: str | Path) -> dict:
     for model_dir, bundle in bundles[1:]:
         if bundle.labels != labels:
             raise ModelDirError(f"{model_dir}: labels {bundle.labels} differ from {bundles[0][0]}'s {labels}")
+        _check_targets(model_dir, bundle, bundles[0][0], bundles[0][1])
     # Stable sort: members without a recorded dev score keep their given order, after the others.
-    bundles.sort(key=lambda mb: -mb[1].meta.get("dev_macro_f1", float("-inf")))
+    bundles.sort(key=lambda mb: -_dev_score(mb[1]))
     members, used = [], set()
     for rank, (model_dir, bundle) in enumerate(bundles):
         name = model_name(model_dir)
@@ -89,6 +91,13 @@ def make_ensemble(model_dirs: Sequence[str | Path], out: str | Path) -> dict:
                "labels": labels, "members": members}
     atomic_write_text(out / ENSEMBLE_FILE, json.dumps(payload, indent=2))
     return payload
+
+
+def _dev_score(bundle) -> float:
+    """The member's dev score under its own criterion (macro-F1 for category models; -inf if none)."""
+    criterion = bundle.meta.get("dev_criterion", "macro_f1")
+    value = bundle.meta.get(f"dev_{criterion}")
+    return float(value) if value is not None else float("-inf")
 
 
 def load_members(path: str | Path, device: str = "cpu", use_thresholds: bool = True,
@@ -116,7 +125,25 @@ def load_members(path: str | Path, device: str = "cpu", use_thresholds: bool = T
     for member in members[1:]:
         if member.bundle.labels != members[0].bundle.labels:
             raise ModelDirError(f"{path}: member {member.name!r} has other labels than {members[0].name!r}")
+        _check_targets(path / member.name, member.bundle, members[0].name, members[0].bundle)
     return members
+
+
+def _check_targets(where, bundle, first_name, first) -> None:
+    """Members must predict the same things: their attributes (in the same ranges) are averaged."""
+    mine, theirs = bundle.config.model, first.config.model
+    if (mine.targets, mine.attribute_ranges) != (theirs.targets, theirs.attribute_ranges):
+        raise ModelDirError(f"{where}: predicts {', '.join(mine.targets)} with ranges {mine.attribute_ranges}, "
+                            f"{first_name} {', '.join(theirs.targets)} with {theirs.attribute_ranges}: an ensemble's "
+                            "members must predict the same targets")
+
+
+def mean_attributes(members: Sequence[Member], member_attributes: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """An ensemble's attributes: the members' predictions averaged, in the attributes' own scales."""
+    if not member_attributes or member_attributes[0] is None:
+        return None
+    attributes = attributes_of(members[0].bundle.config.model)
+    return np.mean([unscaled(attributes, values) for values in member_attributes], axis=0)
 
 
 def combine(rules: Sequence[DecisionRule], member_probs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@ model directory + metrics."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import json
 import logging
@@ -30,9 +31,10 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     items = read_manifest(manifest)
     require_splits(items, ["train", "dev"], manifest)
-    task = EmotionTask(config, _check_labels(items, manifest), progress)
+    labels, items = _check_labels(items, manifest)
+    task = EmotionTask(config, labels, progress)
     _claim_run_dir(out, config)
-    data = task.prepare(items)
+    data = task.prepare(items, manifest)
     write_errors(data.errors, out / "errors.tsv")
     fitted = fit(*task.build(), out, config.train, progress)
     if fitted is None:  # a secondary DDP rank: the main process writes the model and the metrics
@@ -41,7 +43,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     save_model_dir(out / "model", bundle)
     if (out / "logs" / "metrics.csv").is_file():  # per-epoch curves travel with the model (for reports)
         shutil.copy2(out / "logs" / "metrics.csv", out / "model" / TRAINING_LOG_FILE)
-    metrics = _final_metrics(bundle.model, task.labels, task.by_split, out, bundle.meta, data)
+    metrics = _final_metrics(bundle.model, task.labels, task.by_split, out, bundle.meta, data, config)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
 
@@ -69,18 +71,24 @@ def _claim_run_dir(out: Path, config: Config) -> None:
     saved.write_text(text, encoding="utf-8")
 
 
-def _check_labels(items: list[Item], manifest) -> list[str]:
-    """Labels come from the train split; a label seen only in dev/test could never be predicted."""
+def _check_labels(items: list[Item], manifest) -> tuple[list[str], list[Item]]:
+    """Labels come from the train split; a label seen only in dev/test could never be predicted. Other
+    splits (e.g. MSP-Podcast's test3, labels hidden as "unknown") keep only items with a known label:
+    training does not use them, and `predict` or `evaluate` scores them later."""
     labels = labels_of([i for i in items if i.split == "train"])
-    unseen = sorted(set(labels_of(items)) - set(labels))
+    unseen = sorted(set(labels_of([i for i in items if i.split in ("train", "dev", "test")])) - set(labels))
     if unseen:
         raise ManifestError(f"{manifest}: label(s) {', '.join(unseen)} appear in other splits but not in train")
     if len(labels) < 2:
         raise ManifestError(f"{manifest}: need at least 2 labels in train, found {labels}")
-    return labels
+    left_out = Counter(i.split for i in items if i.label not in labels)
+    if left_out:
+        log.info("%s: %s left out of training (labels train does not have, e.g. hidden test labels)", manifest,
+                 ", ".join(f"{n} {split} items" for split, n in sorted(left_out.items())))
+    return labels, [i for i in items if i.label in labels]
 
 
-def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict:
+def _final_metrics(model, labels, by_split, out: Path, meta: dict, data, config: Config) -> dict:
     """Scores of the kept model on dev and test (top level = test when there is one, else dev). A
     model that normalises per speaker is also scored on test with each utterance alone (`test_alone`):
     what `predict` gives a file when no speaker is known."""
@@ -88,14 +96,16 @@ def _final_metrics(model, labels, by_split, out: Path, meta: dict, data) -> dict
     for split in ("dev", "test"):
         if by_split.get(split):
             refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
-            names = [str(item.path) for item, _, _ in by_split[split]]
-            scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}", names)
+            items = [item for item, _, _ in by_split[split]]
+            scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}",
+                                        [str(item.path) for item in items], config, items)
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}
     alone = {}
     if model.speech_norm.mode == "speaker" and by_split.get(main):
         refs = [dataclasses.replace(r, speaker=None) for _, r, _ in by_split[main]]
-        report = score_split(model, refs, [t for _, _, t in by_split[main]], labels)
+        report = score_split(model, refs, [t for _, _, t in by_split[main]], labels, config=config,
+                             items=[item for item, _, _ in by_split[main]])
         alone = {f"{main}_alone": {k: v for k, v in report.items() if k != "confusion"}}
     return {**top, "split": main, "dev": scores["dev"], **({"test": scores["test"]} if "test" in scores else {}),
             **alone, **meta, "skipped": len(data.errors), "features_computed": data.speech_computed}

@@ -19,11 +19,13 @@ from . import __version__
 from .ensemble import ENSEMBLE_FILE, is_ensemble
 from .fileio import atomic_path, atomic_write_text
 from .modeldir import ModelBundle, load_model_dir
+from .targets import attributes_of, predicts_category
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("speech", "speech_mask", "text", "text_mask")
 OUTPUT = "probs"
+ATTRIBUTES_OUTPUT = "attributes"  # a second output, for models that predict emotional attributes
 # Example sizes for tracing; the time and batch axes are exported as dynamic.
 _EXAMPLE_BATCH, _EXAMPLE_FRAMES, _EXAMPLE_TOKENS = 2, 13, 7
 
@@ -33,15 +35,21 @@ class ExportError(RuntimeError):
 
 
 class _Head(nn.Module):
-    """DMHA with softmax on top and masks as plain inputs: the graph that is exported."""
+    """DMHA with softmax on top and masks as plain inputs: the graph that is exported. A model with
+    attributes also returns them, mapped from [0, 1] to their declared ranges inside the graph."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, ranges: list[tuple[float, float]] = ()):
         super().__init__()
         self.model = model
+        self.register_buffer("low", torch.tensor([lo for lo, _ in ranges], dtype=torch.float32))
+        self.register_buffer("span", torch.tensor([hi - lo for lo, hi in ranges], dtype=torch.float32))
 
     def forward(self, speech, speech_mask, text, text_mask):
-        logits = self.model(speech, speech_mask, text, text_mask).logits  # (B, K)
-        return torch.softmax(logits.float(), dim=-1)  # (B, K)
+        out = self.model(speech, speech_mask, text, text_mask)
+        probs = torch.softmax(out.logits.float(), dim=-1)  # (B, K)
+        if out.attributes is None:
+            return probs
+        return probs, self.low + out.attributes.float() * self.span  # (B, K), (B, A)
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
@@ -75,7 +83,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, opset: int = 18) -> Path
     onnx = _require("onnx")
     _require("onnxscript")
     bundle = load_model_dir(model_dir)
-    head = _Head(bundle.model).eval()
+    head = _Head(bundle.model, [(a.low, a.high) for a in attributes_of(bundle.config.model)]).eval()
     meta = _sidecar(bundle, opset)
     with atomic_path(out) as tmp:
         _trace(head, bundle, tmp, opset)
@@ -97,6 +105,7 @@ def _trace(head: _Head, bundle: ModelBundle, path: Path, opset: int) -> None:
                torch.randn(b, t2, bundle.text.dim),  # (B, T2, Dt)
                torch.ones(b, t2, dtype=torch.bool))  # (B, T2)
     example[1][1, t1 // 2:] = False  # a padded item, so the masked path is traced
+    outputs = [OUTPUT, ATTRIBUTES_OUTPUT] if attributes_of(bundle.config.model) else [OUTPUT]
     example[3][1, t2 // 2:] = False
     batch, frames, tokens = (torch.export.Dim(n, min=1) for n in ("batch", "speech_frames", "text_tokens"))
     shapes = {"speech": {0: batch, 2: frames}, "speech_mask": {0: batch, 1: frames},
@@ -107,7 +116,7 @@ def _trace(head: _Head, bundle: ModelBundle, path: Path, opset: int) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's FutureWarnings and axis-renaming notes
-            torch.onnx.export(head, example, str(path), input_names=list(INPUTS), output_names=[OUTPUT],
+            torch.onnx.export(head, example, str(path), input_names=list(INPUTS), output_names=outputs,
                               dynamic_shapes=shapes, opset_version=opset, dynamo=True, verbose=False,
                               external_data=False)
     finally:
@@ -118,6 +127,7 @@ def _sidecar(bundle: ModelBundle, opset: int) -> dict:
     """What a user of the .onnx alone needs: labels, input shapes, which encoders make the inputs."""
     config = bundle.config
     rule = bundle.decision_rule(warn=False)
+    attributes = attributes_of(config.model)
     return {
         "format": "dmha-head-onnx", "format_version": 1, "dmha_version": __version__, "opset": opset,
         "labels": list(bundle.labels),
@@ -130,7 +140,13 @@ def _sidecar(bundle: ModelBundle, opset: int) -> dict:
             "text_mask": {"shape": ["batch", "text_tokens"], "dtype": "bool", "what": "true on real tokens"},
         },
         "output": {"probs": {"shape": ["batch", len(bundle.labels)], "dtype": "float32",
-                             "what": "softmax class probabilities, in `labels` order"}},
+                             "what": "softmax class probabilities, in `labels` order"
+                                     + ("" if predicts_category(config.model) else
+                                        " (not trained: this model predicts attributes only)")},
+                   **({"attributes": {"shape": ["batch", len(attributes)], "dtype": "float32",
+                                      "what": "emotional attributes in `attributes` order, each in its range"}}
+                      if attributes else {})},
+        "attributes": {a.name: {"range": [a.low, a.high], "column": a.column} for a in attributes},
         "speech_encoder": {**vars(bundle.speech), "layers": list(config.features.layers),
                            "window_s": config.encoders.speech_pad_to_s},
         "text_encoder": vars(bundle.text),

@@ -12,11 +12,12 @@ import torch
 from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, load_audio_array
 from .batches import MAX_BATCH_SECONDS, collate, length_sorted_batches
 from .model import unpad_attention
-from .ensemble import Member, combine, load_members
+from .ensemble import Member, combine, load_members, mean_attributes
 from .modeldir import ModelBundle
 from .encoders.registry import speech_encoder, text_encoder, transcriber
 from .segment import SegmentStream, stream_audio
 from .speaker_norm import Moments, batch_moments
+from .targets import attributes_of, predicts_category
 from .timeline import Segment, Timeline
 
 # Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
@@ -38,19 +39,24 @@ class Prediction:
     """One utterance's result; `attention` holds both stages' weights when asked for.
 
     For an ensemble, `probs` is the mean of the members' probabilities and `votes` holds each
-    member's label; `label` is the hard vote, so it need not be the argmax of `probs`.
+    member's label; `label` is the hard vote, so it need not be the argmax of `probs`. A model that
+    predicts emotional attributes gives them in `attributes` ({name: value} in each attribute's own
+    scale; an ensemble's are the members' mean); an attribute-only model has no label (None, probs {}).
     """
 
-    label: str
+    label: str | None
     probs: dict[str, float]
     transcript: str
     path: str | None = None
     attention: dict[str, np.ndarray] | None = field(default=None, repr=False)
     votes: dict[str, str] | None = None
+    attributes: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """The `predict --format jsonl` record."""
         record = {"path": self.path, "label": self.label, "probs": self.probs, "transcript": self.transcript}
+        if self.attributes is not None:
+            record["attributes"] = self.attributes
         if self.votes is not None:
             record["votes"] = self.votes
         return record
@@ -160,6 +166,21 @@ class EmotionRecognizer:
         return list(self.bundle.labels)
 
     @property
+    def predicts_category(self) -> bool:
+        """Whether the model gives a label (model.targets has "category"); else only attributes."""
+        return predicts_category(self.bundle.config.model)
+
+    @property
+    def attribute_names(self) -> list[str]:
+        """The emotional attributes the model predicts (model.targets), in their output order."""
+        return [a.name for a in attributes_of(self.bundle.config.model)]
+
+    @property
+    def attribute_ranges(self) -> dict[str, tuple[float, float]]:
+        """{name: (min, max)}: each attribute's declared scale."""
+        return {a.name: (a.low, a.high) for a in attributes_of(self.bundle.config.model)}
+
+    @property
     def speech(self):
         """The lead member's speech encoder."""
         return self._speech[self._speech_key(self.members[0])]
@@ -219,7 +240,7 @@ class EmotionRecognizer:
         texts = list(transcripts)
         for i, text in zip(missing, self.transcribe([waves[i] for i in missing]) if missing else []):
             texts[i] = text
-        speech_cache, text_cache, member_probs = {}, {}, []
+        speech_cache, text_cache, member_probs, member_attributes = {}, {}, [], []
         lead_attention, lead_batch = None, None
         for m, member in enumerate(self.members):
             norm = member.bundle.norm
@@ -232,16 +253,21 @@ class EmotionRecognizer:
             if speaker is not None and skey in speaker.moments:
                 batch.update(batch_moments([speaker.moments[skey]] * len(waves)))
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            probs, attention = member.bundle.model.predict_proba(batch, return_attention and m == 0)
+            probs, attributes, attention = member.bundle.model.predict_all(batch, return_attention and m == 0)
             member_probs.append(probs.cpu().numpy())
+            member_attributes.append(attributes.cpu().numpy() if attributes is not None else None)
             if m == 0:
                 lead_attention, lead_batch = attention, batch
         preds, probs, votes = combine([m.rule for m in self.members], member_probs)
-        labels = self.labels
+        attributes = mean_attributes(self.members, member_attributes)  # (B, A) in the attributes' scales
+        labels, category = self.labels, self.predicts_category
         results = []
         for i in range(len(waves)):
-            pred = Prediction(labels[int(preds[i])], {l: float(p) for l, p in zip(labels, probs[i])}, texts[i])
-            if len(self.members) > 1:
+            pred = Prediction(labels[int(preds[i])] if category else None,
+                              {l: float(p) for l, p in zip(labels, probs[i])} if category else {}, texts[i])
+            if attributes is not None:
+                pred.attributes = {name: float(v) for name, v in zip(self.attribute_names, attributes[i])}
+            if len(self.members) > 1 and category:
                 pred.votes = {m.name: labels[int(votes[j, i])] for j, m in enumerate(self.members)}
             if lead_attention:
                 t1, t2 = int(lead_batch["speech_mask"][i].sum()), int(lead_batch["text_mask"][i].sum())
@@ -369,6 +395,9 @@ class EmotionRecognizer:
             [(0.42, 'neutral'), (3.9, 'happy')]
             >>> timeline.write_csv("meeting.csv"); timeline.plot("meeting.png")   # doctest: +SKIP
         """
+        if not self.predicts_category:
+            raise ValueError(f"{self.members[0].name}: an attribute-only model has no labels for a timeline; "
+                             "predict segments' attributes with predict() on each segment")
         if isinstance(inputs, (str, Path)):
             audio = stream_audio(inputs, sample_rate, max_seconds=max_seconds)
         elif _is_waveform(inputs):

@@ -1,4 +1,5 @@
-"""Class-imbalance-aware losses of the paper (§5.2): weighted cross-entropy and focal loss."""
+"""Losses: the paper's class-imbalance-aware ones (§5.2, weighted cross-entropy and focal loss), for a
+hard label or a target distribution (annotators' votes), and 1 − CCC for emotional attributes."""
 from __future__ import annotations
 
 import torch
@@ -25,21 +26,79 @@ class FocalLoss(nn.Module):
         self.gamma, self.label_smoothing = gamma, label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """target: class indices (B,) or distributions (B, K) (soft targets)."""
         log_p = F.log_softmax(logits, dim=-1)  # (B, K)
-        if not self.label_smoothing:
+        if not self.label_smoothing and target.dim() == 1:
             log_pt = log_p.gather(1, target[:, None]).squeeze(1)  # log p_t: (B,)
             return (-(1 - log_pt.exp()) ** self.gamma * log_pt).mean()
         k = logits.shape[-1]
-        q = F.one_hot(target, k).to(log_p.dtype) * (1 - self.label_smoothing) + self.label_smoothing / k
+        q = F.one_hot(target, k).to(log_p.dtype) if target.dim() == 1 else target.to(log_p.dtype)
+        q = q * (1 - self.label_smoothing) + self.label_smoothing / k
         return (-(q * (1 - log_p.exp()) ** self.gamma * log_p).sum(-1)).mean()
 
 
-def build_loss(name: str, class_counts: list[int], focal_gamma: float = 2.0,
+class WeightedCrossEntropy(nn.Module):
+    """Class-weighted cross-entropy of a hard label or a target distribution q (B, K):
+    Σ_i Σ_k w_k q̃_ik (−log p_ik) / Σ_i Σ_k w_k q_ik, with q̃ the label-smoothed q.
+
+    For one-hot q this is exactly torch's weighted, label-smoothed mean (so hard labels train as before),
+    and the class weights keep their meaning with votes: a rare class's share of an item's target
+    counts as much as a rare label would."""
+
+    def __init__(self, weight: torch.Tensor, label_smoothing: float = 0.0):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.dim() == 1:
+            return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing)
+        log_p = F.log_softmax(logits.float(), dim=-1)  # (B, K)
+        q = target.to(log_p.dtype)
+        smoothed = q * (1 - self.label_smoothing) + self.label_smoothing / q.shape[-1]
+        return -(smoothed * self.weight * log_p).sum() / (q * self.weight).sum().clamp(min=1e-12)
+
+
+def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation coefficient 2·cov / (var_p + var_t + (mean_p − mean_t)²) per column
+    of (N, A), over the rows where the target is not NaN (population moments, as the challenge scores)."""
+    keep = ~torch.isnan(target)
+    n = keep.sum(0).clamp(min=1)
+    t = torch.where(keep, target, torch.zeros_like(target))
+    p = torch.where(keep, pred, torch.zeros_like(pred))
+    mean_p, mean_t = p.sum(0) / n, t.sum(0) / n
+    dp, dt = (p - mean_p) * keep, (t - mean_t) * keep
+    cov, var_p, var_t = (dp * dt).sum(0) / n, (dp * dp).sum(0) / n, (dt * dt).sum(0) / n
+    return 2 * cov / (var_p + var_t + (mean_p - mean_t) ** 2).clamp(min=1e-12)
+
+
+class TargetLoss(nn.Module):
+    """What a training step minimises: the category loss (hard labels, or the vote distribution when the
+    batch carries `soft`), plus `attribute_weight` × mean over attributes of 1 − CCC over the batch."""
+
+    def __init__(self, category: nn.Module | None, attribute_weight: float = 0.0):
+        super().__init__()
+        self.category, self.attribute_weight = category, attribute_weight
+
+    def forward(self, logits: torch.Tensor, attributes: torch.Tensor | None, batch: dict) -> torch.Tensor:
+        loss = logits.new_zeros(())
+        if self.category is not None:
+            loss = loss + self.category(logits, batch.get("soft", batch["target"]))
+        if attributes is not None and self.attribute_weight:
+            target = batch["attributes"].to(attributes.dtype)
+            valid = (~torch.isnan(target)).sum(0) > 1  # a CCC needs two values
+            if valid.any():
+                ccc = concordance(attributes.float(), target.float())[valid]
+                loss = loss + self.attribute_weight * (1 - ccc).mean()
+        return loss
+
+
+def build_loss(name: str, class_counts: list[float], focal_gamma: float = 2.0,
                label_smoothing: float = 0.0) -> nn.Module:
-    """'wce' → CrossEntropy with inverse-frequency weights; 'focal' → FocalLoss(γ); both label-smoothed by ε."""
+    """'wce' → cross-entropy with inverse-frequency weights; 'focal' → FocalLoss(γ); both label-smoothed by ε.
+    `class_counts` may be fractional: the training targets' summed mass per class (soft targets)."""
     losses = {
-        "wce": lambda: nn.CrossEntropyLoss(weight=inverse_frequency_weights(class_counts),
-                                           label_smoothing=label_smoothing),
+        "wce": lambda: WeightedCrossEntropy(inverse_frequency_weights(class_counts), label_smoothing),
         "focal": lambda: FocalLoss(focal_gamma, label_smoothing),
     }
     if name not in losses:

@@ -1,4 +1,5 @@
-"""Classification metrics of the challenge (macro-F1) and the usual companions (accuracy, UAR)."""
+"""The challenge's metrics: macro-F1 for categories (with accuracy and UAR beside it) and, for emotional
+attributes, the concordance correlation coefficient (with Pearson's r and the RMSE beside it)."""
 from __future__ import annotations
 
 import csv
@@ -75,4 +76,51 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
     ax.set_title(title or "confusion matrix (row-normalised)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attribute_report(pred: Sequence[float], ref: Sequence[float]) -> dict:
+    """ccc, pearson, rmse and n of predictions against references in the attribute's own scale; rows
+    whose reference is NaN (an empty manifest cell) are left out. CCC and r use population moments."""
+    pred, ref = np.asarray(pred, dtype=float), np.asarray(ref, dtype=float)
+    keep = ~np.isnan(ref)
+    pred, ref = pred[keep], ref[keep]
+    n = int(keep.sum())
+    if n < 2:
+        return {"ccc": float("nan"), "pearson": float("nan"), "rmse": float("nan") if not n else
+                float(np.sqrt(np.mean((pred - ref) ** 2))), "n": n}
+    dp, dr = pred - pred.mean(), ref - ref.mean()
+    cov, var_p, var_r = float(np.mean(dp * dr)), float(np.mean(dp * dp)), float(np.mean(dr * dr))
+    ccc = 2 * cov / (var_p + var_r + (pred.mean() - ref.mean()) ** 2) if var_p + var_r > 0 else 0.0
+    pearson = cov / np.sqrt(var_p * var_r) if var_p > 0 and var_r > 0 else 0.0
+    return {"ccc": float(ccc), "pearson": float(pearson), "rmse": float(np.sqrt(np.mean((pred - ref) ** 2))), "n": n}
+
+
+def attributes_report(names: Sequence[str], pred: np.ndarray, ref: np.ndarray) -> dict:
+    """{"attributes": {name: attribute_report}, "mean_ccc": mean over attributes} for (N, A) arrays in
+    the attributes' own scales (the challenge's Task 2 score is the mean CCC over arousal, valence, dominance)."""
+    per = {name: attribute_report(pred[:, a], ref[:, a]) for a, name in enumerate(names)}
+    cccs = [r["ccc"] for r in per.values()]
+    return {"attributes": per, "mean_ccc": float(np.mean(cccs)) if cccs else float("nan")}
+
+
+def plot_attribute(pred: Sequence[float], ref: Sequence[float], name: str, bounds: tuple[float, float],
+                   path: Path) -> None:
+    """Predicted against reference values of one attribute, with the identity line (for report.html)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred, ref = np.asarray(pred, dtype=float), np.asarray(ref, dtype=float)
+    keep = ~np.isnan(ref)
+    scores = attribute_report(pred, ref)
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.scatter(ref[keep], pred[keep], s=6, alpha=0.4)
+    ax.plot(bounds, bounds, color="grey", linewidth=1)
+    ax.set_xlim(bounds), ax.set_ylim(bounds)
+    ax.set_xlabel(f"reference {name}"), ax.set_ylabel(f"predicted {name}")
+    ax.set_title(f"{name}: CCC {scores['ccc']:.3f}, r {scores['pearson']:.3f}, n={scores['n']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -208,9 +208,13 @@ class AttentionPooling(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Input layer of width C, N hidden layers of 512, each LayerNorm + GELU + Dropout; logits out (§4.4, §5.2)."""
+    """Input layer of width C, N hidden layers of 512, each LayerNorm + GELU + Dropout; logits out (§4.4, §5.2).
 
-    def __init__(self, in_dim: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float):
+    With emotional attributes (model.targets) a second output layer on the same hidden vector gives one
+    value per attribute in [0, 1] (a sigmoid; dmha.targets maps it to the attribute's declared range)."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden_layers: int, hidden_dim: int, dropout: float,
+                 num_attributes: int = 0):
         super().__init__()
         widths = [in_dim, in_dim] + [hidden_dim] * hidden_layers
         blocks = [
@@ -219,9 +223,13 @@ class Classifier(nn.Module):
         ]
         self.layers = nn.Sequential(*blocks)
         self.output = nn.Linear(widths[-1], num_classes)
+        self.attributes = nn.Linear(widths[-1], num_attributes) if num_attributes else None
 
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return self.output(self.layers(c))  # (B, n_classes)
+    def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """c (B, C) → logits (B, n_classes), attributes (B, A) in [0, 1] or None."""
+        hidden = self.layers(c)
+        attributes = torch.sigmoid(self.attributes(hidden)) if self.attributes is not None else None
+        return self.output(hidden), attributes
 
 
 @dataclass
@@ -230,6 +238,7 @@ class DMHAOutput:
 
     logits: torch.Tensor  # (B, n_classes)
     attention: dict[str, torch.Tensor] = field(default_factory=dict)
+    attributes: torch.Tensor | None = None  # (B, A) in [0, 1], when the head predicts attributes
 
 
 class DMHA(nn.Module):
@@ -255,7 +264,9 @@ class DMHA(nn.Module):
             self.first = SubVectorMHA(dim, config.heads, config.query_init)
             pooled_dim = dim // config.heads
         self.pooling = AttentionPooling(pooled_dim, config.query_init)
-        self.classifier = Classifier(pooled_dim, num_classes, config.hidden_layers, config.hidden_dim, config.dropout)
+        self.attribute_names = [t for t in config.targets if t != "category"]  # outputs beside the logits
+        self.classifier = Classifier(pooled_dim, num_classes, config.hidden_layers, config.hidden_dim, config.dropout,
+                                     len(self.attribute_names))
         # Partial fine-tuning (encoders.finetune_layers = N): the encoder's top N layers, trainable, recompute
         # hidden states L-N..L-1 from the cached state L-1-N (dmha.encoders.top_layers); None = frozen encoder.
         self.top: nn.Module | None = None
@@ -288,7 +299,8 @@ class DMHA(nn.Module):
                 f"up to {max_attention_positions()} positions (about 80 s at 4096): predict without them, or use segments")
         c, c_mask, first_weights = self.first(x, mask, need_weights=return_attention)  # (B, L, C)
         pooled, pool_weights = self.pooling(c, c_mask)  # (B, C)
-        out = DMHAOutput(self.classifier(pooled))
+        logits, attributes = self.classifier(pooled)  # (B, K), (B, A) or None
+        out = DMHAOutput(logits, attributes=attributes)
         if return_attention:
             out.attention = {
                 "first": first_weights,  # standard: (B, H, T, T); subvector: (B, H, T)
@@ -308,9 +320,17 @@ class DMHA(nn.Module):
     @torch.inference_mode()
     def predict_proba(self, batch: dict, return_attention: bool = False):
         """Class probabilities (B, K) for a collated batch, and the attention weights on request."""
+        probs, _, attention = self.predict_all(batch, return_attention)
+        return probs, attention
+
+    @torch.inference_mode()
+    def predict_all(self, batch: dict, return_attention: bool = False):
+        """Class probabilities (B, K), attributes (B, A) in [0, 1] (None without attribute outputs) and
+        the attention weights on request, for a collated batch."""
         out = self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention,
                    speaker_of(batch))
-        return torch.softmax(out.logits.float(), dim=-1), out.attention
+        attributes = out.attributes.float() if out.attributes is not None else None
+        return torch.softmax(out.logits.float(), dim=-1), attributes, out.attention
 
 
 def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-PREDICTION_FORMATS = ("jsonl", "csv", "table", "challenge")
+PREDICTION_FORMATS = ("jsonl", "csv", "table", "challenge", "challenge-task2")
 SEGMENT_FORMATS = ("jsonl", "csv", "table")
 
 
@@ -20,29 +20,49 @@ def _top3(probs: dict[str, float]) -> str:
 
 
 class PredictionWriter:
-    """One `Prediction` per record in a format (jsonl, csv, table, challenge); CSV headers first."""
+    """One `Prediction` per record in a format (jsonl, csv, table, challenge, challenge-task2); CSV
+    headers first. A model's attributes (`attributes`) get a column each in csv and a field in table."""
 
-    def __init__(self, out: TextIO, labels: Sequence[str], fmt: str):
+    def __init__(self, out: TextIO, labels: Sequence[str], fmt: str, attributes: Sequence[str] = (),
+                 category: bool = True):
         if fmt not in PREDICTION_FORMATS:
             raise ValueError(f"unknown prediction format {fmt!r} (choose from {', '.join(PREDICTION_FORMATS)})")
-        self.out, self.labels, self.fmt = out, list(labels), fmt
-        self.csv = csv.writer(out) if fmt in ("csv", "challenge") else None
+        if fmt == "challenge" and not category:
+            raise ValueError("--format challenge needs a model that predicts categories; this one predicts "
+                             f"only {', '.join(attributes)} (use --format challenge-task2)")
+        if fmt == "challenge-task2":
+            from .data.msp_podcast import task2_columns
+
+            self.task2 = task2_columns(attributes)  # refuses a model without arousal, valence and dominance
+        self.out, self.labels, self.fmt, self.attributes = out, list(labels) if category else [], fmt, list(attributes)
+        self.csv = csv.writer(out) if fmt in ("csv", "challenge", "challenge-task2") else None
         if fmt == "csv":
-            self.csv.writerow(["path", "label", *[f"p_{l}" for l in self.labels], "transcript"])
+            self.csv.writerow(["path", *(["label"] if category else []), *[f"p_{l}" for l in self.labels],
+                               *self.attributes, "transcript"])
         elif fmt == "challenge":
             self.csv.writerow(["FileName", "EmoClass"])
+        elif fmt == "challenge-task2":
+            self.csv.writerow(["FileName", "EmoAct", "EmoVal", "EmoDom"])
 
     def write(self, p) -> None:
+        values = [f"{p.attributes[a]:.4f}" for a in self.attributes] if p.attributes is not None else []
         if self.fmt == "jsonl":
             print(json.dumps(p.to_dict()), file=self.out)
         elif self.fmt == "challenge":
             from .data.msp_podcast import challenge_rows
 
             self.csv.writerows(challenge_rows([p.path], [p.label]))
+        elif self.fmt == "challenge-task2":
+            from .data.msp_podcast import challenge_task2_row
+
+            self.csv.writerow(challenge_task2_row(p.path, p.attributes, self.task2))
         elif self.fmt == "csv":
-            self.csv.writerow([p.path, p.label, *[f"{p.probs[l]:.6f}" for l in self.labels], p.transcript])
+            self.csv.writerow([p.path, *([p.label] if self.labels else []), *[f"{p.probs[l]:.6f}" for l in self.labels],
+                               *values, p.transcript])
         else:
-            print(f"{p.path}\t{p.label}\t{_top3(p.probs)}\t{p.transcript!r}", file=self.out)
+            said = [p.label, _top3(p.probs)] if self.labels else []
+            shown = ["  ".join(f"{a} {v}" for a, v in zip(self.attributes, values))] if values else []
+            print("\t".join([str(p.path), *said, *shown, repr(p.transcript)]), file=self.out)
         self.out.flush()
 
 

@@ -20,7 +20,7 @@ from .ensemble import Member, training_log
 from .batches import feature_loader
 from .layout import FeatureRef
 from .fileio import atomic_write_text
-from .metrics import plot_confusion
+from .metrics import plot_attribute, plot_confusion
 from .model import DMHA, AttentionTooLong, max_attention_positions, unpad_attention
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ def per_class_figure(per_class: dict) -> str:
 
 
 def read_training_log(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Lightning's CSV log → {column: [(epoch, value)]} for train_loss, val_loss, val_macro_f1."""
-    series: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": [], "val_macro_f1": []}
+    """Lightning's CSV log → {column: [(epoch, value)]} for the losses and the dev scores."""
+    series: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": [], "val_macro_f1": [],
+                                                  "val_ccc": []}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             for key in series:
@@ -85,12 +86,14 @@ def curves_figure(series: dict, best_epoch: int | None) -> str:
         if series[key]:
             left.plot(*zip(*series[key]), marker=".", label=name)
     left.set_xlabel("epoch"), left.set_ylabel("loss"), left.legend(frameon=False), left.grid(alpha=0.3)
-    if series["val_macro_f1"]:
-        right.plot(*zip(*series["val_macro_f1"]), marker=".", color="tab:green")
+    scores = [(key, name) for key, name in (("val_macro_f1", "macro-F1"), ("val_ccc", "mean CCC")) if series[key]]
+    for (key, name), color in zip(scores, ("tab:green", "tab:purple")):
+        right.plot(*zip(*series[key]), marker=".", color=color, label=name)
     if best_epoch is not None:
         right.axvline(best_epoch, color="grey", linestyle=":", label=f"kept (epoch {best_epoch})")
+    if best_epoch is not None or len(scores) > 1:
         right.legend(frameon=False)
-    right.set_xlabel("epoch"), right.set_ylabel("dev macro-F1"), right.grid(alpha=0.3)
+    right.set_xlabel("epoch"), right.set_ylabel("dev " + " / ".join(name for _, name in scores)), right.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig)
 
@@ -263,25 +266,39 @@ th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%;display:
 
 
 def write_report(path: Path, result: dict, members: Sequence[Member], scored, targets: Sequence[int],
-                 preds: np.ndarray, examples: int = 3) -> None:
-    """Build report.html for an evaluation (`result` is the metrics.json content)."""
-    labels = result["labels"]
-    parts = [f"<h1>dmha evaluation: {html.escape(Path(str(result['model'])).name)} on {html.escape(result['split'])}</h1>",
-             _table(["macro-F1", "accuracy", "UAR", "items", "skipped"],
-                    [[result["macro_f1"], result["accuracy"], result["uar"], result["n"], len(result["skipped"])]]),
-             f"<p class=note>Decision in effect: prior correction <b>{html.escape(str(result['decision']['prior']))}</b>, "
-             f"per-class thresholds <b>{'on' if result['decision']['thresholds'] else 'off'}</b>.</p>",
-             "<h3>Macro-F1 of each decision rule</h3>",
-             _table(["decision", "macro-F1"], list(result["decisions_macro_f1"].items()))]
-    if "members" in result:
+                 preds: np.ndarray, examples: int = 3, attributes=None) -> None:
+    """Build report.html for an evaluation (`result` is the metrics.json content; `attributes`: the
+    AttributeScores of an attribute model, for its scatter plots)."""
+    labels = result["labels"] if "labels" in result else members[0].bundle.labels
+    category = "macro_f1" in result
+    parts = [f"<h1>dmha evaluation: {html.escape(Path(str(result['model'])).name)} on {html.escape(result['split'])}</h1>"]
+    if category:
+        parts += [_table(["macro-F1", "accuracy", "UAR", "items", "skipped"],
+                         [[result["macro_f1"], result["accuracy"], result["uar"], result["n"], len(result["skipped"])]]),
+                  f"<p class=note>Decision in effect: prior correction <b>{html.escape(str(result['decision']['prior']))}</b>, "
+                  f"per-class thresholds <b>{'on' if result['decision']['thresholds'] else 'off'}</b>.</p>",
+                  "<h3>Macro-F1 of each decision rule</h3>",
+                  _table(["decision", "macro-F1"], list(result["decisions_macro_f1"].items()))]
+    if "attributes" in result:
+        parts += [f"<h2>Emotional attributes (mean CCC {result['mean_ccc']:.4f})</h2>",
+                  _table(["attribute", "CCC", "Pearson r", "RMSE", "items"],
+                         [[name, r["ccc"], r["pearson"], r["rmse"], r["n"]] for name, r in result["attributes"].items()])]
+        if attributes is not None:
+            for k, attribute in enumerate(attributes.attributes):
+                buffer = io.BytesIO()
+                plot_attribute(attributes.pred[:, k], attributes.ref[:, k], attribute.name,
+                               (attribute.low, attribute.high), buffer)
+                parts.append(_img(base64.b64encode(buffer.getvalue()).decode("ascii"), f"{attribute.name} scatter"))
+    if "members" in result and category:
         parts += ["<h3>Ensemble members (hard voting; ties go to the first listed)</h3>",
                   _table(["member", "macro-F1 (own decision)", "dev macro-F1 at training"],
                          [[name, m["macro_f1"], m["dev_macro_f1"] if m["dev_macro_f1"] is not None else "-"]
                           for name, m in result["members"].items()])]
-    cm = np.asarray(result["confusion"])
-    parts += ["<h2>Confusion matrix (rows: true class, normalised)</h2>",
-              _img(confusion_figure(cm, labels, f"macro-F1 {result['macro_f1']:.3f}, n={result['n']}"), "confusion"),
-              "<h2>Per-class precision, recall and F1</h2>", _img(per_class_figure(result["per_class"]), "per-class")]
+    if category:
+        cm = np.asarray(result["confusion"])
+        parts += ["<h2>Confusion matrix (rows: true class, normalised)</h2>",
+                  _img(confusion_figure(cm, labels, f"macro-F1 {result['macro_f1']:.3f}, n={result['n']}"), "confusion"),
+                  "<h2>Per-class precision, recall and F1</h2>", _img(per_class_figure(result["per_class"]), "per-class")]
 
     for member in members:
         suffix = f" — {html.escape(member.name)}" if len(members) > 1 else ""
@@ -308,8 +325,8 @@ def write_report(path: Path, result: dict, members: Sequence[Member], scored, ta
                      "(left/top) from text tokens (right/bottom). Below: the attention-pooling weights.</p>")
         for i in [i for i in chosen if i in kept]:
             item = scored.items[i]
-            title = (f"{Path(str(item.path)).name}: true {labels[targets[i]]}, predicted {labels[int(preds[i])]}"
-                     f" — “{(item.transcript or '')[:80]}”")
+            said = f", predicted {labels[int(preds[i])]}" if category else ""
+            title = f"{Path(str(item.path)).name}: true {labels[targets[i]]}{said} — “{(item.transcript or '')[:80]}”"
             parts += [f"<h3>{html.escape(title)}</h3>", _img(attention_figure(kept[i], title), "attention map")]
         per_class = {label: [s for s, t in zip(shares, targets) if labels[t] == label and s is not None]
                      for label in labels}

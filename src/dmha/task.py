@@ -23,10 +23,11 @@ from .data.manifest import Item, ManifestError
 from .encoders.registry import speech_encoder, text_encoder
 from .extraction import CorpusFeatures, extract_augmented_copies, featurize
 from .layout import StoreRoot
-from .losses import build_loss
+from .losses import TargetLoss, build_loss
 from .modeldir import EncoderSpec, ModelBundle, build_model
 from .parallel import WorkShare
 from .speaker_norm import with_speaker_moments
+from .targets import attributes_of, dev_criterion, item_targets, predicts_category
 from .training import DMHAModule, load_best_weights
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,10 @@ class EmotionTask:
         self.config, self.labels, self.progress = config, labels, progress
         self.mode = feature_mode(config)  # before any work: a contradictory setting fails now
 
-    def prepare(self, items: list[Item]) -> CorpusFeatures:
+    def prepare(self, items: list[Item], source="manifest") -> CorpusFeatures:
         """Transcripts and features for every item (skipping bad ones), split by `split`; the speech
-        encoder is loaded here once and reused for the specs, augmented copies and online mode."""
+        encoder is loaded here once and reused for the specs, augmented copies and online mode.
+        `source` (the manifest) names where a bad vote or attribute cell is."""
         config = self.config
         self.norm, self.data = _features(items, config, self.progress, _extraction_processes(config))
         refs = self.data.refs
@@ -53,7 +55,15 @@ class EmotionTask:
         self.frame_rate = speech.frame_rate
         self.specs = (EncoderSpec(speech.name, speech.identity, speech.num_layers, speech.dim),
                       EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
+        # What train and dev batches carry besides the label: vote distributions, attributes (dmha.targets).
+        self.extras = {split: item_targets([i for i, _, _ in self.by_split[split]], self.labels, config, source)
+                       for split in ("train", "dev")}
         self.counts = Counter(t for _, _, t in self.by_split["train"])
+        if config.train.soft_targets:  # class weights from the targets' mass per class, as the loss sees them
+            mass = sum(extra["soft"] for extra in self.extras["train"])
+            self.target_mass = [float(m) for m in mass]
+        else:
+            self.target_mass = [self.counts.get(k, 0) for k in range(len(self.labels))]
         return self.data
 
     def build(self) -> tuple[DMHAModule, DataLoader, DataLoader]:
@@ -64,20 +74,24 @@ class EmotionTask:
         self.model = build_model(config, *self.specs, len(self.labels), self.speech)
         if config.model.feature_norm in ("standardize", "speaker"):  # speaker: the statistics are its prior
             self.model.set_feature_stats(feature_stats([r for _, r, _ in self.by_split["train"]], self.progress))
-        loss = build_loss(config.loss, [self.counts.get(k, 0) for k in range(len(self.labels))],
-                          config.train.focal_gamma, config.train.label_smoothing)
+        category = (build_loss(config.loss, self.target_mass, config.train.focal_gamma, config.train.label_smoothing)
+                    if predicts_category(config.model) else None)
+        attribute_weight = (config.train.attribute_weight if category is not None else 1.0) if attributes_of(config.model) else 0.0
+        loss = TargetLoss(category, attribute_weight)
         log.info("training features: %s", self.mode)
         train_loader = self._train_loader()
-        dev_loader = _loader(self.by_split["dev"], config, 0, shuffle=False)
+        dev_loader = _loader(self.by_split["dev"], config, 0, shuffle=False, extras=self.extras["dev"])
         module = DMHAModule(self.model, loss, len(self.labels), config.train,
-                            self.speech if self.mode == "online" else None)
+                            self.speech if self.mode == "online" else None, dev_criterion(config))
         return module, train_loader, dev_loader
 
     def finished(self, best_path, best_f1: float, best_epoch: int, manifest) -> ModelBundle:
         """The head with its best weights, and what its model directory records about the training."""
         load_best_weights(self.model, best_path)
         self.model.eval()
-        meta = {"dev_macro_f1": best_f1, "best_epoch": best_epoch, "train_manifest": str(manifest),
+        criterion = dev_criterion(self.config)
+        meta = {f"dev_{criterion}": best_f1, "dev_criterion": criterion, "best_epoch": best_epoch,
+                "train_manifest": str(manifest),
                 "feature_mode": self.mode,
                 "class_counts": {self.labels[k]: self.counts.get(k, 0) for k in range(len(self.labels))}}
         return ModelBundle(self.model, self.config, self.labels, *self.specs, self.norm, meta)
@@ -86,13 +100,14 @@ class EmotionTask:
         """Waveforms for online extraction; otherwise cached features (and their augmented copies, if any)."""
         config = self.config
         items, refs, targets = (list(x) for x in zip(*self.by_split["train"]))
+        extras = self.extras["train"]
         augmenter = None
         if config.aug.enabled:
             augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
         if self.mode == "online":
             crop = round(config.train.crop_s * SAMPLE_RATE)
             repeat = config.train.crop_short == "repeat"
-            dataset = WaveDataset(items, targets, refs, self.norm, crop, augmenter, repeat)
+            dataset = WaveDataset(items, targets, refs, self.norm, crop, augmenter, repeat, extras)
             lengths = [round(audio_duration(i.path) * SAMPLE_RATE) for i in items] if not (crop and repeat) else [crop] * len(items)
             lengths = [min(n, crop) for n in lengths] if crop else lengths
             sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed,
@@ -104,7 +119,7 @@ class EmotionTask:
             refs = extract_augmented_copies(items, refs, self.speech, StoreRoot.from_config(config.features),
                                             self.norm, augmenter, config.aug, config.seed, self.progress)
         return _loader(list(zip(items, refs, targets)), config, round(config.train.crop_s * self.frame_rate),
-                       shuffle=True)
+                       shuffle=True, extras=extras)
 
 
 def _features(items: list[Item], config: Config, progress: bool, processes: int) -> tuple[WaveNorm, CorpusFeatures]:
@@ -152,11 +167,11 @@ def feature_mode(config: Config) -> str:
     return mode
 
 
-def _loader(triples, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
+def _loader(triples, config: Config, crop_frames: int, shuffle: bool, extras=None) -> DataLoader:
     """Length-bucketed batches, split across DDP ranks (the sampler does it: Lightning's is off)."""
     return feature_loader([r for _, r, _ in triples], [t for _, _, t in triples], config.train.batch_size,
                           crop_frames, shuffle, config.seed, _pool(config), config.train.num_workers, distributed=True,
-                          repeat_short=config.train.crop_short == "repeat")
+                          repeat_short=config.train.crop_short == "repeat", extras=extras)
 
 
 def _pool(config: Config) -> int:

@@ -1,4 +1,5 @@
-"""Lightning training of the DMHA head: AdamW, LR halving on plateau, early stopping on dev macro-F1."""
+"""Lightning training of the DMHA head: AdamW, LR halving on plateau, early stopping on the dev criterion
+(macro-F1, the attributes' mean CCC, or their sum)."""
 from __future__ import annotations
 
 import contextlib
@@ -22,11 +23,13 @@ from .config import TrainConfig
 from .encoders.base import SpeechEncoder
 from .fileio import atomic_path
 from .frame_dropout import drop_frames
+from .losses import TargetLoss, concordance
 from .model import DMHA, speaker_of
 from .batches import encode_waves
 
 log = logging.getLogger(__name__)
-MONITOR = "val_macro_f1"
+# The logged name of each dev criterion's score (the one early stopping and the kept checkpoint follow).
+MONITORS = {"macro_f1": "val_macro_f1", "ccc": "val_ccc", "sum": "val_sum"}
 
 
 def macro_f1_from_confusion(cm: torch.Tensor) -> torch.Tensor:
@@ -40,40 +43,65 @@ def macro_f1_from_confusion(cm: torch.Tensor) -> torch.Tensor:
 
 
 class DMHAModule(L.LightningModule):
-    """Wraps the head with its loss and optimiser; dev macro-F1 is computed over the whole dev split."""
+    """Wraps the head with its loss and optimiser; dev scores are computed over the whole dev split:
+    macro-F1 from a confusion matrix, each attribute's CCC from all its dev predictions."""
 
-    def __init__(self, model: DMHA, loss: nn.Module, num_classes: int, train_config: TrainConfig,
-                 speech_encoder: SpeechEncoder | None = None):
+    def __init__(self, model: DMHA, loss: TargetLoss, num_classes: int, train_config: TrainConfig,
+                 speech_encoder: SpeechEncoder | None = None, criterion: str = "macro_f1"):
         super().__init__()
-        self.model, self.loss, self.cfg = model, loss, train_config
+        self.model, self.loss, self.cfg, self.criterion = model, loss, train_config, criterion
         self.speech_encoder = speech_encoder  # online mode only; a plain object, so never trained or saved
         self.val_confusion = MulticlassConfusionMatrix(num_classes)  # syncs across DDP ranks
+        self._val_attributes: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def monitor(self) -> str:
+        return MONITORS[self.criterion]
 
     def _speech(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if "waves" in batch:  # online extraction: the frozen encoder sees this step's augmented audio
             return encode_waves(self.speech_encoder, batch["waves"], self.device)
         return batch["speech"], batch["speech_mask"]
 
-    def _logits(self, batch: dict, frame_dropout: float = 0.0) -> torch.Tensor:
+    def _outputs(self, batch: dict, frame_dropout: float = 0.0):
         speech, speech_mask = drop_frames(*self._speech(batch), frame_dropout)
         # Speaker moments come from the whole stored utterances, so dropped frames do not change them.
-        return self.model(speech, speech_mask, batch["text"], batch["text_mask"], speaker=speaker_of(batch)).logits
+        return self.model(speech, speech_mask, batch["text"], batch["text_mask"], speaker=speaker_of(batch))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self._logits(batch, self.cfg.frame_dropout), batch["target"])
+        out = self._outputs(batch, self.cfg.frame_dropout)
+        loss = self.loss(out.logits, out.attributes, batch)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["target"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self._logits(batch)
-        self.log("val_loss", self.loss(logits, batch["target"]), on_epoch=True, batch_size=len(batch["target"]))
-        self.val_confusion.update(logits.argmax(-1), batch["target"])
+        out = self._outputs(batch)
+        self.log("val_loss", self.loss(out.logits, out.attributes, batch), on_epoch=True,
+                 batch_size=len(batch["target"]))
+        self.val_confusion.update(out.logits.argmax(-1), batch["target"])
+        if out.attributes is not None:
+            self._val_attributes.append((out.attributes.detach().float(), batch["attributes"].float()))
+
+    def _dev_ccc(self) -> torch.Tensor:
+        """Mean over attributes of the CCC over the whole dev split (gathered from every DDP rank)."""
+        pred = torch.cat([p for p, _ in self._val_attributes])
+        target = torch.cat([t for _, t in self._val_attributes])
+        self._val_attributes = []
+        if self.trainer.world_size > 1:
+            pred, target = (self.all_gather(x).flatten(0, 1) for x in (pred, target))
+        return concordance(pred, target).mean()
 
     def on_validation_epoch_end(self) -> None:
         # compute() already sums the confusion over DDP ranks, so every rank sees the same score.
-        score = macro_f1_from_confusion(self.val_confusion.compute())
-        self.log(MONITOR, score, prog_bar=True, sync_dist=True)
+        scores = {"macro_f1": macro_f1_from_confusion(self.val_confusion.compute())}
         self.val_confusion.reset()
+        if self._val_attributes:
+            scores["ccc"] = self._dev_ccc()
+        if self.criterion == "sum":
+            scores["sum"] = scores["macro_f1"] + scores["ccc"]
+        for name, value in scores.items():
+            self.log(MONITORS[name], value, prog_bar=name == self.criterion, sync_dist=True)
+        score = scores[self.criterion]
         # The plateau schedule steps here, not in Lightning's epoch-end hook, so the checkpoint written
         # right after validation already holds this epoch's step and a resumed run stays on schedule.
         if not self.trainer.sanity_checking:
@@ -167,14 +195,15 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
     ckpt_dir = run_dir / "checkpoints"
     # deterministic=True makes CUDA refuse cuBLAS's non-deterministic workspace unless this is set.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_weights_only=False,
+    monitor = module.monitor
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor=monitor, mode="max", save_weights_only=False,
                            save_on_train_epoch_end=False)
     # Lightning's save_last only writes when a top-k checkpoint is written, i.e. when dev improved: a
     # kill after a plateau would lose every epoch since. This one rewrites last.ckpt after every
     # epoch's validation (so early stopping and the LR schedule have seen that epoch).
     latest = ModelCheckpoint(ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                              save_on_train_epoch_end=False, enable_version_counter=False)
-    callbacks = [best, latest, EarlyStopping(MONITOR, mode="max", patience=cfg.early_stop_patience,
+    callbacks = [best, latest, EarlyStopping(monitor, mode="max", patience=cfg.early_stop_patience,
                                                check_on_train_epoch_end=False)]  # decided before the checkpoints
     if cfg.ema_decay:  # swaps the average in for validation and puts it in the checkpoints' state_dict
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))

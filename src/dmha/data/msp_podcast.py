@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dmha.audio import is_audio_file
 from dmha.data.manifest import CorpusError, Item, add_durations, read_transcript, write_manifest
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,19 @@ EMO_CODES: dict[str, str] = {"A": "angry", "H": "happy", "S": "sad", "F": "fear"
 # What a challenge submission writes in its EmoClass column for each dmha label.
 CHALLENGE_CODES: dict[str, str] = {label: code for code, label in EMO_CODES.items()}
 NO_AGREEMENT = ("X", "O")  # no consensus / other: not one of the 8 classes, so dropped
-SPLITS = {"Train": "train", "Development": "dev", "Test3": "test"}  # others are lowercased
-UNLABELLED = "unknown"  # label of rows without EmoClass when include_unlabelled=True
+# Split_Set → manifest split; Test1 and Test2 (labels public) and Test3 (the challenge's test set, labels
+# hidden) stay apart, others are lowercased.
+SPLITS = {"Train": "train", "Development": "dev", "Test1": "test1", "Test2": "test2", "Test3": "test3"}
+HIDDEN = "test3"  # the split whose labels are hidden: its files are kept, labelled UNLABELLED
+UNLABELLED = "unknown"  # label of rows without EmoClass (Test3 always; others with include_unlabelled=True)
 EXTRA_COLUMNS = ("FileName", "EmoAct", "EmoVal", "EmoDom", "Gender")  # kept as-is when present
+ATTRIBUTE_RANGE = (1.0, 7.0)  # EmoAct, EmoVal, EmoDom: the annotators' 7-point scales
+# Task 2 submission columns and the attribute names a model may give them (first match wins).
+TASK2 = {"EmoAct": ("arousal", "emoact", "activation"), "EmoVal": ("valence", "emoval"),
+         "EmoDom": ("dominance", "emodom")}
+VOTE_PREFIX = "votes_"  # per-class annotator counts from labels_detailed.csv: votes_angry, ..., votes_n
+_WORDS = {label: label for label in EMO_CODES.values()} | {"anger": "angry", "happiness": "happy",
+                                                           "sadness": "sad"}
 _REQUIRED = ("FileName", "Split_Set")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _SHOW = 5  # missing files named in an error; the rest are counted
@@ -47,11 +58,16 @@ def prepare_msp_podcast(
     Reads `SRC/Labels/labels_consensus.csv`, audio `SRC/Audios/<FileName>` and, when present,
     `SRC/Transcripts/<stem>.txt` (others are left empty for `dmha transcribe`). EmoClass A H S F U C
     D N → angry happy sad fear surprise contempt disgust neutral; X/O rows (no agreement, other) are
-    dropped and counted in the log. Split_Set Train/Development/Test3 → train/dev/test, others
-    lowercased (Test1 → test1). Rows with no EmoClass (the unlabelled test set) are skipped and
-    counted, or with `include_unlabelled` written as label "unknown": a manifest for `transcribe`
-    and feature extraction, not `train` (which rejects labels missing from train). Speaker is
-    SpkrID ("Unknown" → empty); extra columns FileName, EmoAct, EmoVal, EmoDom, Gender, duration_s.
+    dropped and counted in the log. Split_Set Train/Development/Test1/Test2/Test3 →
+    train/dev/test1/test2/test3, others lowercased. Test3 (the challenge's test set, labels hidden) is
+    kept as split test3 with label "unknown": its rows, and audio files in Audios/ that the labels file
+    does not list but whose name says test3 (e.g. `MSP-PODCAST_test3_0001.wav`); `train` leaves it out
+    and `predict` scores it. Other rows with no EmoClass are skipped and counted, or with
+    `include_unlabelled` written as label "unknown". Speaker is SpkrID ("Unknown" → empty); extra
+    columns FileName, EmoAct, EmoVal, EmoDom, Gender, duration_s and, when the per-annotator file
+    `SRC/Labels/labels_detailed.csv` (FileName + EmoClass per annotator, codes or words) is present,
+    votes_<label> for the 8 classes and votes_n (all annotations, "other" ones included):
+    `train.soft_targets=votes_` trains on them.
 
     Args:
         src: the challenge folder (holding Labels/ and Audios/).
@@ -70,9 +86,13 @@ def prepare_msp_podcast(
     """
     root = Path(src)
     labels_csv, audio_dir = _layout(root)
-    rows = _keep(_read_labels(labels_csv), labels_csv, include_unlabelled)
+    rows = _read_labels(labels_csv)
+    rows = _keep(rows + _unlisted_test3(audio_dir, rows), labels_csv, include_unlabelled)
     _check_audio(audio_dir, rows)
+    votes = _annotator_votes(root / "Labels" / "labels_detailed.csv")
     items = [_item(row, root) for row in rows]
+    for item in items:
+        item.extra.update(votes.get(item.path.name, {}))
     add_durations(items, root)
     write_manifest(items, out)
     log.info("MSP-Podcast: %d items (%s) from %s written to %s", len(items),
@@ -169,7 +189,7 @@ def _parse_row(labels_csv: Path, line: int, header: list[str], cells: list[str])
 def _keep(rows: list[_Row], labels_csv: Path, include_unlabelled: bool) -> list[_Row]:
     """Drop X/O rows, and unlabelled rows unless asked for; log how many of each, per split."""
     dropped = Counter(row.split for row in rows if row.code in NO_AGREEMENT)
-    unlabelled = Counter(row.split for row in rows if not row.code)
+    unlabelled = Counter(row.split for row in rows if not row.code and row.split != HIDDEN)
     if dropped:
         log.info("MSP-Podcast: dropped %d rows with EmoClass X or O (%s)", dropped.total(), _counts(dropped))
     if unlabelled and not include_unlabelled:
@@ -178,11 +198,79 @@ def _keep(rows: list[_Row], labels_csv: Path, include_unlabelled: bool) -> list[
     elif unlabelled:
         log.info("MSP-Podcast: kept %d unlabelled rows as %r (%s)", unlabelled.total(), UNLABELLED,
                  _counts(unlabelled))
-    kept = [row for row in rows if row.code in EMO_CODES or (include_unlabelled and not row.code)]
+    hidden = sum(1 for row in rows if not row.code and row.split == HIDDEN)
+    if hidden:
+        log.info("MSP-Podcast: kept %d %s rows (labels hidden) as label %r", hidden, HIDDEN, UNLABELLED)
+    kept = [row for row in rows if row.code in EMO_CODES or (not row.code and (include_unlabelled or row.split == HIDDEN))]
     if not kept:
         raise CorpusError(f"{labels_csv}: no usable rows ({len(rows)} rows, {dropped.total()} X/O, "
                           f"{unlabelled.total()} unlabelled)")
     return kept
+
+
+def _unlisted_test3(audio_dir: Path, rows: list[_Row]) -> list[_Row]:
+    """Test3 files the labels file does not list, recognised by name (`test3` in it): unlabelled rows."""
+    listed = {row.file_name for row in rows}
+    found = sorted(p.name for p in audio_dir.iterdir() if p.is_file() and "test3" in p.name.lower()
+                   and p.name not in listed and is_audio_file(p))
+    if found:
+        log.info("MSP-Podcast: %d Test3 files found by name in %s (not in the labels file)", len(found), audio_dir)
+    return [_Row(file_name=name, code="", split=HIDDEN, speaker=None, extra={"FileName": name}) for name in found]
+
+
+def _annotator_votes(path: Path) -> dict[str, dict[str, str]]:
+    """{FileName: {votes_<label>: count, ..., votes_n: all}} from the per-annotator labels file, if any."""
+    if not path.is_file():
+        return {}
+    counts: dict[str, Counter] = {}
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not {"FileName", "EmoClass"} <= set(reader.fieldnames or []):
+                raise CorpusError(f"{path}: needs columns FileName and EmoClass (found: {', '.join(reader.fieldnames or [])})")
+            for row in reader:
+                name, said = (row.get("FileName") or "").strip(), (row.get("EmoClass") or "").strip()
+                if not name or not said:
+                    continue
+                label = EMO_CODES.get(said.upper()) if len(said) == 1 else _WORDS.get(said.lower())
+                tally = counts.setdefault(name, Counter())
+                tally["n"] += 1
+                if label is not None:
+                    tally[label] += 1
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise CorpusError(f"{path}: cannot read per-annotator labels ({err})") from None
+    log.info("MSP-Podcast: annotator votes for %d files from %s", len(counts), path)
+    return {name: {f"{VOTE_PREFIX}{label}": str(tally[label]) for label in sorted(EMO_CODES.values())}
+            | {f"{VOTE_PREFIX}n": str(tally["n"])} for name, tally in counts.items()}
+
+
+def task2_columns(attributes) -> list[str]:
+    """For EmoAct, EmoVal, EmoDom, the model attribute that fills each (a Task 2 submission's columns).
+
+    Raises:
+        ValueError: the model lacks one of arousal, valence and dominance (by those names or EmoAct...).
+    """
+    by_name = {a.lower(): a for a in attributes}
+    chosen, missing = [], []
+    for column, names in TASK2.items():
+        match = next((by_name[n] for n in names if n in by_name), None)
+        (chosen if match else missing).append(match or column)
+    if missing:
+        raise ValueError(f"--format challenge-task2 needs attributes arousal, valence and dominance (or EmoAct, EmoVal, "
+                         f"EmoDom); the model predicts {', '.join(attributes) or 'none'}")
+    return chosen
+
+
+def challenge_task2_row(path, attributes: dict[str, float], names: list[str]) -> list[str]:
+    """FileName,EmoAct,EmoVal,EmoDom for one prediction, clipped to the 1-7 scale.
+
+    Example:
+        >>> challenge_task2_row("a/MSP-PODCAST_0002_0033.wav", {"arousal": 4.2, "valence": 7.3, "dominance": 3},
+        ...                     ["arousal", "valence", "dominance"])
+        ['MSP-PODCAST_0002_0033.wav', '4.2000', '7.0000', '3.0000']
+    """
+    low, high = ATTRIBUTE_RANGE
+    return [Path(path).name, *(f"{min(max(attributes[n], low), high):.4f}" for n in names)]
 
 
 def _check_audio(audio_dir: Path, rows: list[_Row]) -> None:

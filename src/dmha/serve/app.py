@@ -41,12 +41,15 @@ STATIC = Path(__file__).parent / "static"
 
 
 class PredictionOut(BaseModel):
-    """One clip's result, the `predict --format jsonl` record; `votes` only for ensembles."""
+    """One clip's result, the `predict --format jsonl` record; `votes` only for ensembles, `attributes`
+    ({name: value} in each attribute's scale) only for models that predict them, `label` null for an
+    attribute-only model."""
 
     path: str
-    label: str
+    label: str | None
     probs: dict[str, float]
     transcript: str
+    attributes: dict[str, float] | None = None
     votes: dict[str, str] | None = None
 
 
@@ -136,7 +139,10 @@ class Service:
         """GET /v1/model: for an ensemble, `thresholds` is None and each member lists its own."""
         members = [_member_info(m) for m in self.recognizer.members]
         lead = members[0]
-        return {"labels": self.recognizer.labels, "ensemble": len(members) > 1, "encoders": lead["encoders"],
+        rec = self.recognizer
+        return {"labels": rec.labels if rec.predicts_category else [],
+                "attributes": {name: list(bounds) for name, bounds in rec.attribute_ranges.items()},
+                "ensemble": len(members) > 1, "encoders": lead["encoders"],
                 "thresholds": lead["thresholds"] if len(members) == 1 else None, "members": members,
                 "limits": self.settings.public(), "dmha_version": __version__}
 

@@ -48,8 +48,11 @@ async function loadModel() {
     state.model = await response.json();
     const m = state.model, enc = m.encoders;
     const members = m.ensemble ? ` · ensemble of ${m.members.length}` : "";
+    const attributes = Object.keys(m.attributes || {});
+    const predicts = [m.labels.length ? `${m.labels.length} emotions: ${m.labels.join(", ")}` : "",
+                      attributes.length ? `attributes: ${attributes.join(", ")}` : ""].filter(Boolean).join(" · ");
     $("model-info").replaceChildren(
-      el("span", { textContent: `${m.labels.length} emotions: ${m.labels.join(", ")}${members}` }), el("br"),
+      el("span", { textContent: `${predicts}${members}` }), el("br"),
       el("span", { textContent: `encoders: ${shortName(enc.speech)} (speech) · ${shortName(enc.text)} (text) · ` +
                                 `${shortName(enc.asr)} (ASR)` }));
   } catch (err) {
@@ -117,10 +120,14 @@ function showPrediction(p) {
   $("timeline-view").hidden = true;
   $("result").hidden = false;
   const chip = $("label");
-  chip.textContent = p.label;
-  chip.style.background = colour(p.label);
-  $("confidence").textContent = `p = ${(100 * (p.probs[p.label] ?? 0)).toFixed(1)}%`;
+  chip.hidden = p.label === null;
+  if (p.label !== null) {
+    chip.textContent = p.label;
+    chip.style.background = colour(p.label);
+  }
+  $("confidence").textContent = p.label !== null ? `p = ${(100 * (p.probs[p.label] ?? 0)).toFixed(1)}%` : "";
   drawBars($("bars"), p.probs, p.label);
+  drawAttributes($("attributes"), p.attributes || {});
   $("transcript-out").textContent = p.transcript || "(no speech recognised)";
   const votes = $("votes");
   votes.replaceChildren();
@@ -131,6 +138,22 @@ function showPrediction(p) {
       votes.append(el("div", {}, el("span", { className: "swatch", style: { background: colour(label) } }),
         `${member}: ${label}`));
     }
+  }
+}
+
+// Emotional attributes (arousal, valence, ...): each value on its declared scale, as a bar from its minimum.
+function drawAttributes(container, values) {
+  container.replaceChildren();
+  container.hidden = Object.keys(values).length === 0;
+  const ranges = (state.model && state.model.attributes) || {};
+  for (const [name, value] of Object.entries(values)) {
+    const [low, high] = ranges[name] || [0, 1];
+    const share = Math.min(1, Math.max(0, (value - low) / (high - low)));
+    container.append(
+      el("span", { className: "bar-name", textContent: name }),
+      el("div", { className: "bar-track" },
+        el("div", { className: "bar-fill attribute", style: { width: `${(100 * share).toFixed(1)}%` } })),
+      el("span", { className: "bar-value", textContent: `${value.toFixed(2)} (${low}–${high})` }));
   }
 }
 
