@@ -230,3 +230,14 @@ def test_msp_podcast_layout_votes_test3_and_a_task2_submission(tiny_encoders, tm
     assert rows[0] == ["FileName", "EmoAct", "EmoVal", "EmoDom"]
     assert [r[0] for r in rows[1:]] == [name(14), name(15), extra.name]
     assert all(1 <= float(v) <= 7 for r in rows[1:] for v in r[1:])
+
+
+def test_compare_shows_mean_ccc_and_thresholds_are_refused_without_categories(runs, capsys):
+    from dmha.compare import collect
+
+    root, manifest, (multi, _), only = runs
+    rows = {r["run"]: r for r in collect([root / "multi0", root / "only"])}
+    assert rows["multi0"]["mean_ccc"] == pytest.approx(multi["mean_ccc"])
+    assert rows["only"]["mean_ccc"] == pytest.approx(only["mean_ccc"]) and rows["only"]["macro_f1"] is None
+    assert main(["tune-thresholds", str(root / "only" / "model"), "--manifest", str(manifest)]) == 1
+    assert "predicts attributes only (arousal); there are no class thresholds to tune" in capsys.readouterr().err

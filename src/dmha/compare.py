@@ -10,7 +10,7 @@ from typing import Sequence
 from .cv import CV_FILE
 from .fileio import atomic_write_text
 
-COLUMNS = ("run", "split", "n", "macro_f1", "macro_f1_ci95", "accuracy", "uar", "dev_macro_f1", "best_epoch",
+COLUMNS = ("run", "split", "n", "macro_f1", "macro_f1_ci95", "accuracy", "uar", "mean_ccc", "dev_macro_f1", "best_epoch",
            "speech_encoder", "attention", "loss", "decision")
 
 
@@ -56,7 +56,8 @@ def collect(folders: Sequence[str | Path]) -> list[dict]:
         rows.append({
             "run": folder.name if folder.name not in ("", ".") else str(folder), "split": metrics.get("split", "-"),
             "n": metrics.get("n", "-"), "macro_f1": metrics.get("macro_f1"), "macro_f1_ci95": "-", "accuracy": metrics.get("accuracy"),
-            "uar": metrics.get("uar"), "dev_macro_f1": metrics.get("dev_macro_f1", "-"),
+            "uar": metrics.get("uar"), "mean_ccc": metrics.get("mean_ccc", "-"),
+            "dev_macro_f1": metrics.get("dev_macro_f1", "-"),
             "best_epoch": metrics.get("best_epoch", "-"), "speech_encoder": speech, "attention": attention,
             "loss": loss,
             "decision": _decision_name(decision),
@@ -71,14 +72,14 @@ def _cv_row(folder: Path) -> dict:
         summary, config = result["summary"], result["config"]
     except (ValueError, KeyError) as err:
         raise CompareError(f"{folder / CV_FILE}: not a valid cv result ({err})") from err
-    if "macro_f1" not in summary:
+    if not summary.get("folds_done"):
         raise CompareError(f"{folder / CV_FILE}: no finished fold yet")
-    mean = lambda key: summary[key]["mean"]  # noqa: E731
-    lo, hi = summary["macro_f1"]["ci95"]
+    mean = lambda key: summary[key]["mean"] if key in summary else "-"  # noqa: E731  (attribute-only: no macro-F1)
+    lo, hi = summary["macro_f1"]["ci95"] if "macro_f1" in summary else (float("nan"), float("nan"))
     return {"run": folder.name or str(folder), "split": f"cv {summary['folds_done']}x{len(result['seeds'])}",
             "n": sum(r["n_test"] for r in result["runs"] if r["seed"] == result["seeds"][0]),
             "macro_f1": mean("macro_f1"), "macro_f1_ci95": f"[{lo:.4f}, {hi:.4f}]", "accuracy": mean("accuracy"),
-            "uar": mean("uar"), "dev_macro_f1": mean("dev_macro_f1"),
+            "uar": mean("uar"), "mean_ccc": mean("mean_ccc"), "dev_macro_f1": mean("dev_macro_f1"),
             "best_epoch": round(float(sum(r["best_epoch"] for r in result["runs"]) / len(result["runs"])), 1),
             "speech_encoder": config["encoders"]["speech"], "attention": config["model"]["attention"],
             "loss": config["loss"], "decision": "argmax"}

@@ -249,6 +249,9 @@ def tune_model_thresholds(model_dir: str | Path, manifest: str | Path, split: st
     """Search per-class thresholds on `split` and write thresholds.json into the model directory
     (into every member's directory for an ensemble). Returns {member: summary}."""
     members = load_members(model_dir, use_thresholds=False, prior=prior, encoder_device=None)
+    if not predicts_category(members[0].bundle.config.model):
+        raise ManifestError(f"{model_dir}: predicts attributes only ({', '.join(members[0].bundle.config.model.targets)}); "
+                            "there are no class thresholds to tune")
     labels = members[0].bundle.labels
     scored = score_members(members, _split_items(members, manifest, split), progress)
     if not scored.items:

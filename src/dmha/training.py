@@ -87,9 +87,13 @@ class DMHAModule(L.LightningModule):
         pred = torch.cat([p for p, _ in self._val_attributes])
         target = torch.cat([t for _, t in self._val_attributes])
         self._val_attributes = []
-        if self.trainer.world_size > 1:
+        if self.trainer.world_size > 1:  # ranks may hold one item more than others: pad with NaN targets
+            most = int(self.all_gather(torch.tensor(len(pred), device=pred.device)).max())
+            pad = most - len(pred)
+            pred = torch.cat([pred, pred.new_zeros(pad, pred.shape[1])])
+            target = torch.cat([target, target.new_full((pad, target.shape[1]), float("nan"))])
             pred, target = (self.all_gather(x).flatten(0, 1) for x in (pred, target))
-        return concordance(pred, target).mean()
+        return concordance(pred, target).mean()  # NaN targets (empty cells, padding) are left out
 
     def on_validation_epoch_end(self) -> None:
         # compute() already sums the confusion over DDP ranks, so every rank sees the same score.
