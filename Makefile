@@ -46,6 +46,14 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/dmha train --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_split
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/crema_split --out benchmarks/results/crema_split_peers.json
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_cost.py --manifest benchmarks/results/ravdess_cv.csv
+	# the crowd's votes on CREMA-D (same folds as crema_cv): hard labels (3 seeds), soft targets, the raters'
+	# mean intensity as an attribute alone and with the categories; scored against label and crowd majority
+	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv --folds 5 --seeds 0,1,2 --jobs 2
+	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv_soft --folds 5 --seeds 0,1,2 --jobs 2 --set train.soft_targets=votes_
+	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv_intensity --folds 5 --seeds 0 --jobs 2 --set 'model.targets=["vote_intensity"]' 'model.attribute_ranges.vote_intensity=[0,100]'
+	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv_multitask --folds 5 --seeds 0 --jobs 2 --set 'model.targets=["category","vote_intensity"]' 'model.attribute_ranges.vote_intensity=[0,100]' train.dev_criterion=sum
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crema_targets.py --manifest benchmarks/results/crema_cv.csv benchmarks/results/crema_cv benchmarks/results/crema_cv_soft benchmarks/results/crema_cv_intensity benchmarks/results/crema_cv_multitask --seeds 0 --out benchmarks/results/crema_targets_seed0.json
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crema_targets.py --manifest benchmarks/results/crema_cv.csv benchmarks/results/crema_cv benchmarks/results/crema_cv_soft --out benchmarks/results/crema_targets.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -22,16 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from dmha.cv import interval95
-from dmha.data.manifest import read_manifest
+from dmha.data.manifest import labels_of, read_manifest
 from dmha.metrics import attribute_report, classification_report
 
 
-def run_scores(run: Path, majority: dict[str, str], intensity: dict[str, float]) -> dict:
+def run_scores(run: Path, labels: list[str], majority: dict[str, str], intensity: dict[str, float]) -> dict:
     """One fold/seed run's test figures, recomputed from its eval_test/predictions.csv."""
     rows = list(csv.DictReader(open(run / "eval_test" / "predictions.csv", newline="", encoding="utf-8")))
     scores = {}
     if "prediction" in rows[0]:
-        labels = sorted({r["label"] for r in rows} | {r["prediction"] for r in rows})
         index = {label: k for k, label in enumerate(labels)}
         scores["macro_f1_label"] = classification_report([index[r["label"]] for r in rows],
                                                          [index[r["prediction"]] for r in rows], labels)["macro_f1"]
@@ -45,13 +44,13 @@ def run_scores(run: Path, majority: dict[str, str], intensity: dict[str, float])
     return scores
 
 
-def folder_scores(folder: Path, majority, intensity, seeds: list[int] | None) -> dict[int, dict]:
+def folder_scores(folder: Path, labels, majority, intensity, seeds: list[int] | None) -> dict[int, dict]:
     """{fold: {figure: mean over the seeds}} of one cv folder."""
     cv = json.loads((folder / "cv.json").read_text(encoding="utf-8"))
     use = seeds or cv["seeds"]
     out = {}
     for fold in cv["folds"]:
-        runs = [run_scores(folder / f"fold{fold['fold']}" / f"seed{s}", majority, intensity) for s in use
+        runs = [run_scores(folder / f"fold{fold['fold']}" / f"seed{s}", labels, majority, intensity) for s in use
                 if (folder / f"fold{fold['fold']}" / f"seed{s}" / "metrics.json").is_file()]
         if len(runs) == len(use):
             out[fold["fold"]] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
@@ -69,7 +68,8 @@ def main(argv=None) -> int:
     majority = {str(i.path): i.extra.get("vote_majority", "") for i in items}
     intensity = {str(i.path): float(i.extra["vote_intensity"]) for i in items if i.extra.get("vote_intensity")}
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    scored = {str(f): folder_scores(f, majority, intensity, seeds) for f in args.folders}
+    labels = labels_of(items)
+    scored = {str(f): folder_scores(f, labels, majority, intensity, seeds) for f in args.folders}
     base_name = str(args.folders[0])
     base = scored[base_name]
     summary = {}
