@@ -87,7 +87,8 @@ def test_the_model_directory_evaluates_as_trained_and_predicts_attributes(runs, 
         assert result["attributes"][name]["ccc"] == pytest.approx(scores["ccc"], abs=1e-6)
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "Emotional attributes" in page and 'alt="arousal scatter"' in page
-    only_eval = evaluate(root / "only" / "model", manifest, "test", tmp_path / "only", progress=False)
+    assert main(["evaluate", str(root / "only" / "model"), "--manifest", str(manifest), "--out", str(tmp_path / "only")]) == 0
+    only_eval = json.loads((tmp_path / "only" / "metrics.json").read_text())
     assert "macro_f1" not in only_eval and only_eval["mean_ccc"] == pytest.approx(only["mean_ccc"], abs=1e-6)
     assert "Confusion matrix" not in (tmp_path / "only" / "report.html").read_text()
 
@@ -220,7 +221,10 @@ def test_msp_podcast_layout_votes_test3_and_a_task2_submission(tiny_encoders, tm
                            "model.attribute_columns.arousal=EmoAct", "model.attribute_columns.valence=EmoVal",
                            "model.attribute_columns.dominance=EmoDom", "train.soft_targets=votes_",
                            "train.dev_criterion=sum", "features.normalize=none")
-    metrics = train(tmp_path / "msp.csv", tmp_path / "run", load(None, overrides), progress=False)
+    assert main(["train", "--manifest", str(tmp_path / "msp.csv"), "--out", str(tmp_path / "run"), "--set", *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "dev macro-F1" in printed and "dev CCC arousal" in printed and "(dev sum" in printed
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["split"] == "dev" and set(metrics["attributes"]) == {"arousal", "valence", "dominance"}
     files = [str(i.path) for i in test3]
     out = tmp_path / "task2.csv"

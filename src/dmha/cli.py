@@ -264,13 +264,20 @@ def _evaluate(args) -> int:
 
     report = evaluate(args.model_dir, args.manifest, args.split, args.out, use_thresholds=not args.no_thresholds,
                       prior=_decision_prior(args.overrides), report=not args.no_report)
-    print(f"{args.split}: macro-F1 {report['macro_f1']:.4f}  accuracy {report['accuracy']:.4f}  "
-          f"UAR {report['uar']:.4f}  n={report['n']}")
-    print("macro-F1 by decision: " + "  ".join(f"{k} {v:.4f}" for k, v in report["decisions_macro_f1"].items()))
-    for name, member in report.get("members", {}).items():
-        print(f"  member {name}: macro-F1 {member['macro_f1']:.4f}")
-    print(f"wrote {Path(args.out) / 'metrics.json'}, confusion.csv, confusion.png, predictions.csv"
-          + ("" if args.no_report else ", report.html"))
+    written = ["predictions.csv"]
+    if "macro_f1" in report:
+        print(f"{args.split}: macro-F1 {report['macro_f1']:.4f}  accuracy {report['accuracy']:.4f}  "
+              f"UAR {report['uar']:.4f}  n={report['n']}")
+        print("macro-F1 by decision: " + "  ".join(f"{k} {v:.4f}" for k, v in report["decisions_macro_f1"].items()))
+        for name, member in report.get("members", {}).items():
+            print(f"  member {name}: macro-F1 {member['macro_f1']:.4f}")
+        written = ["confusion.csv", "confusion.png", *written]
+    if "attributes" in report:
+        print(f"{args.split}: " + "  ".join(f"{name} CCC {r['ccc']:.4f} (r {r['pearson']:.4f}, RMSE {r['rmse']:.4f})"
+                                            for name, r in report["attributes"].items())
+              + f"  mean CCC {report['mean_ccc']:.4f}  n={report['n']}")
+        written += [f"scatter_{name}.png" for name in report["attributes"]]
+    print(f"wrote {Path(args.out) / 'metrics.json'}, {', '.join(written)}" + ("" if args.no_report else ", report.html"))
     return _report_skipped([(s["path"], s["reason"]) for s in report["skipped"]])
 
 
