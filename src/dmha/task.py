@@ -85,12 +85,12 @@ class EmotionTask:
                             self.speech if self.mode == "online" else None, dev_criterion(config))
         return module, train_loader, dev_loader
 
-    def finished(self, best_path, best_f1: float, best_epoch: int, manifest) -> ModelBundle:
+    def finished(self, best_path, best_score: float, best_epoch: int, manifest) -> ModelBundle:
         """The head with its best weights, and what its model directory records about the training."""
         load_best_weights(self.model, best_path)
         self.model.eval()
         criterion = dev_criterion(self.config)
-        meta = {f"dev_{criterion}": best_f1, "dev_criterion": criterion, "best_epoch": best_epoch,
+        meta = {f"dev_{criterion}": best_score, "dev_criterion": criterion, "best_epoch": best_epoch,
                 "train_manifest": str(manifest),
                 "feature_mode": self.mode,
                 "class_counts": {self.labels[k]: self.counts.get(k, 0) for k in range(len(self.labels))}}

@@ -194,7 +194,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, run_dir: Path,
         cfg: TrainConfig, progress: bool = True) -> tuple[Path, float, int] | None:
-    """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, best F1, epoch)
+    """Train, resuming from run_dir/checkpoints/last.ckpt when present; return (best ckpt, its dev score, epoch)
     on the main process, None on the other DDP ranks (their work ends with training)."""
     ckpt_dir = run_dir / "checkpoints"
     # deterministic=True makes CUDA refuse cuBLAS's non-deterministic workspace unless this is set.
