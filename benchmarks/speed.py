@@ -32,7 +32,7 @@ from dmha.batches import WaveDataset, collate_waves, feature_loader  # noqa: E40
 from dmha.encoders.registry import speech_encoder, text_encoder  # noqa: E402
 from dmha.extraction import extract_features  # noqa: E402
 from dmha.layout import StoreRoot  # noqa: E402
-from dmha.losses import build_loss  # noqa: E402
+from dmha.losses import TargetLoss, build_loss  # noqa: E402
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir  # noqa: E402
 from dmha.training import DMHAModule  # noqa: E402
 
@@ -57,7 +57,7 @@ def epoch_seconds(module: DMHAModule, loader) -> float:
     module.train()
     start = time.perf_counter()
     for i, batch in enumerate(loader):
-        loss = module.loss(module._logits(batch), batch["target"])
+        loss = module.batch_loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -98,7 +98,7 @@ def paper_size_epochs(items, targets, labels, tmp) -> dict[str, float]:
 
         def module(online: bool, cfg=cfg) -> DMHAModule:
             torch.manual_seed(0)
-            return DMHAModule(build_model(cfg, *specs, len(labels)), build_loss("wce", counts), len(labels),
+            return DMHAModule(build_model(cfg, *specs, len(labels)), TargetLoss(build_loss("wce", counts)), len(labels),
                               TrainConfig(), speech if online else None)
 
         t_cached, t_online = cache_vs_online(module, items, refs, targets, norm)
@@ -165,7 +165,7 @@ def main() -> int:
         def module(online: bool) -> DMHAModule:
             torch.manual_seed(0)
             model = build_model(cfg, *specs, len(labels))
-            return DMHAModule(model, build_loss("wce", counts), len(labels), TrainConfig(), speech if online else None)
+            return DMHAModule(model, TargetLoss(build_loss("wce", counts)), len(labels), TrainConfig(), speech if online else None)
 
         t_cached, t_online = cache_vs_online(module, items, refs, targets, norm)
         results["cache_epoch_speedup"] = t_online / t_cached

@@ -68,9 +68,13 @@ class DMHAModule(L.LightningModule):
         # Speaker moments come from the whole stored utterances, so dropped frames do not change them.
         return self.model(speech, speech_mask, batch["text"], batch["text_mask"], speaker=speaker_of(batch))
 
+    def batch_loss(self, batch: dict, frame_dropout: float = 0.0) -> torch.Tensor:
+        """The training loss of one batch (also what the benchmarks time, outside Lightning)."""
+        out = self._outputs(batch, frame_dropout)
+        return self.loss(out.logits, out.attributes, batch)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self._outputs(batch, self.cfg.frame_dropout)
-        loss = self.loss(out.logits, out.attributes, batch)
+        loss = self.batch_loss(batch, self.cfg.frame_dropout)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["target"]))
         return loss
 
