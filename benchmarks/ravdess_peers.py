@@ -7,7 +7,7 @@
 (c) dmha itself, through its CLI (`dmha prepare ravdess` then `dmha train`).
 
 Every system trains on train, selects on dev and reports test macro-F1, accuracy and UAR, plus its
-wall time. Results go to benchmarks/results/ravdess_peers.json (merged with earlier runs on the same
+wall time. Results go to benchmarks/results/ravdess_split/peers.json (merged with earlier runs on the same
 data, so `--only c` later completes the table). Peer features are cached as .npy under --cache.
 
     python benchmarks/ravdess_peers.py                  # all three
@@ -20,6 +20,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -87,12 +88,14 @@ def cached(path: Path, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, b
 
 
 def scores(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
-    """Macro-F1, accuracy and UAR (macro recall), the figures dmha's metrics.json reports."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+    """Macro-F1, accuracy and UAR (macro recall), by dmha's own definitions (dmha.metrics), so a peer
+    and dmha are never scored by two rules."""
+    from dmha.metrics import classification_report
 
-    return {"macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "uar": float(balanced_accuracy_score(y_true, y_pred))}
+    labels = sorted(set(map(str, y_true)) | set(map(str, y_pred)))
+    code = {label: k for k, label in enumerate(labels)}
+    report = classification_report([code[str(v)] for v in y_true], [code[str(v)] for v in y_pred], labels)
+    return {key: float(report[key]) for key in ("macro_f1", "accuracy", "uar")}
 
 
 def fit_svm(x: np.ndarray, y: Sequence, c: float):
@@ -224,11 +227,16 @@ def run_dmha(data: Path, run_dir: Path, overrides: Sequence[str], config: Path |
             raise SystemExit(f"ravdess_peers: `dmha {cmd[0]}` failed with exit code {done.returncode}")
     metrics = json.loads((out / "metrics.json").read_text())
     keep = {k: float(metrics[k]) for k in ("macro_f1", "accuracy", "uar", "dev_macro_f1")}
-    chosen = {"config": str(config) if config else None, "overrides": list(overrides)}
-    return {"system": SYSTEMS["c"], **keep, "chosen": chosen, "run_dir": str(out)}
+    chosen = {"config": portable(config) if config else None, "overrides": list(overrides)}
+    return {"system": SYSTEMS["c"], **keep, "chosen": chosen, "run_dir": portable(out)}
 
 
 # ---------------------------------------------------------------- output
+
+
+def portable(path: Path) -> str:
+    """A path as the results record it: relative to the repository, so no machine's folders are written."""
+    return os.path.relpath(Path(path).resolve(), REPO)
 
 
 def merge_results(path: Path, key: str, new: dict[str, dict]) -> dict:
@@ -263,8 +271,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="a,b,c", help="systems to run, comma-separated from a,b,c (default: all)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"RAVDESS folder with manifest.csv (default: {DEFAULT_DATA})")
     p.add_argument("--cache", type=Path, default=RESULTS / "cache", help="peer feature cache folder")
-    p.add_argument("--run-dir", type=Path, default=RESULTS / "ravdess_run", help="dmha's manifest and run folder")
-    p.add_argument("--out", type=Path, default=RESULTS / "ravdess_peers.json", help="results JSON")
+    p.add_argument("--run-dir", type=Path, default=RESULTS / "ravdess_split" / "run", help="dmha's manifest and run folder")
+    p.add_argument("--out", type=Path, default=RESULTS / "ravdess_split" / "peers.json", help="results JSON")
     p.add_argument("--config", type=Path, default=REPO / "configs" / "ravdess.toml",
                    help="dmha config for system c (default: configs/ravdess.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -295,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = timed(jobs[tag])
         merged = merge_results(args.out, key, {tag: result})
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**merged, "data": str(data)}, indent=2) + "\n")
+        args.out.write_text(json.dumps({**merged, "data": portable(data)}, indent=2) + "\n")
         print(f"({tag}) test macro-F1 {result['macro_f1']:.4f}  ({result['wall_s']:.0f} s)", flush=True)
     print(format_table(merged["systems"]))
     print(f"wrote {args.out}")

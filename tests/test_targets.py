@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from dmha.config import ConfigError, load
 from dmha.data.manifest import Item, ManifestError
-from dmha.losses import FocalLoss, TargetLoss, WeightedCrossEntropy, concordance, inverse_frequency_weights
+from dmha.losses import FocalLoss, TargetLoss, WeightedCrossEntropy, inverse_frequency_weights
+from dmha.metrics import concordance
 from dmha.metrics import attribute_report
 from dmha.targets import attribute_values, attributes_of, dev_criterion, item_targets, vote_distributions
 

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .metrics import classification_report
+from .metrics import classification_report, macro_f1_from_counts
 
 #: Candidate thresholds of the search: readable values, and 0.0 (= no change) comes first.
 THRESHOLD_GRID = np.round(np.arange(0.0, 1.0, 0.01), 2)
@@ -76,15 +76,13 @@ def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray | None) -> np.nda
 
 
 def _binary_macro_f1(positive: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Macro-F1 of a one-vs-rest problem for each column of `predicted` (N, G) boolean."""
+    """Macro-F1 of a one-vs-rest problem (the class and the rest as two classes) for each column of
+    `predicted` (N, G) boolean."""
     pos = positive[:, None]
-    tp = (predicted & pos).sum(0)
-    fp = (predicted & ~pos).sum(0)
-    fn = (~predicted & pos).sum(0)
-    tn = (~predicted & ~pos).sum(0)
-    f1_pos = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(tp)), where=(2 * tp + fp + fn) > 0)
-    f1_neg = np.divide(2 * tn, 2 * tn + fn + fp, out=np.zeros(len(tn)), where=(2 * tn + fn + fp) > 0)
-    return (f1_pos + f1_neg) / 2
+    tp, fp = (predicted & pos).sum(0), (predicted & ~pos).sum(0)
+    fn, tn = (~predicted & pos).sum(0), (~predicted & ~pos).sum(0)
+    # the two classes on axis 0: the negative class's true positives are the true negatives, and so on
+    return macro_f1_from_counts(np.stack([tp, tn]), np.stack([fp, fn]), np.stack([fn, fp]))
 
 
 def tune_thresholds(probs: np.ndarray, targets: Sequence[int], objective: str = "ovr",

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import concordance
+
 
 def inverse_frequency_weights(counts: list[int]) -> torch.Tensor:
     """Weight each class by 1/frequency (normalised to mean 1); absent classes get weight 0."""
@@ -57,19 +59,6 @@ class WeightedCrossEntropy(nn.Module):
         q = target.to(log_p.dtype)
         smoothed = q * (1 - self.label_smoothing) + self.label_smoothing / q.shape[-1]
         return -(smoothed * self.weight * log_p).sum() / (q * self.weight).sum().clamp(min=1e-12)
-
-
-def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Lin's concordance correlation coefficient 2·cov / (var_p + var_t + (mean_p − mean_t)²) per column
-    of (N, A), over the rows where the target is not NaN (population moments, as the challenge scores)."""
-    keep = ~torch.isnan(target)
-    n = keep.sum(0).clamp(min=1)
-    t = torch.where(keep, target, torch.zeros_like(target))
-    p = torch.where(keep, pred, torch.zeros_like(pred))
-    mean_p, mean_t = p.sum(0) / n, t.sum(0) / n
-    dp, dt = (p - mean_p) * keep, (t - mean_t) * keep
-    cov, var_p, var_t = (dp * dt).sum(0) / n, (dp * dp).sum(0) / n, (dt * dt).sum(0) / n
-    return 2 * cov / (var_p + var_t + (mean_p - mean_t) ** 2).clamp(min=1e-12)
 
 
 class TargetLoss(nn.Module):

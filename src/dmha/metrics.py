@@ -1,5 +1,12 @@
-"""The challenge's metrics: macro-F1 for categories (with accuracy and UAR beside it) and, for emotional
-attributes, the concordance correlation coefficient (with Pearson's r and the RMSE beside it)."""
+"""The challenge's metrics, one definition each: macro-F1 for categories (with accuracy and UAR beside it)
+and, for emotional attributes, the concordance correlation coefficient (with Pearson's r and the RMSE).
+
+Every score dmha reports comes from here: training's dev macro-F1 (from torchmetrics' confusion matrix,
+which syncs over DDP ranks), `evaluate`, `cv`, threshold tuning, the benchmarks and their peers. Macro-F1
+averages the F1 of every class that occurs in the reference or in the predictions (scikit-learn's
+`f1_score(average="macro")`, the rule of the challenge's scorer): predicting a class the reference never
+has costs a zero in the mean. UAR averages recall over the reference's classes (balanced accuracy).
+"""
 from __future__ import annotations
 
 import csv
@@ -7,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -14,6 +22,37 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: 
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
     return cm
+
+
+def f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Per-class F1 = 2·tp / (2·tp + fp + fn), 0 where a class is neither in the reference nor predicted."""
+    tp, fp, fn = (np.asarray(x, dtype=float) for x in (tp, fp, fn))
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros(np.broadcast(tp, denom).shape), where=denom > 0)
+
+
+def macro_f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Mean F1 over the classes (axis 0) that occur in the reference or the predictions; other axes are
+    kept, so one call scores many decision rules at once (e.g. every threshold of a grid)."""
+    tp, fp, fn = (np.asarray(x, dtype=float) for x in (tp, fp, fn))
+    present = (tp + fp + fn) > 0
+    total = np.where(present, f1_from_counts(tp, fp, fn), 0.0).sum(0)
+    return np.divide(total, present.sum(0), out=np.zeros_like(total), where=present.sum(0) > 0)
+
+
+def macro_f1(cm: np.ndarray | torch.Tensor) -> float | np.ndarray:
+    """Macro-F1 of a (K, K) confusion matrix (rows = true class): a float; of a stack (..., K, K): an
+    array of the leading shape (e.g. every draw of a bootstrap at once)."""
+    cm = np.asarray(cm.detach().cpu() if isinstance(cm, torch.Tensor) else cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)  # (..., K)
+    fp, fn = cm.sum(-2) - tp, cm.sum(-1) - tp
+    score = macro_f1_from_counts(*(np.moveaxis(x, -1, 0) for x in (tp, fp, fn)))
+    return float(score) if score.ndim == 0 else score
+
+
+def macro_f1_score(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
+    """Macro-F1 of integer class codes in [0, num_classes)."""
+    return macro_f1(confusion_matrix(y_true, y_pred, num_classes))
 
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
@@ -24,18 +63,17 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: 
     predicted = cm.sum(axis=0).astype(float)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = support > 0  # macro averages over classes that occur in the reference
+    in_reference = support > 0  # recall (UAR) is defined for the reference's classes only
     n = int(cm.sum())
     return {
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_f1": macro_f1(cm),
         "accuracy": float(tp.sum() / n) if n else 0.0,
-        "uar": float(recall[present].mean()) if present.any() else 0.0,
+        "uar": float(recall[in_reference].mean()) if in_reference.any() else 0.0,
         "n": n,
         "per_class": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+            for label, p, r, f, s in zip(labels, precision, recall, f1_from_counts(tp, predicted - tp, support - tp),
+                                         support)
         },
         "labels": list(labels),
         "confusion": cm.tolist(),
@@ -79,6 +117,20 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
     plt.close(fig)
 
 
+def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation coefficient 2·cov / (var_p + var_t + (mean_p − mean_t)²) per column
+    of (N, A), over the rows where the target is not NaN (population moments, as the challenge scores).
+    Differentiable: the attribute loss is 1 − CCC of a batch, and reports call it on float64 arrays."""
+    keep = ~torch.isnan(target)
+    n = keep.sum(0).clamp(min=1)
+    t = torch.where(keep, target, torch.zeros_like(target))
+    p = torch.where(keep, pred, torch.zeros_like(pred))
+    mean_p, mean_t = p.sum(0) / n, t.sum(0) / n
+    dp, dt = (p - mean_p) * keep, (t - mean_t) * keep
+    cov, var_p, var_t = (dp * dt).sum(0) / n, (dp * dp).sum(0) / n, (dt * dt).sum(0) / n
+    return 2 * cov / (var_p + var_t + (mean_p - mean_t) ** 2).clamp(min=1e-12)
+
+
 def attribute_report(pred: Sequence[float], ref: Sequence[float]) -> dict:
     """ccc, pearson, rmse and n of predictions against references in the attribute's own scale; rows
     whose reference is NaN (an empty manifest cell) are left out. CCC and r use population moments."""
@@ -90,10 +142,10 @@ def attribute_report(pred: Sequence[float], ref: Sequence[float]) -> dict:
         return {"ccc": float("nan"), "pearson": float("nan"), "rmse": float("nan") if not n else
                 float(np.sqrt(np.mean((pred - ref) ** 2))), "n": n}
     dp, dr = pred - pred.mean(), ref - ref.mean()
-    cov, var_p, var_r = float(np.mean(dp * dr)), float(np.mean(dp * dp)), float(np.mean(dr * dr))
-    ccc = 2 * cov / (var_p + var_r + (pred.mean() - ref.mean()) ** 2) if var_p + var_r > 0 else 0.0
-    pearson = cov / np.sqrt(var_p * var_r) if var_p > 0 and var_r > 0 else 0.0
-    return {"ccc": float(ccc), "pearson": float(pearson), "rmse": float(np.sqrt(np.mean((pred - ref) ** 2))), "n": n}
+    var_p, var_r = float(np.mean(dp * dp)), float(np.mean(dr * dr))
+    ccc = float(concordance(torch.from_numpy(pred)[:, None], torch.from_numpy(ref)[:, None])[0]) if var_p + var_r > 0 else 0.0
+    pearson = float(np.mean(dp * dr)) / np.sqrt(var_p * var_r) if var_p > 0 and var_r > 0 else 0.0
+    return {"ccc": ccc, "pearson": float(pearson), "rmse": float(np.sqrt(np.mean((pred - ref) ** 2))), "n": n}
 
 
 def attributes_report(names: Sequence[str], pred: np.ndarray, ref: np.ndarray) -> dict:

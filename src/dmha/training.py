@@ -23,23 +23,14 @@ from .config import TrainConfig
 from .encoders.base import SpeechEncoder
 from .fileio import atomic_path
 from .frame_dropout import drop_frames
-from .losses import TargetLoss, concordance
+from .losses import TargetLoss
+from .metrics import concordance, macro_f1
 from .model import DMHA, speaker_of
 from .batches import encode_waves
 
 log = logging.getLogger(__name__)
 # The logged name of each dev criterion's score (the one early stopping and the kept checkpoint follow).
 MONITORS = {"macro_f1": "val_macro_f1", "ccc": "val_ccc", "sum": "val_sum"}
-
-
-def macro_f1_from_confusion(cm: torch.Tensor) -> torch.Tensor:
-    """Macro-F1 over the classes present in the reference (rows with support)."""
-    cm = cm.float()
-    tp = cm.diag()
-    support, predicted = cm.sum(1), cm.sum(0)
-    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp(min=1), torch.zeros_like(tp))
-    present = support > 0
-    return f1[present].mean() if present.any() else torch.zeros(())
 
 
 class DMHAModule(L.LightningModule):
@@ -101,7 +92,7 @@ class DMHAModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # compute() already sums the confusion over DDP ranks, so every rank sees the same score.
-        scores = {"macro_f1": macro_f1_from_confusion(self.val_confusion.compute())}
+        scores = {"macro_f1": torch.tensor(macro_f1(self.val_confusion.compute()))}
         self.val_confusion.reset()
         if self._val_attributes:
             scores["ccc"] = self._dev_ccc()
