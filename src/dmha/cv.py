@@ -166,7 +166,7 @@ def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
     test, alone = metrics["test"], metrics.get("test_alone", {})
     result = {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": test["n"],
               **{m: float(test[m]) for m in METRICS if m in test},
-              **{k: float(v) for k, v in metrics.items() if k.startswith("dev_") and k != "dev_criterion"},
+              **{k: float(v) for k, v in metrics.items() if k.startswith("dev_") and isinstance(v, (int, float))},
               "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)}
     if "attributes" in test:
         result["mean_ccc"] = float(test["mean_ccc"])
@@ -175,6 +175,9 @@ def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
         result["macro_f1_alone"] = float(alone["macro_f1"])
     if "mean_ccc" in alone:
         result["mean_ccc_alone"] = float(alone["mean_ccc"])
+    dev_alone = metrics.get("dev_alone", {})
+    if "macro_f1" in dev_alone:
+        result["dev_macro_f1_alone"] = float(dev_alone["macro_f1"])
     return result
 
 
@@ -187,6 +190,8 @@ def _claim(out: Path, header: dict) -> None:
             old["config"] = to_dict(from_dict(old["config"]))
         except ConfigError:
             pass
+        if Path(old.get("manifest", "")).is_absolute():  # cv.json of an older dmha recorded an absolute path
+            old["manifest"] = manifest_from(out, Path(old["manifest"]))
         for key in ("config", "folds", "manifest"):
             if old.get(key) != header[key]:
                 raise ValueError(f"{out}: holds a cv with a different {key} (see {path}); "
@@ -195,6 +200,12 @@ def _claim(out: Path, header: dict) -> None:
         if dropped:  # adding seeds to a finished cv is fine; forgetting some would hide finished runs
             raise ValueError(f"{out}: holds a cv with seeds {old['seeds']}; --seeds must include them "
                              f"(missing: {', '.join(map(str, dropped))}), or use a new --out folder")
+
+
+def manifest_from(out: Path, manifest: Path) -> str:
+    """The manifest as cv.json records it: relative to the cv folder, so a committed cv.json names no
+    folder of the machine it ran on, and the pair can move together."""
+    return os.path.relpath(Path(manifest).resolve(), Path(out).resolve())
 
 
 def run_dir(out: Path, fold: Fold, seed: int) -> Path:
@@ -215,7 +226,7 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
     items = read_manifest(manifest)
     config, notes = cv_config(config)
     fold_list = make_folds(assign_folds(items, folds, fold_column, manifest))
-    header = {"manifest": str(manifest.resolve()), "config": to_dict(config), "seeds": list(seeds),
+    header = {"manifest": manifest_from(out, manifest), "config": to_dict(config), "seeds": list(seeds),
               "fold_column": fold_column,
               "folds": [{"fold": f.index, "name": f.name, "test": list(f.test), "dev": list(f.dev)} for f in fold_list],
               "protocol": "test fold k, dev fold k+1 (cyclic), train the other folds; "

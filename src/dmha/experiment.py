@@ -33,7 +33,9 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     require_splits(items, ["train", "dev"], manifest)
     labels, items = _check_labels(items, manifest)
     task = EmotionTask(config, labels, progress)
-    _claim_run_dir(out, config)
+    if _claim_run_dir(out, config):  # the same command, run again after it finished
+        log.info("%s: already trained with this config; nothing to do (delete the folder to train again)", out)
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     data = task.prepare(items, manifest)
     write_errors(data.errors, out / "errors.tsv")
     fitted = fit(*task.build(), out, config.train, progress)
@@ -61,14 +63,19 @@ def extract_items(items: list[Item], config: Config, progress: bool = True) -> i
     return _features(items, config, progress, 1)[1].speech_computed
 
 
-def _claim_run_dir(out: Path, config: Config) -> None:
-    """Record the config; a run folder holding another config's checkpoints must not be resumed."""
+def _claim_run_dir(out: Path, config: Config) -> bool:
+    """Record the config; a run folder holding another config's checkpoints must not be resumed.
+    True when the folder holds a finished run of this same config (its metrics and model)."""
     saved = out / "config.json"
     text = json.dumps(to_dict(config), indent=2)
-    if saved.exists() and (out / "checkpoints").exists() and saved.read_text(encoding="utf-8") != text:
+    same = saved.exists() and saved.read_text(encoding="utf-8") == text
+    if saved.exists() and (out / "checkpoints").exists() and not same:
         raise ValueError(f"{out}: holds a run with a different config (see {saved}); "
                          "use a new --out folder, or delete this one to start over")
+    if same and (out / "metrics.json").is_file() and (out / "model" / "config.json").is_file():
+        return True
     saved.write_text(text, encoding="utf-8")
+    return False
 
 
 def _check_labels(items: list[Item], manifest) -> tuple[list[str], list[Item]]:
@@ -90,22 +97,21 @@ def _check_labels(items: list[Item], manifest) -> tuple[list[str], list[Item]]:
 
 def _final_metrics(model, labels, by_split, out: Path, meta: dict, data, config: Config) -> dict:
     """Scores of the kept model on dev and test (top level = test when there is one, else dev). A
-    model that normalises per speaker is also scored on test with each utterance alone (`test_alone`):
-    what `predict` gives a file when no speaker is known."""
-    scores = {}
+    model that normalises per speaker is also scored with each utterance alone (`dev_alone`,
+    `test_alone`, predictions in `eval_{split}_alone/`): what `predict` gives a file when no speaker is known."""
+    scores, alone = {}, {}
     for split in ("dev", "test"):
-        if by_split.get(split):
-            refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
-            items = [item for item, _, _ in by_split[split]]
-            scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}",
-                                        [str(item.path) for item in items], config, items)
+        if not by_split.get(split):
+            continue
+        refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
+        items = [item for item, _, _ in by_split[split]]
+        names = [str(item.path) for item in items]
+        scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}", names, config, items)
+        if model.speech_norm.mode == "speaker":
+            report = score_split(model, [dataclasses.replace(r, speaker=None) for r in refs], targets, labels,
+                                 out / f"eval_{split}_alone", names, config, items)
+            alone[f"{split}_alone"] = {k: v for k, v in report.items() if k != "confusion"}
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}
-    alone = {}
-    if model.speech_norm.mode == "speaker" and by_split.get(main):
-        refs = [dataclasses.replace(r, speaker=None) for _, r, _ in by_split[main]]
-        report = score_split(model, refs, [t for _, _, t in by_split[main]], labels, config=config,
-                             items=[item for item, _, _ in by_split[main]])
-        alone = {f"{main}_alone": {k: v for k, v in report.items() if k != "confusion"}}
     return {**top, "split": main, "dev": scores["dev"], **({"test": scores["test"]} if "test" in scores else {}),
             **alone, **meta, "skipped": len(data.errors), "features_computed": data.speech_computed}
