@@ -385,16 +385,26 @@ def test_decodes_run_at_most_max_decodes_at_once_and_count_towards_the_timeout(r
 
     monkeypatch.setattr(app_module, "decode_upload", slow_decode)
     with BackgroundServer(create_app(rec, ServeSettings(max_decodes=2, timeout_s=2.0))) as running:
-        async def burst(n):
+        async def burst(n, stagger_s=0.0):
+            async def post(http, k):
+                await asyncio.sleep(k * stagger_s)
+                return await http.post("/v1/predict", content=GOOD, headers=MULTIPART)
+
             async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
-                return await asyncio.gather(*(http.post("/v1/predict", content=GOOD, headers=MULTIPART)
-                                              for _ in range(n)))
+                return await asyncio.gather(*(post(http, k) for k in range(n)))
 
         statuses = [r.status_code for r in asyncio.run(burst(4))]
         assert statuses == [200] * 4 and peak[0] == 2
         late = [r for r in asyncio.run(burst(16)) if r.status_code != 200]  # 16 × 0.3 s / 2 > 2 s
         assert late and all(r.status_code == 504 and "within 2 s" in r.json()["detail"] for r in late)
-        assert peak[0] == 2 and temp_files(running) == []
+        # Staggered arrivals spread the deadlines, so requests time out while their decode runs and later
+        # ones are still waiting for a slot: a slot must stay taken until its decode has really ended.
+        late = [r for r in asyncio.run(burst(30, stagger_s=0.05)) if r.status_code != 200]
+        assert late and all(r.status_code == 504 for r in late)
+        deadline = time.monotonic() + 5
+        while active[0] and time.monotonic() < deadline:  # abandoned decodes finish on their own
+            time.sleep(0.05)
+        assert peak[0] == 2 and active[0] == 0 and temp_files(running) == []
 
 
 def test_sample_rates_over_the_limit_are_refused_before_decoding(server):

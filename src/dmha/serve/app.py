@@ -20,7 +20,6 @@ from typing import Any
 
 try:
     from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, ConfigDict
@@ -127,13 +126,25 @@ class Service:
         return received_upload(request, self.tmp_dir, self.settings.max_upload_bytes, self.settings.upload_timeout_s)
 
     async def decode(self, fn, *args, started: float, limit: float, what: str):
-        """`fn(*args)` in a thread, `max_decodes` at once: a decoded minute of 192 kHz audio is ~0.1 GB."""
+        """`fn(*args)` in a thread, at most `max_decodes` running at once: a decoded minute of 192 kHz audio
+        is ~0.1 GB. A thread cannot be stopped, so a request that times out while its decode runs answers
+        504 at once, but its slot is freed by the decode's own end, never by the request leaving: slots
+        count running decodes, whatever happened to the requests that started them."""
         try:
             async with asyncio.timeout(limit - (time.monotonic() - started)):
-                async with self._decode_slots:
-                    return await run_in_threadpool(fn, *args)  # a running decode is waited for, not abandoned
+                await self._decode_slots.acquire()
+                # no await between acquiring and handing the slot to the job: a timeout cannot fall between
+                job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+                job.add_done_callback(self._free_decode_slot)
+                return await asyncio.shield(job)  # a timeout abandons the wait, not the job
         except TimeoutError:
             raise _too_slow(what, limit) from None
+
+    def _free_decode_slot(self, job: asyncio.Future) -> None:
+        """A decode ended (its result or error is the request's, if it still waits): free its slot."""
+        if not job.cancelled():
+            job.exception()  # retrieved, so an abandoned job's error is not reported as never retrieved
+        self._decode_slots.release()
 
     def model_info(self) -> dict:
         """GET /v1/model: for an ensemble, `thresholds` is None and each member lists its own."""
