@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""dmha against two peers on exactly the speaker folds of a `dmha cv` run.
+"""dmha against three peers on exactly the speaker folds of a `dmha cv` run.
 
 (a) openSMILE eGeMAPSv02 functionals + RBF-SVM, C chosen on each fold's dev speakers.
 (b) linear probe: logistic regression on time-averaged hidden states of the cv's own frozen speech
@@ -11,10 +11,18 @@
     probe that gets the same normalisation.
 
 Each fold's train/dev/test speakers come from the cv folder's `fold{k}/manifest.csv`, so every system
-sees the same people in the same roles. dmha's figure per fold is the mean over its seeds (as in
-`cv.json`). The table gives, per fold, each system's test macro-F1 and dmha's paired difference; then
-the mean ± 95% t-interval over folds, a sign test and a Wilcoxon signed-rank test over folds, and a
-paired bootstrap over test utterances (resampled within each fold, the same draw for both systems).
+sees the same people in the same roles. dmha is scored from its runs' own test predictions, each test
+clip alone (`eval_test_alone/`, the headline; `eval_test/` for a model without speaker statistics)
+and grouped with its speaker's other test recordings (`eval_test/`, transductive); a fold's figure is
+the mean over its seeds, as in `cv.json` (checked). Peers (a) and (b) see each clip alone; (c) uses the
+test speaker's statistics, so it is compared with dmha grouped.
+
+Statistics treat speakers, not utterances, as the unit: a fold's test clips come from a few speakers.
+Per comparison: the mean ± Student-t 95% interval of the per-fold differences, wins, a sign test and
+a Wilcoxon signed-rank test over folds; a cluster bootstrap (test speakers resampled with replacement
+within each fold, the same draw for both systems) for the interval of the mean difference; and a
+paired permutation test whose null is that the two systems are exchangeable on every speaker (each
+test speaker's predictions swapped between them at random), for a two-sided p.
 
     python benchmarks/cv_peers.py CV_DIR                 # all three peers; writes CV_DIR/peers.json
     python benchmarks/cv_peers.py CV_DIR --only b,c      # the probes only (seconds: features are cached)
@@ -28,6 +36,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -36,10 +45,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess_peers as peers  # noqa: E402  (shared peer recipes: features, model selection, scores)
 from dmha.config import ModelConfig  # noqa: E402
+from dmha.metrics import confusion_matrix, macro_f1, macro_f1_score  # noqa: E402
 
 SYSTEMS = {"a": "eGeMAPS + RBF-SVM", "b": "linear probe (pooled layers)",
            "c": "linear probe, speaker-normalised"}
+# which dmha figure a peer is compared with: the peers that see each clip alone against dmha alone,
+# the probe given the test speaker's statistics against dmha grouped
+PAIRED_WITH = {"a": "alone", "b": "alone", "c": "grouped"}
+VARIANTS = {"alone": "each test clip alone", "grouped": "grouped by test speaker (transductive)"}
 BOOTSTRAP = 2000
+PERMUTATIONS = 10000
 
 
 # ---------------------------------------------------------------- the cv's folds and dmha's results
@@ -105,11 +120,16 @@ def fold_splits(cv_dir: Path | None, cv: dict) -> tuple[list, list[dict[str, np.
     return items, per_fold
 
 
-def dmha_predictions(cv: dict, fold: int, paths: Sequence[str]) -> list[np.ndarray]:
-    """Each seed's test predictions for one fold, aligned with `paths` (from eval_test/predictions.csv)."""
+def dmha_predictions(cv: dict, fold: int, paths: Sequence[str], variant: str = "grouped") -> list[np.ndarray]:
+    """Each seed's test predictions for one fold, aligned with `paths`: `grouped` from eval_test/,
+    `alone` from eval_test_alone/ (a model without speaker statistics has only eval_test/, which is both)."""
     out = []
     for run in (r for r in cv["runs"] if r["fold"] == fold):
-        with open(run_folder(cv, run) / "eval_test" / "predictions.csv", newline="", encoding="utf-8") as f:
+        folder = run_folder(cv, run)
+        table = folder / "eval_test_alone" / "predictions.csv"
+        if variant == "grouped" or not table.is_file():
+            table = folder / "eval_test" / "predictions.csv"
+        with open(table, newline="", encoding="utf-8") as f:
             by_path = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
         missing = [p for p in paths if p not in by_path]
         if missing:
@@ -222,31 +242,64 @@ def run_peer(tag: str, feats: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarr
 # ---------------------------------------------------------------- statistics
 
 
-def macro_f1_codes(truth: np.ndarray, pred: np.ndarray, k: int) -> float:
-    """Macro-F1 over the classes present in truth or prediction (sklearn's convention), integer codes."""
-    cm = np.bincount(truth * k + pred, minlength=k * k).reshape(k, k)
-    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-    present = (support + predicted) > 0
-    return float(np.mean(2 * tp[present] / (support + predicted)[present]))
+@dataclass
+class FoldTest:
+    """One fold's test clips as the statistics need them: true codes, the speaker of each clip, and the
+    predictions of system A (one row per seed) and of system B."""
+
+    truth: np.ndarray  # (N,)
+    speakers: np.ndarray  # (N,) speaker ids
+    a: list[np.ndarray]  # seeds × (N,)
+    b: np.ndarray  # (N,)
 
 
-def paired_bootstrap(truth: list[np.ndarray], dmha: list[list[np.ndarray]], peer: list[np.ndarray],
-                     k: int, draws: int = BOOTSTRAP, seed: int = 0) -> dict:
-    """Resample each fold's test utterances (the same draw for both systems); the statistic is the
-    mean over folds of dmha's macro-F1 (mean over its seeds) minus the peer's. Returns the 95%
-    percentile interval and a two-sided p-value for 'no difference'."""
+def speaker_confusions(test: FoldTest, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(S, seeds, K, K) confusions of A and (S, K, K) of B, one per test speaker: the macro-F1 of any
+    multiset of speakers is that of the sum of their confusions, so resampling speakers is cheap."""
+    names = sorted(set(test.speakers.tolist()))
+    cm_a = np.stack([np.stack([confusion_matrix(test.truth[test.speakers == s], seed[test.speakers == s], k)
+                               for seed in test.a]) for s in names])
+    cm_b = np.stack([confusion_matrix(test.truth[test.speakers == s], test.b[test.speakers == s], k) for s in names])
+    return cm_a, cm_b
+
+
+def speaker_bootstrap(folds: Sequence[FoldTest], k: int, draws: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Cluster bootstrap: each fold's test speakers resampled with replacement (the same draw for both
+    systems); the statistic is the mean over folds of A's macro-F1 (mean over its seeds) minus B's.
+    Returns the 95% percentile interval."""
     rng = np.random.default_rng(seed)
-    diffs = np.empty(draws)
-    for b in range(draws):
-        per_fold = []
-        for t, seeds, p in zip(truth, dmha, peer):
-            i = rng.integers(0, len(t), len(t))
-            ours = np.mean([macro_f1_codes(t[i], s[i], k) for s in seeds])
-            per_fold.append(ours - macro_f1_codes(t[i], p[i], k))
-        diffs[b] = np.mean(per_fold)
-    p_value = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-    return {"ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
-            "p_value": float(p_value), "draws": draws}
+    diffs = np.zeros(draws)
+    for fold in folds:
+        cm_a, cm_b = speaker_confusions(fold, k)
+        n = len(cm_b)
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=draws).astype(float)  # (draws, S)
+        a = macro_f1(np.einsum("ds,sjkl->djkl", weights, cm_a)).mean(1)  # (draws,)
+        b = macro_f1(np.einsum("ds,skl->dkl", weights, cm_b))
+        diffs += (a - b) / len(folds)
+    return {"ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))], "draws": draws,
+            "unit": "speaker"}
+
+
+def speaker_permutation_test(folds: Sequence[FoldTest], k: int, draws: int = PERMUTATIONS, seed: int = 0) -> dict:
+    """Paired permutation test over speakers. Null: A and B are exchangeable on every test speaker, so
+    swapping a speaker's predictions between them leaves the distribution of the statistic (mean over
+    folds of A's macro-F1, mean over its seeds, minus B's; each seed of A swapped with B) unchanged.
+    Two-sided Monte-Carlo p with the observed assignment counted: (1 + #{|T*| >= |T|}) / (1 + draws)."""
+    rng = np.random.default_rng(seed)
+    observed, permuted, speakers = 0.0, np.zeros(draws), 0
+    for fold in folds:
+        cm_a, cm_b = speaker_confusions(fold, k)  # (S, J, K, K), (S, K, K)
+        speakers += len(cm_b)
+        swap = (rng.random((draws, len(cm_b))) < 0.5).astype(float)  # (draws, S)
+        moved = cm_b[:, None] - cm_a  # what A's side gains from taking B's predictions: (S, J, K, K)
+        total_a, total_b = cm_a.sum(0), cm_b.sum(0)  # (J, K, K), (K, K)
+        a = total_a[None] + np.einsum("ds,sjkl->djkl", swap, moved)
+        b = total_b[None, None] - np.einsum("ds,sjkl->djkl", swap, moved)
+        permuted += (macro_f1(a) - macro_f1(b)).mean(1) / len(folds)
+        observed += float(np.mean(macro_f1(total_a) - macro_f1(np.broadcast_to(total_b, total_a.shape)))) / len(folds)
+    extreme = int((np.abs(permuted) >= abs(observed) - 1e-12).sum())
+    return {"p_value": float((1 + extreme) / (1 + draws)), "draws": draws, "speakers": speakers,
+            "null": "the two systems are exchangeable on every test speaker (predictions swapped per speaker)"}
 
 
 def fold_tests(diffs: Sequence[float]) -> dict:
@@ -271,68 +324,99 @@ def interval(values: Sequence[float]) -> dict:
             "ci95": [float(v.mean() - half), float(v.mean() + half)]}
 
 
+def difference(folds: Sequence[FoldTest], k: int, draws: int, permutations: int) -> dict:
+    """A − B per fold (A's mean over seeds), with the fold statistics, the speaker bootstrap and the
+    speaker permutation test."""
+    diffs = [float(np.mean([macro_f1_score(f.truth, s, k) for s in f.a]) - macro_f1_score(f.truth, f.b, k))
+             for f in folds]
+    return {"per_fold": diffs, **interval(diffs), **fold_tests(diffs),
+            "bootstrap": speaker_bootstrap(folds, k, draws), "permutation": speaker_permutation_test(folds, k, permutations)}
+
+
 # ---------------------------------------------------------------- the comparison
 
 
 def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict[str, np.ndarray],
-            draws: int = BOOTSTRAP) -> dict:
-    """Peers on every fold, dmha's per-fold figures from cv.json, paired differences and tests."""
+            draws: int = BOOTSTRAP, permutations: int = PERMUTATIONS) -> dict:
+    """Peers on every fold, dmha's per-fold figures (alone and grouped) from its predictions, paired
+    differences and their statistics over speakers."""
     labels = sorted({i.label for i in items})
+    k = len(labels)
     code = {label: n for n, label in enumerate(labels)}
     y = np.array([i.label for i in items])
+    speakers = np.array([i.speaker or str(i.path) for i in items])
     paths = [str(i.path) for i in items]
-    dmha_fold = [cv["summary"]["per_fold"][str(f["fold"])]["macro_f1"] for f in cv["folds"]]
     truth = [np.array([code[v] for v in y[idx["test"]]]) for idx in splits]
-    dmha_preds = [[np.array([code[v] for v in seed]) for seed in dmha_predictions(cv, f["fold"], [paths[i] for i in idx["test"]])]
-                  for f, idx in zip(cv["folds"], splits)]
-    result = {"cv": cv["manifest"], "folds": [f["name"] for f in cv["folds"]], "seeds": cv["seeds"],
-              "dmha": {"per_fold": dmha_fold, **interval(dmha_fold)}, "peers": {}}
+
+    def codes(values) -> np.ndarray:
+        unknown = sorted(set(values) - set(code))
+        if unknown:
+            raise SystemExit(f"cv_peers: dmha predicted label(s) {', '.join(unknown)} that the manifest does not have")
+        return np.array([code[v] for v in values])
+
+    preds = {variant: [[codes(seed) for seed in dmha_predictions(cv, f["fold"], [paths[i] for i in idx["test"]], variant)]
+                       for f, idx in zip(cv["folds"], splits)] for variant in VARIANTS}
+    result = {"cv": Path(cv["manifest"]).name, "labels": labels, "folds": [f["name"] for f in cv["folds"]],
+              "seeds": cv["seeds"], "metric": "macro-F1 (dmha.metrics)", "dmha": {}, "peers": {}}
+    for variant in VARIANTS:
+        per_fold = [float(np.mean([macro_f1_score(t, s, k) for s in seeds])) for t, seeds in zip(truth, preds[variant])]
+        result["dmha"][variant] = {"per_fold": per_fold, **interval(per_fold)}
+    recorded = [cv["summary"]["per_fold"][str(f["fold"])].get("macro_f1") for f in cv["folds"]]
+    if not np.allclose(recorded, result["dmha"]["grouped"]["per_fold"], atol=1e-6):
+        raise SystemExit(f"cv_peers: dmha's per-fold macro-F1 in cv.json {recorded} differs from its test predictions' "
+                         f"{result['dmha']['grouped']['per_fold']}: the run folders do not belong to this cv.json")
     if len(cv["seeds"]) > 1:  # what `dmha ensemble` of each fold's seed models would score (hard vote)
-        vote = [macro_f1_codes(t, seed_vote(seeds, len(labels)), len(labels)) for t, seeds in zip(truth, dmha_preds)]
-        result["dmha_seed_vote"] = {"per_fold": vote, **interval(vote)}
+        result["dmha_seed_vote"] = {}
+        for variant in VARIANTS:
+            vote = [macro_f1_score(t, seed_vote(seeds, k), k) for t, seeds in zip(truth, preds[variant])]
+            result["dmha_seed_vote"][variant] = {"per_fold": vote, **interval(vote)}
     for tag, feats in features.items():
         start = time.perf_counter()
         # a peer's features are one array, or computed per fold from its splits (speaker normalisation)
         runs = [run_peer(tag, feats(idx) if callable(feats) else feats, y, idx) for idx in splits]
-        f1 = [r["macro_f1"] for r in runs]
-        diffs = [d - p for d, p in zip(dmha_fold, f1)]
-        peer_codes = [np.array([code[v] for v in r.pop("predictions")]) for r in runs]
+        peer_codes = [codes(r.pop("predictions")) for r in runs]
+        folds = {variant: [FoldTest(t, speakers[idx["test"]], seeds, p)
+                           for t, seeds, p, idx in zip(truth, preds[variant], peer_codes, splits)] for variant in VARIANTS}
         result["peers"][tag] = {
-            "system": SYSTEMS[tag], "per_fold": runs, **interval(f1),
-            "difference": {"per_fold": diffs, **interval(diffs), **fold_tests(diffs),
-                           "bootstrap": paired_bootstrap(truth, dmha_preds, peer_codes, len(labels), draws)},
+            "system": SYSTEMS[tag], "paired_with": PAIRED_WITH[tag], "per_fold": runs,
+            **interval([r["macro_f1"] for r in runs]),
+            "difference": {variant: difference(folds[variant], k, draws, permutations) for variant in VARIANTS},
             "wall_s": round(time.perf_counter() - start, 1)}
     return result
 
 
 def format_table(result: dict) -> str:
-    """Per fold: dmha, each peer and dmha's paired difference; then mean ± interval and the tests."""
+    """Per fold: dmha alone and grouped, each peer and dmha's paired difference with the figure the peer
+    is paired with; then mean ± interval and the tests over folds and speakers."""
     tags = sorted(result["peers"])
-    head = f"{'fold':>6} {'dmha':>7}" + "".join(f" {SYSTEMS[t][:16]:>16} {'dmha-' + t:>7}" for t in tags)
+    head = f"{'fold':>6} {'alone':>7} {'grouped':>7}" + "".join(f" {SYSTEMS[t][:16]:>16} {'dmha-' + t:>7}" for t in tags)
     lines = [head]
     for n, name in enumerate(result["folds"]):
-        row = f"{name:>6} {result['dmha']['per_fold'][n]:7.4f}"
+        row = f"{name:>6} {result['dmha']['alone']['per_fold'][n]:7.4f} {result['dmha']['grouped']['per_fold'][n]:7.4f}"
         for t in tags:
             peer = result["peers"][t]
-            row += f" {peer['per_fold'][n]['macro_f1']:16.4f} {peer['difference']['per_fold'][n]:+7.4f}"
+            row += f" {peer['per_fold'][n]['macro_f1']:16.4f} {peer['difference'][PAIRED_WITH[t]]['per_fold'][n]:+7.4f}"
         lines.append(row)
 
-    one_fold = len(result["folds"]) == 1  # a single split: no interval or test over folds, the bootstrap only
+    one_fold = len(result["folds"]) == 1  # a single split: no interval or test over folds, the speakers' only
 
     def span(s: dict) -> str:
         return f"{s['mean']:.4f}" if one_fold else f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
-    lines.append(f"dmha ({len(result['seeds'])} seeds per fold): {span(result['dmha'])}")
-    if "dmha_seed_vote" in result:
-        lines.append(f"dmha, hard vote of the {len(result['seeds'])} seeds per fold (an ensemble): "
-                     f"{span(result['dmha_seed_vote'])}")
+    seeds = len(result["seeds"])
+    for variant, words in VARIANTS.items():
+        lines.append(f"dmha, {words} ({seeds} seeds per fold): {span(result['dmha'][variant])}")
+        if "dmha_seed_vote" in result:
+            lines.append(f"  hard vote of the {seeds} seeds per fold (an ensemble): {span(result['dmha_seed_vote'][variant])}")
     for t in tags:
-        peer, diff = result["peers"][t], result["peers"][t]["difference"]
-        boot = diff["bootstrap"]
+        peer, variant = result["peers"][t], PAIRED_WITH[t]
+        diff = peer["difference"][variant]
+        boot, perm = diff["bootstrap"], diff["permutation"]
         folds = "" if one_fold else (f", wins {diff['wins']}/{len(result['folds'])}, sign p={diff['sign_p']:.3f}, "
                                      f"Wilcoxon p={diff['wilcoxon_p']:.3f}")
-        lines.append(f"{SYSTEMS[t]}: {span(peer)}; dmha - it: {span(diff)}{folds}, "
-                     f"bootstrap [{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}] p={boot['p_value']:.3f}")
+        lines.append(f"{SYSTEMS[t]}: {span(peer)}; dmha {variant} - it: {span(diff)}{folds}; over "
+                     f"{perm['speakers']} speakers: bootstrap [{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}], "
+                     f"permutation p={perm['p_value']:.4f}")
     return "\n".join(lines)
 
 
@@ -346,6 +430,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=peers.RESULTS / "cache", help="peer feature cache folder")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: CV_DIR/peers.json)")
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap draws (default {BOOTSTRAP})")
+    p.add_argument("--permutations", type=int, default=PERMUTATIONS,
+                   help=f"permutation-test draws (default {PERMUTATIONS})")
     args = p.parse_args(argv)
     args.only = sorted({s.strip() for s in args.only.split(",") if s.strip()})
     if not args.only or set(args.only) - set(SYSTEMS):
@@ -381,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prior = cv["config"]["model"].get("speaker_prior_frames", ModelConfig().speaker_prior_frames)
         speakers = [i.speaker for i in items]
         features["c"] = lambda idx: speaker_normalised_means(moments, speakers, idx, prior)
-    result = compare(cv, items, splits, features, args.bootstrap)
+    result = compare(cv, items, splits, features, args.bootstrap, args.permutations)
     out = args.out or (cv_dir or args.cv_dir[0]) / "peers.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(format_table(result))
