@@ -70,6 +70,23 @@ def test_training_reports_ccc_r_rmse_beside_macro_f1(runs):
         np.mean([s["ccc"] for s in multi["attributes"].values()]))
     assert "macro_f1" not in only and only["dev_criterion"] == "ccc" and "dev_ccc" in only
     assert set(only["attributes"]) == {"arousal"} and "test_alone" in only  # speaker norm: each clip alone too
+    # every figure equals an independent computation from the predictions the run wrote (grouped and alone)
+    for run, report, folder in ((multi, multi, "eval_test"), (multi, multi["test_alone"], "eval_test_alone"),
+                                (only, only, "eval_test"), (only, only["test_alone"], "eval_test_alone")):
+        rows = list(csv.DictReader(open(root / ("multi0" if run is multi else "only") / folder / "predictions.csv")))
+        for name, scores in report["attributes"].items():
+            pairs = np.array([(float(r[name]), float(r[f"ref_{name}"])) for r in rows if r[f"ref_{name}"]])
+            expected = _independent_attribute_scores(pairs[:, 0], pairs[:, 1])
+            assert scores["n"] == len(pairs)
+            assert scores["ccc"] == pytest.approx(expected["ccc"], abs=2e-3)  # predictions.csv rounds to 4 places
+            assert scores["pearson"] == pytest.approx(expected["pearson"], abs=2e-3)
+            assert scores["rmse"] == pytest.approx(expected["rmse"], abs=2e-3)
+        if "macro_f1" in report:
+            from sklearn.metrics import f1_score
+
+            assert report["macro_f1"] == pytest.approx(f1_score([r["label"] for r in rows],
+                                                                [r["prediction"] for r in rows], average="macro"))
+    assert only["test_alone"]["attributes"]["arousal"] != only["attributes"]["arousal"]  # the speakers mattered
     rows = list(csv.DictReader(open(root / "multi0" / "eval_test" / "predictions.csv")))
     assert {"prediction", "p_low", "p_high", "arousal", "ref_arousal", "valence", "ref_valence"} <= set(rows[0])
     assert all(1 <= float(r["arousal"]) <= 7 for r in rows)
@@ -77,6 +94,13 @@ def test_training_reports_ccc_r_rmse_beside_macro_f1(runs):
     assert not (root / "only" / "eval_test" / "confusion.csv").exists()
     curves = open(root / "only" / "logs" / "metrics.csv").readline()
     assert "val_ccc" in curves and "val_macro_f1" in curves  # the criterion and the (unused) category score
+
+
+def _independent_attribute_scores(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """Lin's CCC, Pearson's r and the RMSE by their textbook formulas (not dmha.metrics)."""
+    covariance = np.cov(pred, ref, bias=True)[0, 1]
+    ccc = 2 * covariance / (pred.var() + ref.var() + (pred.mean() - ref.mean()) ** 2)
+    return {"ccc": ccc, "pearson": np.corrcoef(pred, ref)[0, 1], "rmse": np.sqrt(np.mean((pred - ref) ** 2))}
 
 
 def test_the_model_directory_evaluates_as_trained_and_predicts_attributes(runs, tmp_path):
@@ -169,6 +193,17 @@ def test_cv_averages_ccc_over_folds(runs, tiny_encoders, tmp_path):
     summary = result["summary"]
     assert summary["folds_done"] == 3 and "macro_f1" not in summary
     assert set(summary["mean_ccc"]) == {"mean", "std", "ci95"} and "ccc_arousal" in summary
+    # each fold's CCC is the one its run measured on its own test predictions; the summary averages folds
+    per_fold = []
+    for fold in range(3):
+        rows = list(csv.DictReader(open(tmp_path / "cv" / f"fold{fold}" / "seed0" / "eval_test" / "predictions.csv")))
+        pairs = np.array([(float(r["arousal"]), float(r["ref_arousal"])) for r in rows])
+        per_fold.append(_independent_attribute_scores(pairs[:, 0], pairs[:, 1])["ccc"])
+        assert summary["per_fold"][str(fold)]["ccc_arousal"] == pytest.approx(per_fold[-1], abs=2e-3)
+        assert summary["per_fold"][str(fold)]["mean_ccc"] == summary["per_fold"][str(fold)]["ccc_arousal"]
+    assert summary["ccc_arousal"]["mean"] == pytest.approx(np.mean(per_fold), abs=2e-3)
+    assert summary["mean_ccc"]["mean"] == pytest.approx(np.mean(per_fold), abs=2e-3)
+    assert summary["mean_ccc"]["std"] == pytest.approx(np.std(per_fold, ddof=1), abs=2e-3)
     assert "mean CCC over 3 folds" in (tmp_path / "cv" / "report.html").read_text()
 
 

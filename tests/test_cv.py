@@ -99,9 +99,24 @@ def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_pat
     assert sum(int(v) for row in rows[1:] for v in row[1:]) == 2 * 12  # every clip once per seed
     assert (out / "confusion.png").stat().st_size > 0 and "Pooled confusion" in (out / "report.html").read_text()
     assert "macro-F1 over 3 folds" in printed.out
-    # the default head normalises per speaker: each run is also scored with every test clip alone
-    assert all(0.0 <= r["macro_f1_alone"] <= 1.0 for r in result["runs"])
-    assert "macro_f1_alone" in result["summary"] and "each test clip alone" in printed.out
+    # the default head normalises per speaker: each run is also scored with every test clip alone, and
+    # that figure is scikit-learn's macro-F1 of the predictions the run made without speaker statistics
+    from sklearn.metrics import f1_score
+
+    per_fold = {}
+    for run in result["runs"]:
+        folder = out / run["run"]
+        alone = list(csv.DictReader(open(folder / "eval_test_alone" / "predictions.csv", newline="")))
+        grouped = list(csv.DictReader(open(folder / "eval_test" / "predictions.csv", newline="")))
+        assert [r["path"] for r in alone] == [r["path"] for r in grouped]
+        assert run["macro_f1_alone"] == pytest.approx(f1_score([r["label"] for r in alone],
+                                                               [r["prediction"] for r in alone], average="macro"))
+        assert any(a["p_low"] != g["p_low"] for a, g in zip(alone, grouped))  # the speakers' statistics mattered
+        per_fold.setdefault(run["fold"], []).append(run["macro_f1_alone"])
+    expected = [sum(v) / len(v) for _, v in sorted(per_fold.items())]
+    assert result["summary"]["macro_f1_alone"]["mean"] == pytest.approx(sum(expected) / 3)
+    assert [result["summary"]["per_fold"][str(f)]["macro_f1_alone"] for f in range(3)] == pytest.approx(expected)
+    assert "each test clip alone" in printed.out
 
     # A killed cv resumes: a finished run is read back (not retrained), a missing one is trained again.
     (out / "fold2" / "seed1" / "metrics.json").unlink()

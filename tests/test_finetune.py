@@ -99,18 +99,33 @@ def test_finetuning_rejects_a_layer_subset_and_too_many_layers(tiny_encoders, tm
                                                               "encoders.finetune_layers=3")), progress=False)
 
 
-def test_an_ensemble_mixes_tuned_and_frozen_members(runs, tmp_path):
-    """Members on the same base encoder share its frozen computation; each head runs its own live layers."""
+def test_an_ensemble_mixes_tuned_and_frozen_members(runs, tmp_path, monkeypatch):
+    """Members on the same base encoder share its frozen computation (one encoder, one pass per batch in
+    predict, one featurisation in evaluate); each head runs its own live layers."""
+    import dmha.evaluation
     from dmha.ensemble import make_ensemble
 
     root, manifest, *_ = runs
     make_ensemble([root / "tuned" / "model", root / "frozen" / "model"], tmp_path / "ens")
+    featurized = []
+    real_featurize = dmha.evaluation.featurize
+    monkeypatch.setattr(dmha.evaluation, "featurize", lambda *a, **k: featurized.append(1) or real_featurize(*a, **k))
     report = evaluate(tmp_path / "ens", manifest, "test", tmp_path / "eval", progress=False, report=False)
-    assert report["n"] == 2
+    assert report["n"] == 2 and len(featurized) == 1  # one set of frozen features for both members
     rec = EmotionRecognizer.load(tmp_path / "ens")
+    assert len(rec._speech) == 1  # one frozen encoder object serves both members
+    (encoder,) = rec._speech.values()
+    encoded, live = [], []
+    real_encode = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda waves: encoded.append(len(waves)) or real_encode(waves))
+    tuned, frozen = (m.bundle.model for m in rec.members)
+    assert tuned.top is not None and frozen.top is None
+    tuned.top.register_forward_hook(lambda *_: live.append(1))
     items = [i for i in read_manifest(manifest) if i.split == "test"]
-    preds = rec.predict([i.path for i in items], transcripts=[i.transcript for i in items])
+    preds = rec.predict([i.path for i in items], transcripts=[i.transcript for i in items], batch_size=2)
     assert len(preds) == 2 and all(abs(sum(p.probs.values()) - 1) < 1e-4 for p in preds)
+    assert encoded == [2] and live == [1]  # one frozen pass over the batch; the tuned head's own top layers once
+    assert set(preds[0].votes) == {m.name for m in rec.members}
 
 
 @pytest.mark.slow

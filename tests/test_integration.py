@@ -1,6 +1,5 @@
 """Integration on the embedded encoders and real RAVDESS audio (slow; run in CI, skip without ../shared)."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,6 @@ from dmha.inference import EmotionRecognizer
 from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
 
 pytestmark = pytest.mark.slow
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +47,13 @@ def test_embedded_encoders_batched_predict_equals_batch_of_one(tmp_path):
     assert [a.label for a in one] == [b.label for b in many]
 
 
-def test_train_on_ravdess_beats_chance_by_far(ravdess_manifest, tmp_path):
-    """The RAVDESS recipe (default encoders) with the light sub-vector head, on the speaker-independent split."""
-    config = load(CONFIGS / "ravdess.toml", ["model.attention=subvector", "train.precision=32-true",
-                                            f"features.cache_dir={tmp_path.parent / 'rav_cache'}"])
+def test_the_default_recipe_on_ravdess_beats_chance_by_far_alone_and_grouped(ravdess_manifest, tmp_path):
+    """The default recipe (no config file: the defaults users get) on the speaker-independent split,
+    scored with each test clip alone (the headline) and grouped by test speaker."""
+    config = load(None, [f"features.cache_dir={tmp_path.parent / 'rav_cache'}"])  # only where the store lives
     metrics = train(ravdess_manifest, tmp_path / "run", config, progress=False)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["split"] == "test" and saved["n"] == 240
-    assert metrics["macro_f1"] > 0.5, metrics["macro_f1"]  # chance is 0.125; measured 0.65
+    assert saved["split"] == "test" and saved["n"] == 240 and saved["test_alone"]["n"] == 240
+    # chance is 0.125; measured on a 2-core EPYC: see the note in the README's Tests section
+    assert metrics["test_alone"]["macro_f1"] > 0.5, metrics["test_alone"]["macro_f1"]
+    assert metrics["macro_f1"] > 0.5, metrics["macro_f1"]

@@ -136,21 +136,26 @@ def _without_speakers(manifest, out):
     return out
 
 
-def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
-    """The default recipe standardises per speaker: training's test score equals `evaluate` on the same
-    manifest (speakers from its column), predicting files alone equals evaluating without speakers,
-    and the model directory records the mode."""
-    corpus = tmp_path / "corpus"
-    manifest = write_tone_corpus(corpus, n_per_class=6)
-    with open(manifest, newline="") as f:  # two test clips per speaker, so groups are not single clips
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        if r["split"] == "test":
-            r["speaker"] = "t"
-    with open(manifest, "w", newline="") as f:
+def _write_rows(rows, path):
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
+    """The default recipe standardises per speaker, by the manifest's speaker column: training's test
+    score equals `evaluate` on the same manifest; the same test clips under other speaker names give
+    other probabilities (one speaker per clip = each clip alone); the training speakers change the
+    trained weights; `test_alone` is what `predict` gives each file on its own; the model directory
+    records the mode."""
+    from safetensors.torch import load_file
+
+    corpus = tmp_path / "corpus"
+    manifest = write_tone_corpus(corpus, n_per_class=6)  # the two test clips share speaker s5
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
     metrics = train(manifest, tmp_path / "run", load(None, _overrides(tiny_encoders, tmp_path)), progress=False)
     model_dir = tmp_path / "run" / "model"
     assert json.loads((model_dir / "config.json").read_text())["config"]["model"]["feature_norm"] == "speaker"
@@ -158,6 +163,17 @@ def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
     assert grouped["macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
     probs = _probs(tmp_path / "eval")
     assert np.allclose(probs, _probs(tmp_path / "run" / "eval_test"), atol=1e-5)
+    # the same clips, each test clip its own speaker: that is each clip alone
+    split_rows = [{**r, "speaker": f"t{n}"} if r["split"] == "test" else r for n, r in enumerate(rows)]
+    evaluate(model_dir, _write_rows(split_rows, corpus / "split_speakers.csv"), out=tmp_path / "eval_split",
+             progress=False, report=False)
+    assert not np.allclose(_probs(tmp_path / "eval_split"), probs, atol=1e-4)
+    assert np.allclose(_probs(tmp_path / "eval_split"), _probs(tmp_path / "run" / "eval_test_alone"), atol=1e-5)
+    # training reads its speakers from the manifest too: without the column the weights differ
+    no_speakers = _without_speakers(manifest, corpus / "train_no_speakers.csv")
+    train(no_speakers, tmp_path / "run_alone", load(None, _overrides(tiny_encoders, tmp_path)), progress=False)
+    ours, theirs = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("run", "run_alone"))
+    assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
 
     alone_manifest = _without_speakers(manifest, corpus / "no_speakers.csv")
     evaluate(model_dir, alone_manifest, out=tmp_path / "eval_alone", progress=False, report=False)
@@ -165,14 +181,23 @@ def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
     assert not np.allclose(alone, probs, atol=1e-4)  # the speaker's statistics made a difference
     rec = EmotionRecognizer.load(model_dir)
     test = sorted((str(corpus / r["path"]), r["transcript"]) for r in rows if r["split"] == "test")
-    live = np.array([[p.probs[label] for label in rec.labels] for p in
-                     rec.predict([p for p, _ in test], transcripts=[t for _, t in test])])
+    live = np.array([[p.probs[label] for label in rec.labels] for path, text in test
+                     for p in [rec.predict(path, transcript=text)]])  # one file at a time
     assert np.allclose(live, alone, atol=1e-4)  # predict sees each file alone
+    # ... which is what training reported as test_alone: its predictions and its macro-F1
+    trained_alone = {r["path"]: r for r in csv.DictReader(open(tmp_path / "run" / "eval_test_alone" / "predictions.csv"))}
+    assert np.allclose(live, [[float(trained_alone[path][f"p_{label}"]) for label in rec.labels] for path, _ in test],
+                       atol=1e-4)
+    from sklearn.metrics import f1_score
+
+    assert metrics["test_alone"]["macro_f1"] == pytest.approx(f1_score(
+        [trained_alone[path]["label"] for path, _ in test],
+        [rec.labels[int(np.argmax(p))] for p in live], average="macro"))
     profile = rec.enrol([p for p, _ in test])
     assert profile.recordings == 2 and profile.seconds > 1
     enrolled = np.array([[p.probs[label] for label in rec.labels] for p in
                          rec.predict([p for p, _ in test], transcripts=[t for _, t in test], speaker=profile)])
-    assert np.allclose(enrolled, probs, atol=1e-4)  # = evaluate with the manifest's speaker "t"
+    assert np.allclose(enrolled, probs, atol=1e-4)  # = evaluate with the manifest's shared test speaker
 
     # the CLI: --same-speaker is the enrolment of all its files; --enrol takes other recordings
     from dmha.cli import main

@@ -150,9 +150,11 @@ def score_members(members: Sequence[Member], items: Sequence[Item], progress: bo
 
 
 def _feature_key(member: Member) -> str:
-    """Members with equal keys see identical features (same encoders, settings and waveform norm)."""
+    """Members with equal keys see identical frozen features (same encoders, settings and waveform norm);
+    how many top layers a head recomputes live, and where the encoders ran, do not change them."""
     cfg = to_dict(member.bundle.config)
-    return json.dumps([cfg["encoders"], cfg["features"], vars(member.bundle.norm)], sort_keys=True)
+    frozen = {k: v for k, v in cfg["encoders"].items() if k not in ("finetune_layers", "device")}
+    return json.dumps([frozen, cfg["features"], vars(member.bundle.norm)], sort_keys=True)
 
 
 def _targets(items: Sequence[Item], labels: Sequence[str]) -> list[int]:
