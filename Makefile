@@ -29,31 +29,34 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
+# Every benchmark writes into its own folder under benchmarks/results/ and resumes or recomputes what it
+# finds there, so `make bench` can run again; the small JSON at each folder's top is committed (README).
+R := benchmarks/results
+DMHA := HF_HUB_OFFLINE=1 $(BIN)/dmha
+PY := HF_HUB_OFFLINE=1 $(BIN)/python
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ravdess_peers.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/memory.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/asr.py
-	# speaker cross-validation (resumes; model.dim=128: the width measured in the README, 6x cheaper than 512)
-	# and the peers on exactly its folds
-	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out benchmarks/results/ravdess_cv.csv
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/ravdess_cv.csv --out benchmarks/results/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/ravdess_cv
-	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out benchmarks/results/crema_cv.csv
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv --folds 5 --seeds 0 --jobs 2
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/crema_cv
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/ravdess_peers.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/asr.py
+	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out $(R)/manifests/ravdess.csv
+	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out $(R)/manifests/crema-d.csv
+	# speaker cross-validation (resumes) and the peers on exactly its folds
+	$(DMHA) cv --manifest $(R)/manifests/ravdess.csv --out $(R)/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
+	$(PY) benchmarks/cv_peers.py $(R)/ravdess_cv
+	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv --folds 5 --seeds 0,1,2 --jobs 2
+	$(PY) benchmarks/cv_peers.py $(R)/crema_cv
 	# CREMA-D's own split (one fold) and its peers; then what partial fine-tuning costs per epoch
-	HF_HUB_OFFLINE=1 $(BIN)/dmha train --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_split
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cv_peers.py benchmarks/results/crema_split --out benchmarks/results/crema_split_peers.json
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_cost.py --manifest benchmarks/results/ravdess_cv.csv
-	# the crowd's votes on CREMA-D (same folds as crema_cv): hard labels (3 seeds), soft targets, the raters'
-	# mean intensity as an attribute alone and with the categories; scored against label and crowd majority
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv --folds 5 --seeds 0,1,2 --jobs 2
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv_soft --folds 5 --seeds 0,1,2 --jobs 2 --set train.soft_targets=votes_
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv_intensity --folds 5 --seeds 0 --jobs 2 --set 'model.targets=["vote_intensity"]' 'model.attribute_ranges.vote_intensity=[0,100]'
-	HF_HUB_OFFLINE=1 $(BIN)/dmha cv --manifest benchmarks/results/crema_cv.csv --out benchmarks/results/crema_cv_multitask --folds 5 --seeds 0 --jobs 2 --set 'model.targets=["category","vote_intensity"]' 'model.attribute_ranges.vote_intensity=[0,100]' train.dev_criterion=sum
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crema_targets.py --manifest benchmarks/results/crema_cv.csv benchmarks/results/crema_cv benchmarks/results/crema_cv_soft benchmarks/results/crema_cv_intensity benchmarks/results/crema_cv_multitask --seeds 0 --out benchmarks/results/crema_targets_seed0.json
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crema_targets.py --manifest benchmarks/results/crema_cv.csv benchmarks/results/crema_cv benchmarks/results/crema_cv_soft --out benchmarks/results/crema_targets.json
+	$(DMHA) train --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_split
+	$(PY) benchmarks/cv_peers.py $(R)/crema_split --out $(R)/crema_split/peers.json
+	$(PY) benchmarks/finetune_cost.py --manifest $(R)/manifests/ravdess.csv
+	# the crowd's votes on CREMA-D (the folds of crema_cv): soft targets (3 seeds), the raters' mean intensity
+	# as an attribute alone and with the categories (seed 0); scored against the label and the crowd majority
+	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv_soft --folds 5 --seeds 0,1,2 --jobs 2 --set train.soft_targets=votes_
+	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv_intensity --folds 5 --seeds 0 --jobs 2 --set 'model.targets=["vote_intensity"]' 'model.attribute_ranges.vote_intensity=[0,100]'
+	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv_multitask --folds 5 --seeds 0 --jobs 2 --set 'model.targets=["category","vote_intensity"]' 'model.attribute_ranges.vote_intensity=[0,100]' train.dev_criterion=sum
+	$(PY) benchmarks/crema_targets.py --manifest $(R)/manifests/crema-d.csv $(R)/crema_cv $(R)/crema_cv_soft $(R)/crema_cv_intensity $(R)/crema_cv_multitask --seeds 0 --out $(R)/crema_targets/seed0.json
+	$(PY) benchmarks/crema_targets.py --manifest $(R)/manifests/crema-d.csv $(R)/crema_cv $(R)/crema_cv_soft --out $(R)/crema_targets/three_seeds.json
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -11,7 +11,7 @@ only to its longest clip: "true length"), on seeded random RAVDESS clips:
 - real-time factor: transcription wall time / audio time (batches of `--batch-size`, after a warm-up);
 - speedup: the 30 s window's time / this window's time.
 
-Prints a table and writes benchmarks/results/asr.json. Run it alone.
+Prints a table and writes benchmarks/results/asr/asr.json. Run it alone.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
     parser.add_argument("--clips", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "asr.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "asr" / "asr.json")
     args = parser.parse_args(argv)
     manifest = args.ravdess / "manifest.csv"
     if not manifest.is_file():

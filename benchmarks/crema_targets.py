@@ -92,6 +92,7 @@ def main(argv=None) -> int:
             summary[name][figure] = entry
             print(line)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"seeds": seeds, "folds": scored, "summary": summary}, indent=2), encoding="utf-8")
     return 0
 

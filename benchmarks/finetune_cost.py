@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--manifest", required=True, help="a manifest with train/dev splits (e.g. dmha prepare ravdess)")
     parser.add_argument("--layers", default="0,1,2,3", help="values of N to measure")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_cost.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_cost" / "finetune_cost.json"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one N here
     args = parser.parse_args()
     if args.one is not None:

@@ -5,7 +5,7 @@
 Starts `dmha serve` as a subprocess on a free 127.0.0.1 port once per setting (micro-batching at
 the defaults, then `--batch-window-ms 0 --max-batch 1`), sends every client's requests one after
 another (a closed loop: each client waits for its answer), and reports throughput, p50/p95
-latency, errors and the mean batch size the server formed. Writes benchmarks/results/load.json.
+latency, errors and the mean batch size the server formed. Writes benchmarks/results/load/load.json.
 
 Models: `tiny` (default) trains a 2-second model on the tests' tiny random-init encoders, so the
 figures measure the service far more than the model; `embedded` saves an untrained head on the
@@ -177,7 +177,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--asr", action="store_true", help="send no transcript: ASR runs on every request")
     parser.add_argument("--server-args", default="", help="more `dmha serve` options for both settings, "
                         "e.g. '--timeout-s 120'")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load" / "load.json")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 256 or not 1 <= args.requests <= 100:
         parser.error("--clients must be 1-256 and --requests 1-100 (bounded load, loopback only)")

@@ -7,7 +7,7 @@ it is that process's own peak), on recordings of RAVDESS clips joined with pause
 predicted with `--no-asr` (the text branch sees an empty transcript: ASR's own memory is
 faster-whisper's, in 30 s windows, and only slows the benchmark down). The heads are random-init
 on the default encoders (Whisper base at true length, MiniLM): memory does not depend on the
-weights. Prints a table and writes benchmarks/results/memory.json. Run it alone.
+weights. Prints a table and writes benchmarks/results/memory/memory.json. Run it alone.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ravdess", type=Path, default=DEFAULT_RAVDESS)
     parser.add_argument("--minutes", default="0.1667,1,5,20", help="input durations, minutes, comma-separated")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory" / "memory.json")
     args = parser.parse_args(argv)
     wavs = sorted(args.ravdess.rglob("*.flac")) + sorted(args.ravdess.rglob("*.wav"))
     if not wavs:

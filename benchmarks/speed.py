@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py [--ravdess ../shared/data/ravdess] [--clips 96]
 
-Prints a table and writes benchmarks/results/latest.json. Runs on a temporary feature cache, so
+Prints a table and writes benchmarks/results/speed/speed.json. Runs on a temporary feature cache, so
 nothing is reused from earlier runs (cold caches), and on the default embedded encoders
 (Whisper base true length, MiniLM, faster-whisper tiny.en). Run it alone: on 2 cores a second
 torch job slows both down many times.
@@ -116,7 +116,7 @@ def main() -> int:
     parser.add_argument("--padded-clips", type=int, default=16, help="clips for the padded-30 s Whisper figure")
     parser.add_argument("--paper-clips", type=int, default=32,
                         help="clips for the epoch figures with a WavLM-large-sized encoder (0 = skip)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed" / "speed.json"))
     args = parser.parse_args()
     if not Path(args.ravdess).is_dir():
         print(f"benchmarks/speed.py: {args.ravdess} not found (RAVDESS from ../shared)", file=sys.stderr)
