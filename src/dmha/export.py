@@ -44,7 +44,9 @@ class _Head(nn.Module):
         self.register_buffer("low", torch.tensor([lo for lo, _ in ranges], dtype=torch.float32))
         self.register_buffer("span", torch.tensor([hi - lo for lo, hi in ranges], dtype=torch.float32))
 
-    def forward(self, speech, speech_mask, text, text_mask):
+    def forward(self, speech, speech_mask, text=None, text_mask=None):
+        if text is None:  # a speech-only model (encoders.text = "none"): the graph takes speech alone
+            text, text_mask = speech.new_zeros(speech.shape[0], 0, 0), speech_mask[:, :0]
         out = self.model(speech, speech_mask, text, text_mask)
         probs = torch.softmax(out.logits.float(), dim=-1)  # (B, K)
         if out.attributes is None:
@@ -110,17 +112,24 @@ def _trace(head: _Head, bundle: ModelBundle, path: Path, opset: int) -> None:
     batch, frames, tokens = (torch.export.Dim(n, min=1) for n in ("batch", "speech_frames", "text_tokens"))
     shapes = {"speech": {0: batch, 2: frames}, "speech_mask": {0: batch, 1: frames},
               "text": {0: batch, 1: tokens}, "text_mask": {0: batch, 1: tokens}}
+    names = graph_inputs(bundle)
+    example, shapes = example[:len(names)], {k: v for k, v in shapes.items() if k in names}
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)  # it warns about every torchvision op it cannot register
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's FutureWarnings and axis-renaming notes
-            torch.onnx.export(head, example, str(path), input_names=list(INPUTS), output_names=outputs,
+            torch.onnx.export(head, example, str(path), input_names=list(names), output_names=outputs,
                               dynamic_shapes=shapes, opset_version=opset, dynamo=True, verbose=False,
                               external_data=False)
     finally:
         exporter_log.setLevel(level)
+
+
+def graph_inputs(bundle: ModelBundle) -> tuple[str, ...]:
+    """The graph's inputs: speech and text with their masks, or speech alone for a speech-only model."""
+    return INPUTS if bundle.text.dim else INPUTS[:2]
 
 
 def _sidecar(bundle: ModelBundle, opset: int) -> dict:
@@ -131,14 +140,14 @@ def _sidecar(bundle: ModelBundle, opset: int) -> dict:
     return {
         "format": "dmha-head-onnx", "format_version": 1, "dmha_version": __version__, "opset": opset,
         "labels": list(bundle.labels),
-        "inputs": {
+        "inputs": {key: value for key, value in {
             "speech": {"shape": ["batch", bundle.speech.num_layers, "speech_frames", bundle.speech.dim],
                        "dtype": "float32", "what": "all kept hidden states of the speech encoder"},
             "speech_mask": {"shape": ["batch", "speech_frames"], "dtype": "bool", "what": "true on real frames"},
             "text": {"shape": ["batch", "text_tokens", bundle.text.dim], "dtype": "float32",
                      "what": "last hidden state of the text encoder"},
             "text_mask": {"shape": ["batch", "text_tokens"], "dtype": "bool", "what": "true on real tokens"},
-        },
+        }.items() if key in graph_inputs(bundle)},
         "output": {"probs": {"shape": ["batch", len(bundle.labels)], "dtype": "float32",
                              "what": "softmax class probabilities, in `labels` order"
                                      + ("" if predicts_category(config.model) else

@@ -251,12 +251,13 @@ class DMHA(nn.Module):
         dim = config.dim or speech_dim
         self.speech_norm = FeatureNorm(config.feature_norm, (speech_layers, speech_dim), config.speaker_prior_frames)
         # Transcripts say nothing of the speaker's voice: text features are standardised, not per speaker.
+        # text_dim = 0: a speech-only model (encoders.text = "none"), no text branch at all.
         self.text_norm = FeatureNorm("standardize" if config.feature_norm == "speaker" else config.feature_norm,
-                                     (text_dim,))
+                                     (text_dim,)) if text_dim else None
         self.layer_sum = LayerWeightedSum(speech_layers)
         # Projection only where a width differs from D (the paper: both 1024, no projection).
         self.speech_proj = nn.Linear(speech_dim, dim) if speech_dim != dim else nn.Identity()
-        self.text_proj = nn.Linear(text_dim, dim) if text_dim != dim else nn.Identity()
+        self.text_proj = (nn.Linear(text_dim, dim) if text_dim != dim else nn.Identity()) if text_dim else None
         if config.attention == "standard":
             self.first = StandardMHA(dim, config.heads)
             pooled_dim = dim
@@ -290,8 +291,11 @@ class DMHA(nn.Module):
             speech = torch.cat([speech[:, :-n], live], dim=1)  # (B, L, T1, Ds)
         s = self.layer_sum(speech, self.speech_norm, speech_mask, speaker)  # Σ_l w_l·norm(h_l): (B, T1, Ds)
         s = self.speech_proj(s)  # (B, T1, D)
-        x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
-        mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
+        if self.text_proj is not None:
+            x = torch.cat([s, self.text_proj(self.text_norm(text))], dim=1)  # early fusion: (B, T1+T2, D)
+            mask = torch.cat([speech_mask, text_mask], dim=1)  # (B, T)
+        else:  # speech only: (B, T1, D)
+            x, mask, text_mask = s, speech_mask, text_mask[:, :0]
         if return_attention and isinstance(self.first, StandardMHA) and mask.shape[1] > max_attention_positions():
             raise AttentionTooLong(
                 f"attention weights of standard MHA over {mask.shape[1]} positions would take "
@@ -315,7 +319,8 @@ class DMHA(nn.Module):
         """The training features' statistics for `feature_norm=standardize` (and `speaker`, whose prior they
         are): speech_mean/std (L, Ds), text_mean/std (Dt,). Buffers, so they travel in model.safetensors."""
         self.speech_norm.mean.copy_(stats["speech_mean"]), self.speech_norm.std.copy_(stats["speech_std"])
-        self.text_norm.mean.copy_(stats["text_mean"]), self.text_norm.std.copy_(stats["text_std"])
+        if self.text_norm is not None:
+            self.text_norm.mean.copy_(stats["text_mean"]), self.text_norm.std.copy_(stats["text_std"])
 
     @torch.inference_mode()
     def predict_proba(self, batch: dict, return_attention: bool = False):

@@ -69,8 +69,12 @@ def asr_identity(enc: EncodersConfig) -> str:
 
 def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, stores: StoreRoot,
                      batch_size: int = 8, progress: bool = True) -> tuple[list[Item], list[tuple[str, str]]]:
-    """ASR for every item without a transcript (cached; given transcripts are kept)."""
-    from .encoders.registry import transcriber
+    """ASR for every item without a transcript (cached; given transcripts are kept). A speech-only model
+    (`encoders.text = "none"`) reads no transcript: nothing is transcribed."""
+    from .encoders.registry import transcriber, uses_text
+
+    if not uses_text(enc):
+        return list(items), []
 
     return transcribe_items(items, asr_identity(enc), lambda: transcriber(enc),
                             stores, batch_size=batch_size, progress=progress)

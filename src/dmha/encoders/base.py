@@ -70,3 +70,14 @@ class LayerSubset:
 
     def encode(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
         return [hidden[self.layers] for hidden in self.encoder.encode(waves)]
+
+
+class NoTextEncoder:
+    """`encoders.text = "none"`: a speech-only model. Every text is zero tokens of zero width, so the
+    head sees speech frames only and no transcript is ever needed (no ASR)."""
+
+    info = EncoderInfo(name="none", identity="none", num_layers=1, dim=0, frame_rate=0.0)
+
+    def encode(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return [torch.zeros(0, 0) for _ in texts]
+

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from dmha.encoders import packaged
 from dmha.encoders.asr import FasterWhisperTranscriber
-from dmha.encoders.base import LayerSubset, SpeechEncoder, TextEncoder, Transcriber
+from dmha.encoders.base import LayerSubset, NoTextEncoder, SpeechEncoder, TextEncoder, Transcriber
 from dmha.encoders.ct2_whisper import is_ct2_whisper_dir, load_ct2_whisper
 from dmha.encoders.hf import HFSpeechEncoder, HFTextEncoder
 
@@ -47,7 +47,9 @@ SPEECH_ENCODERS: dict[str, Callable[..., SpeechEncoder]] = {
 }
 TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
     "minilm": _minilm,
+    "none": lambda device, **options: NoTextEncoder(),  # speech only: no text branch, no ASR
 }
+NO_TEXT = "none"
 TRANSCRIBERS: dict[str, Callable[..., Transcriber]] = {
     "tiny.en": functools.partial(FasterWhisperTranscriber, "tiny.en"),
     "base": functools.partial(FasterWhisperTranscriber, "base"),
@@ -150,6 +152,11 @@ def speech_encoder(enc: "EncodersConfig", layers: Sequence[int] = ()) -> SpeechE
 
 def text_encoder(enc: "EncodersConfig") -> TextEncoder:
     return load_text_encoder(enc.text, device=enc.device)
+
+
+def uses_text(enc: "EncodersConfig") -> bool:
+    """Whether the configured model reads transcripts (and so needs ASR where none is given)."""
+    return enc.text != NO_TEXT
 
 
 def transcriber(enc: "EncodersConfig") -> Transcriber:
