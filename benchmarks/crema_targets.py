@@ -4,7 +4,8 @@ portrayed emotion and against the raters' majority, with the raters' mean intens
 For each cv folder (e.g. hard labels, `train.soft_targets=votes_`, `model.targets` with
 `vote_intensity`): macro-F1 against the portrayed label (the manifest's `label`), macro-F1 against
 the audio-only crowd majority (`vote_majority`; clips whose majority is a tie are left out), and the
-CCC of `vote_intensity` where the model predicts it. Each fold's figure is its mean over the seeds the
+CCC of `vote_intensity` where the model predicts it; each clip alone (the headline) and, for models
+with speaker statistics, grouped by speaker (the same names ending in `_grouped`). Each fold's figure is its mean over the seeds the
 folders share; the first folder is the baseline the others are compared with, fold by fold (mean
 difference, Student-t 95% interval, folds won).
 
@@ -23,24 +24,29 @@ import numpy as np
 
 from dmha.cv import interval95
 from dmha.data.manifest import labels_of, read_manifest
+from dmha.figures import predictions_file
 from dmha.metrics import attribute_report, classification_report
 
 
 def run_scores(run: Path, labels: list[str], majority: dict[str, str], intensity: dict[str, float]) -> dict:
-    """One fold/seed run's test figures, recomputed from its eval_test/predictions.csv."""
-    rows = list(csv.DictReader(open(run / "eval_test" / "predictions.csv", newline="", encoding="utf-8")))
+    """One fold/seed run's test figures, recomputed from its predictions: each clip alone (the headline)
+    and, for a model with speaker statistics, grouped by speaker (figures ending in `_grouped`)."""
     scores = {}
-    if "prediction" in rows[0]:
-        index = {label: k for k, label in enumerate(labels)}
-        scores["macro_f1_label"] = classification_report([index[r["label"]] for r in rows],
-                                                         [index[r["prediction"]] for r in rows], labels)["macro_f1"]
-        voted = [r for r in rows if majority.get(r["path"]) in index]  # a single winner among the labels
-        scores["macro_f1_majority"] = classification_report([index[majority[r["path"]]] for r in voted],
-                                                            [index[r["prediction"]] for r in voted], labels)["macro_f1"]
-        scores["n_majority"] = len(voted)
-    if "vote_intensity" in rows[0]:
-        pred = [float(r["vote_intensity"]) for r in rows]
-        scores["ccc_intensity"] = attribute_report(pred, [intensity[r["path"]] for r in rows])["ccc"]
+    variants = ("alone", "grouped") if predictions_file(run, "grouped") != predictions_file(run, "alone") else ("alone",)
+    for variant in variants:
+        suffix = "" if variant == "alone" else "_grouped"
+        rows = list(csv.DictReader(open(predictions_file(run, variant), newline="", encoding="utf-8")))
+        if "prediction" in rows[0]:
+            index = {label: k for k, label in enumerate(labels)}
+            scores[f"macro_f1_label{suffix}"] = classification_report(
+                [index[r["label"]] for r in rows], [index[r["prediction"]] for r in rows], labels)["macro_f1"]
+            voted = [r for r in rows if majority.get(r["path"]) in index]  # a single winner among the labels
+            scores[f"macro_f1_majority{suffix}"] = classification_report(
+                [index[majority[r["path"]]] for r in voted], [index[r["prediction"]] for r in voted], labels)["macro_f1"]
+            scores["n_majority"] = len(voted)
+        if "vote_intensity" in rows[0]:
+            pred = [float(r["vote_intensity"]) for r in rows]
+            scores[f"ccc_intensity{suffix}"] = attribute_report(pred, [intensity[r["path"]] for r in rows])["ccc"]
     return scores
 
 

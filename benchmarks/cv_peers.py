@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess_peers as peers  # noqa: E402  (shared peer recipes: features, model selection, scores)
 from dmha.config import ModelConfig  # noqa: E402
+from dmha.figures import predictions_file, split_reports  # noqa: E402
 from dmha.metrics import confusion_matrix, macro_f1, macro_f1_score  # noqa: E402
 
 SYSTEMS = {"a": "eGeMAPS + RBF-SVM", "b": "linear probe (pooled layers)",
@@ -86,7 +87,9 @@ def read_train_runs(run_dirs: Sequence[Path], manifest: Path | None = None) -> d
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         manifests.add(str(manifest or metrics["train_manifest"]))
         configs.append(json.loads((run / "config.json").read_text(encoding="utf-8")))
-        runs.append({"fold": 0, "seed": seed, "run": str(run), "macro_f1": metrics["test"]["macro_f1"]})
+        alone, grouped = split_reports(metrics, "test")
+        runs.append({"fold": 0, "seed": seed, "run": str(run), "macro_f1": alone["macro_f1"],
+                     **({"macro_f1_grouped": grouped["macro_f1"]} if grouped else {})})
     if len(manifests) > 1:
         raise SystemExit(f"cv_peers: the runs were trained on different manifests: {', '.join(sorted(manifests))}")
     (path,) = manifests
@@ -94,7 +97,9 @@ def read_train_runs(run_dirs: Sequence[Path], manifest: Path | None = None) -> d
         raise SystemExit(f"cv_peers: {path}: the runs' manifest is not found from here (pass --manifest)")
     return {"manifest": path, "folds": [{"fold": 0, "name": "split"}], "seeds": [r["seed"] for r in runs],
             "runs": runs, "config": configs[0], "fold_manifests": [path],
-            "summary": {"folds_done": 1, "per_fold": {"0": {"macro_f1": float(np.mean([r["macro_f1"] for r in runs]))}}}}
+            "summary": {"folds_done": 1, "per_fold": {"0": {key: float(np.mean([r[key] for r in runs]))
+                                                            for key in ("macro_f1", "macro_f1_grouped")
+                                                            if all(key in r for r in runs)}}}}
 
 
 def run_folder(cv: dict, run: dict) -> Path:
@@ -120,16 +125,11 @@ def fold_splits(cv_dir: Path | None, cv: dict) -> tuple[list, list[dict[str, np.
     return items, per_fold
 
 
-def dmha_predictions(cv: dict, fold: int, paths: Sequence[str], variant: str = "grouped") -> list[np.ndarray]:
-    """Each seed's test predictions for one fold, aligned with `paths`: `grouped` from eval_test/,
-    `alone` from eval_test_alone/ (a model without speaker statistics has only eval_test/, which is both)."""
+def dmha_predictions(cv: dict, fold: int, paths: Sequence[str], variant: str = "alone") -> list[np.ndarray]:
+    """Each seed's test predictions for one fold (`alone` or `grouped`), aligned with `paths`."""
     out = []
     for run in (r for r in cv["runs"] if r["fold"] == fold):
-        folder = run_folder(cv, run)
-        table = folder / "eval_test_alone" / "predictions.csv"
-        if variant == "grouped" or not table.is_file():
-            table = folder / "eval_test" / "predictions.csv"
-        with open(table, newline="", encoding="utf-8") as f:
+        with open(predictions_file(run_folder(cv, run), variant), newline="", encoding="utf-8") as f:
             by_path = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
         missing = [p for p in paths if p not in by_path]
         if missing:
@@ -361,10 +361,11 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
     for variant in VARIANTS:
         per_fold = [float(np.mean([macro_f1_score(t, s, k) for s in seeds])) for t, seeds in zip(truth, preds[variant])]
         result["dmha"][variant] = {"per_fold": per_fold, **interval(per_fold)}
-    recorded = [cv["summary"]["per_fold"][str(f["fold"])].get("macro_f1") for f in cv["folds"]]
-    if not np.allclose(recorded, result["dmha"]["grouped"]["per_fold"], atol=1e-6):
-        raise SystemExit(f"cv_peers: dmha's per-fold macro-F1 in cv.json {recorded} differs from its test predictions' "
-                         f"{result['dmha']['grouped']['per_fold']}: the run folders do not belong to this cv.json")
+    for variant, key in (("alone", "macro_f1"), ("grouped", "macro_f1_grouped")):  # cv.json's headline is alone
+        recorded = [cv["summary"]["per_fold"][str(f["fold"])].get(key) for f in cv["folds"]]
+        if None not in recorded and not np.allclose(recorded, result["dmha"][variant]["per_fold"], atol=1e-6):
+            raise SystemExit(f"cv_peers: dmha's per-fold {key} in cv.json {recorded} differs from its test "
+                             f"predictions' {result['dmha'][variant]['per_fold']}: the run folders do not belong to it")
     if len(cv["seeds"]) > 1:  # what `dmha ensemble` of each fold's seed models would score (hard vote)
         result["dmha_seed_vote"] = {}
         for variant in VARIANTS:

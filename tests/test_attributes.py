@@ -69,10 +69,10 @@ def test_training_reports_ccc_r_rmse_beside_macro_f1(runs):
     assert multi["attributes"]["arousal"]["n"] == 2 and multi["mean_ccc"] == pytest.approx(
         np.mean([s["ccc"] for s in multi["attributes"].values()]))
     assert "macro_f1" not in only and only["dev_criterion"] == "ccc" and "dev_ccc" in only
-    assert set(only["attributes"]) == {"arousal"} and "test_alone" in only  # speaker norm: each clip alone too
+    assert set(only["attributes"]) == {"arousal"} and "test_grouped" in only  # speaker norm: grouped beside alone
     # every figure equals an independent computation from the predictions the run wrote (grouped and alone)
-    for run, report, folder in ((multi, multi, "eval_test"), (multi, multi["test_alone"], "eval_test_alone"),
-                                (only, only, "eval_test"), (only, only["test_alone"], "eval_test_alone")):
+    for run, report, folder in ((multi, multi, "eval_test"), (multi, multi["test_grouped"], "eval_test_grouped"),
+                                (only, only, "eval_test"), (only, only["test_grouped"], "eval_test_grouped")):
         rows = list(csv.DictReader(open(root / ("multi0" if run is multi else "only") / folder / "predictions.csv")))
         for name, scores in report["attributes"].items():
             pairs = np.array([(float(r[name]), float(r[f"ref_{name}"])) for r in rows if r[f"ref_{name}"]])
@@ -86,7 +86,7 @@ def test_training_reports_ccc_r_rmse_beside_macro_f1(runs):
 
             assert report["macro_f1"] == pytest.approx(f1_score([r["label"] for r in rows],
                                                                 [r["prediction"] for r in rows], average="macro"))
-    assert only["test_alone"]["attributes"]["arousal"] != only["attributes"]["arousal"]  # the speakers mattered
+    assert only["test_grouped"]["attributes"]["arousal"] != only["attributes"]["arousal"]  # the speakers mattered
     rows = list(csv.DictReader(open(root / "multi0" / "eval_test" / "predictions.csv")))
     assert {"prediction", "p_low", "p_high", "arousal", "ref_arousal", "valence", "ref_valence"} <= set(rows[0])
     assert all(1 <= float(r["arousal"]) <= 7 for r in rows)

@@ -57,8 +57,9 @@ def test_scores_against_label_and_majority_and_compares_with_the_first(tmp_path,
     assert crema_targets.main(["--manifest", str(manifest), str(hard), str(soft), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     fold0_hard, fold0_soft = result["folds"][str(hard)]["0"], result["folds"][str(soft)]["0"]
-    # fold 0: labels angry, angry, sad; hard predicts all right, soft calls b neutral (its crowd majority)
-    assert fold0_hard["macro_f1_label"] == 1.0 and fold0_soft["macro_f1_label"] == pytest.approx((2 / 3 + 1) / 2)
+    # fold 0: labels angry, angry, sad; hard predicts all right, soft calls b neutral (its crowd majority):
+    # neutral, predicted but never true, counts as a class with F1 0 (scikit-learn's macro-F1, dmha.metrics)
+    assert fold0_hard["macro_f1_label"] == 1.0 and fold0_soft["macro_f1_label"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert fold0_soft["macro_f1_majority"] == 1.0 and fold0_hard["macro_f1_majority"] < 1.0
     assert result["folds"][str(hard)]["1"]["n_majority"] == 2  # d's majority is a tie: left out
     assert result["folds"][str(soft)]["0"]["ccc_intensity"] == pytest.approx(1.0)

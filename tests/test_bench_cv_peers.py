@@ -113,11 +113,12 @@ def test_seed_vote_takes_the_majority_and_breaks_ties_by_seed_order() -> None:
     assert bench.seed_vote(seeds[:2], 3).tolist() == [0, 1, 2, 2]  # two seeds that disagree: seed 0
 
 
-def _fake_cv(tmp_path: Path, n_folds: int = 4, per_speaker: int = 6) -> tuple[Path, np.ndarray]:
-    """A cv folder as `dmha cv` leaves it: fold manifests, each run's test predictions grouped and alone,
-    and a cv.json whose per-fold figures are those of the predictions (scikit-learn's macro-F1). Two test
-    speakers per fold. Grouped, seed 0 is right everywhere and seed 1 misses each speaker's first clip;
-    alone, both seeds also miss each speaker's second clip."""
+def _fake_cv(tmp_path: Path, n_folds: int = 4, per_speaker: int = 6, old_layout: bool = False) -> tuple[Path, np.ndarray]:
+    """A cv folder as `dmha cv` leaves it: fold manifests, each run's test predictions alone (eval_test/)
+    and grouped (eval_test_grouped/), and a cv.json whose per-fold figures are those of the predictions
+    (scikit-learn's macro-F1). Two test speakers per fold. Grouped, seed 0 is right everywhere and seed 1
+    misses each speaker's first clip; alone, both seeds also miss each speaker's second clip.
+    `old_layout`: the folders of a run from before the alone headline (eval_test/ grouped, eval_test_alone/)."""
     from sklearn.metrics import f1_score
 
     from dmha.data.manifest import Item, write_manifest
@@ -134,21 +135,24 @@ def _fake_cv(tmp_path: Path, n_folds: int = 4, per_speaker: int = 6) -> tuple[Pa
         write_manifest(fold_items, tmp_path / "cv" / f"fold{k}" / "manifest.csv")
         folds.append({"fold": k, "name": str(k), "test": test, "dev": dev})
         tested = [i for i in fold_items if i.split == "test"]
-        scores = []
+        scores = {"alone": [], "grouped": []}
+        folders = {"alone": "eval_test_alone", "grouped": "eval_test"} if old_layout else \
+            {"alone": "eval_test", "grouped": "eval_test_grouped"}
         for seed in (0, 1):
             run = tmp_path / "cv" / f"fold{k}" / f"seed{seed}"
-            for folder, misses in (("eval_test", ("_0.wav",) if seed else ()),
-                                   ("eval_test_alone", ("_1.wav", "_0.wav") if seed else ("_1.wav",))):
-                (run / folder).mkdir(parents=True)
+            for variant, misses in (("grouped", ("_0.wav",) if seed else ()),
+                                    ("alone", ("_1.wav", "_0.wav") if seed else ("_1.wav",))):
+                (run / folders[variant]).mkdir(parents=True)
                 predicted = [LABELS[(LABELS.index(i.label) + i.path.name.endswith(misses)) % 3] for i in tested]
-                with open(run / folder / "predictions.csv", "w", newline="") as f:
+                with open(run / folders[variant] / "predictions.csv", "w", newline="") as f:
                     writer = csv.writer(f)
                     writer.writerow(["path", "label", "prediction"])
                     writer.writerows([str(i.path), i.label, p] for i, p in zip(tested, predicted))
-                if folder == "eval_test":
-                    scores.append(f1_score([i.label for i in tested], predicted, average="macro"))
-            runs.append({"fold": k, "seed": seed, "run": f"fold{k}/seed{seed}", "macro_f1": scores[-1]})
-        per_fold[str(k)] = {"macro_f1": float(np.mean(scores))}
+                scores[variant].append(f1_score([i.label for i in tested], predicted, average="macro"))
+            runs.append({"fold": k, "seed": seed, "run": f"fold{k}/seed{seed}", "macro_f1": scores["alone"][-1],
+                         "macro_f1_grouped": scores["grouped"][-1]})
+        per_fold[str(k)] = {"macro_f1": float(np.mean(scores["alone"])),
+                            "macro_f1_grouped": float(np.mean(scores["grouped"]))}
     cv = {"manifest": "m.csv", "folds": folds, "seeds": [0, 1], "runs": runs, "config": {},
           "summary": {"folds_done": n_folds, "per_fold": per_fold}}
     (tmp_path / "cv" / "cv.json").write_text(json.dumps(cv))
@@ -171,10 +175,11 @@ def _expected_dmha(cv_dir: Path, folder: str) -> list[float]:
     return out
 
 
-def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("old_layout", [False, True])
+def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path, old_layout: bool) -> None:
     from sklearn.metrics import f1_score
 
-    cv_dir, y = _fake_cv(tmp_path)
+    cv_dir, y = _fake_cv(tmp_path, old_layout=old_layout)
     cv = bench.read_cv_dir(cv_dir)
     items, splits = bench.fold_splits(cv_dir, cv)
     assert [len(s["test"]) for s in splits] == [12] * 4 and all(len(s["train"]) == 24 for s in splits)
@@ -183,7 +188,8 @@ def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path) -> None:
     informative = (centres[[LABELS.index(v) for v in y]] + rng.normal(size=(len(y), 5))).astype(np.float32)
     layered = np.stack([rng.normal(size=(len(y), 5)), informative], axis=1).astype(np.float32)
     result = bench.compare(cv, items, splits, {"a": informative, "b": layered}, draws=100, permutations=200)
-    grouped, alone = _expected_dmha(cv_dir, "eval_test"), _expected_dmha(cv_dir, "eval_test_alone")
+    grouped = _expected_dmha(cv_dir, "eval_test" if old_layout else "eval_test_grouped")
+    alone = _expected_dmha(cv_dir, "eval_test_alone" if old_layout else "eval_test")
     assert result["dmha"]["grouped"]["per_fold"] == pytest.approx(grouped)
     assert result["dmha"]["alone"]["per_fold"] == pytest.approx(alone)
     assert result["dmha"]["alone"]["mean"] == pytest.approx(np.mean(alone)) and np.mean(alone) < np.mean(grouped)
@@ -215,7 +221,7 @@ def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path) -> None:
 def test_a_cv_json_that_disagrees_with_its_predictions_is_refused(tmp_path: Path) -> None:
     cv_dir, y = _fake_cv(tmp_path)
     cv = json.loads((cv_dir / "cv.json").read_text())
-    cv["summary"]["per_fold"]["2"]["macro_f1"] = 0.5
+    cv["summary"]["per_fold"]["2"]["macro_f1_grouped"] = 0.5
     (cv_dir / "cv.json").write_text(json.dumps(cv))
     cv = bench.read_cv_dir(cv_dir)
     items, splits = bench.fold_splits(cv_dir, cv)

@@ -41,8 +41,8 @@ def test_enrolment_variants_span_alone_to_grouped(tiny_encoders, tmp_path):
     assert bench.main([str(tmp_path / "cv")]) == 0
     figures = json.loads((tmp_path / "cv" / "enrolment.json").read_text())["variants"]
     per_fold = result["summary"]["per_fold"]
-    assert figures["all"]["per_fold"] == pytest.approx([per_fold[str(f)]["macro_f1"] for f in range(3)])
-    assert figures["alone"]["per_fold"] == pytest.approx([per_fold[str(f)]["macro_f1_alone"] for f in range(3)])
+    assert figures["all"]["per_fold"] == pytest.approx([per_fold[str(f)]["macro_f1_grouped"] for f in range(3)])
+    assert figures["alone"]["per_fold"] == pytest.approx([per_fold[str(f)]["macro_f1"] for f in range(3)])
     assert figures["alone"]["enrolment_s"] == 0 and figures["all"]["enrolment_s"] > figures["k=1"]["enrolment_s"] > 0
     assert {"neutral only", "low only", "high only", "k=16"} <= set(figures)
 

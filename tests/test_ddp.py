@@ -31,7 +31,7 @@ def test_two_process_ddp_training_matches_single_process(tiny_encoders, tmp_path
     ddp = _train(manifest, tmp_path / "ddp", tiny_encoders, tmp_path / "cache_ddp", "train.devices=2")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "Starting with 2 processes" in ddp.stderr + ddp.stdout  # really two ranks
-    assert ddp.stdout.count("test macro-F1") == 1  # only the main process reports and writes
+    assert ddp.stdout.count("model: ") == 1 and ddp.stdout.count("macro-F1, each clip alone") == 1  # only the main process reports
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     expected = json.loads((tmp_path / "single" / "metrics.json").read_text())
     assert metrics["features_computed"] == expected["features_computed"] == 16

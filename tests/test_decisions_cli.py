@@ -245,8 +245,9 @@ def test_members_with_different_encoders(runs, tmp_path, tiny_encoders):
 
 
 def test_a_retrained_model_dir_drops_the_old_thresholds(runs, tmp_path):
-    """docs/robustness.md: re-running `train` into a run folder whose model was tuned replaces the
-    model directory whole, and the old thresholds.json (tuned for the old weights) goes with it."""
+    """docs/robustness.md: training again into a run folder whose model was tuned (a resumed run: its
+    metrics.json is gone) replaces the model directory whole, and the old thresholds.json (tuned for the
+    old weights) goes with it; the same command on a finished run changes nothing."""
     import shutil
 
     from dmha.config import from_dict
@@ -257,6 +258,9 @@ def test_a_retrained_model_dir_drops_the_old_thresholds(runs, tmp_path):
     (run / "model" / "thresholds.json").write_text(json.dumps({"thresholds": {"low": 0.2, "mid": 0.3, "high": 0.4}}))
     assert load_model_dir(run / "model").thresholds is not None
     config = from_dict(json.loads((run / "config.json").read_text()))
+    train(manifest, run, config, progress=False)  # finished: nothing to do, the tuned model stays
+    assert (run / "model" / "thresholds.json").exists()
+    (run / "metrics.json").unlink()  # as if killed before the end: it resumes and saves the model anew
     train(manifest, run, config, progress=False)
     assert not (run / "model" / "thresholds.json").exists()
     assert load_model_dir(run / "model").thresholds is None and (run / "model" / "model.safetensors").is_file()

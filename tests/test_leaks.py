@@ -78,7 +78,7 @@ def test_test_labels_and_the_test_split_never_reach_the_model(tiny_encoders, cor
     again = load_file(root / "test_shuffled" / "model" / "model.safetensors")
     assert weights.keys() == again.keys() and all(np.array_equal(weights[k], again[k]) for k in weights)
     assert _probs(reference) == _probs(root / "test_shuffled")  # the same probabilities, to the printed digit
-    assert _probs(reference, "test_alone") == _probs(root / "test_shuffled", "test_alone")
+    assert _probs(reference, "test_grouped") == _probs(root / "test_shuffled", "test_grouped")
 
     without = _write([r for r in rows if r["split"] != "test"], root / "corpus" / "no_test.csv")
     train(without, root / "no_test", load(None, _overrides(tiny_encoders, root / "cache")), progress=False)

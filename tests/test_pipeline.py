@@ -70,21 +70,26 @@ def test_evaluate_and_predict_agree(trained, tmp_path):
     assert (tmp_path / "eval" / "confusion.csv").exists() and (tmp_path / "eval" / "confusion.png").exists()
     rec = EmotionRecognizer.load(root / "run" / "model")
     items = [i for i in read_manifest(manifest) if i.split == "test"]
-    # evaluate normalises each test clip by its speaker's test clips (feature_norm=speaker): so does predict
-    preds = []
+    import csv
+
+    def evaluated(folder):
+        with open(folder / "predictions.csv") as f:
+            return {row["path"]: {k[2:]: float(v) for k, v in row.items() if k.startswith("p_")} for row in csv.DictReader(f)}
+
+    # evaluate's headline scores each clip alone, as predict of one file does
+    alone = evaluated(tmp_path / "eval")
+    for pred in rec.predict([i.path for i in items], transcripts=[i.transcript for i in items]):
+        # evaluate reads fp16-cached features, predict runs the encoders live in fp32
+        assert abs(pred.probs[pred.label] - alone[pred.path][pred.label]) < 1e-2
+    # grouped (feature_norm=speaker): each test clip normalised by its speaker's test clips, as predict with
+    # the speaker enrolled
+    grouped = evaluated(tmp_path / "eval" / "grouped")
+    assert report["grouped"]["n"] == 2
     for who in sorted({i.speaker for i in items}):
         mine = [i for i in items if i.speaker == who]
         profile = rec.enrol([i.path for i in mine])
-        preds += rec.predict([i.path for i in mine], transcripts=[i.transcript for i in mine], speaker=profile)
-    evaluated = {}
-    import csv
-
-    with open(tmp_path / "eval" / "predictions.csv") as f:
-        for row in csv.DictReader(f):
-            evaluated[row["path"]] = float(row[f"p_{row['prediction']}"])
-    for pred in preds:
-        # evaluate reads fp16-cached features, predict runs the encoders live in fp32
-        assert abs(pred.probs[pred.label] - evaluated[pred.path]) < 1e-2
+        for pred in rec.predict([i.path for i in mine], transcripts=[i.transcript for i in mine], speaker=profile):
+            assert abs(pred.probs[pred.label] - grouped[pred.path][pred.label]) < 1e-2
 
 
 def test_batched_predict_equals_batch_of_one(trained):
