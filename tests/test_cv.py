@@ -106,8 +106,8 @@ def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_pat
     per_fold = {}
     for run in result["runs"]:
         folder = out / run["run"]
-        alone = list(csv.DictReader(open(folder / "eval_test_alone" / "predictions.csv", newline="")))
-        grouped = list(csv.DictReader(open(folder / "eval_test" / "predictions.csv", newline="")))
+        alone = list(csv.DictReader(open(folder / "eval_test" / "predictions.csv", newline="")))
+        grouped = list(csv.DictReader(open(folder / "eval_test_grouped" / "predictions.csv", newline="")))
         assert [r["path"] for r in alone] == [r["path"] for r in grouped]
         assert run["macro_f1_alone"] == pytest.approx(f1_score([r["label"] for r in alone],
                                                                [r["prediction"] for r in alone], average="macro"))

@@ -51,7 +51,7 @@ def test_ravdess_fake_tree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
     first = items[0]
     assert first.path == (tmp_path / "src" / "Actor_01" / "03-01-01-01-01-01-01.wav").resolve()
     assert (first.label, first.transcript) == ("neutral", "Kids are talking by the door")
-    assert first.extra == {"gender": "male", "intensity": "normal", "statement": "01", "actor": "01",
+    assert first.extra == {"corpus": "ravdess", "gender": "male", "intensity": "normal", "statement": "01", "actor": "01",
                            "duration_s": "0.010"}
     angry = next(i for i in items if i.label == "angry" and i.speaker == "2")
     assert angry.extra["gender"] == "female" and angry.extra["intensity"] == "strong"

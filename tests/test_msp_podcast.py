@@ -32,7 +32,7 @@ def test_items_labels_splits_transcripts(tmp_path: Path, caplog: pytest.LogCaptu
     assert first.transcript == "I am so angry today"
     assert items[1].transcript is None and items[2].transcript is None
     assert items[9].transcript == "fine thanks"
-    assert first.extra == {"FileName": name(0), "EmoAct": "1.0", "EmoVal": "4.2", "EmoDom": "3.8",
+    assert first.extra == {"corpus": "msp-podcast", "FileName": name(0), "EmoAct": "1.0", "EmoVal": "4.2", "EmoDom": "3.8",
                            "Gender": "Male", "duration_s": "0.100"}
     assert read_manifest(out) == items
 

@@ -114,10 +114,11 @@ def test_collate_carries_speaker_moments_only_when_every_item_has_them():
 
 def test_speaker_groups_stay_within_their_split():
     class I:
-        def __init__(self, split, speaker):
-            self.split, self.speaker = split, speaker
-    assert speaker_group(I("train", "7")) == ("train", "7") != speaker_group(I("test", "7"))
+        def __init__(self, split, speaker, corpus=None):
+            self.split, self.speaker, self.extra = split, speaker, {"corpus": corpus} if corpus else {}
+    assert speaker_group(I("train", "7")) == ("", "train", "7") != speaker_group(I("test", "7"))
     assert speaker_group(I("test", None)) is None and speaker_group(I("test", "")) is None
+    assert speaker_group(I("train", "1", "ravdess")) != speaker_group(I("train", "1", "crema-d"))  # by corpus
 
 
 def _overrides(tiny_encoders, tmp_path, *extra):
@@ -145,12 +146,13 @@ def _write_rows(rows, path):
 
 
 def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
-    """The default recipe standardises per speaker, by the manifest's speaker column: training's test
-    score equals `evaluate` on the same manifest; the same test clips under other speaker names give
-    other probabilities (one speaker per clip = each clip alone); the training speakers change the
-    trained weights; `test_alone` is what `predict` gives each file on its own; the model directory
-    records the mode."""
+    """The default recipe standardises per speaker, by the manifest's speaker column: training's grouped
+    test score equals `evaluate`'s grouped score on the same manifest; the same test clips under other
+    speaker names give other probabilities (one speaker per clip = each clip alone); the training speakers
+    change the trained weights; the headline (each clip alone) is what `predict` gives each file on its
+    own; the model directory records the mode."""
     from safetensors.torch import load_file
+    from sklearn.metrics import f1_score
 
     corpus = tmp_path / "corpus"
     manifest = write_tone_corpus(corpus, n_per_class=6)  # the two test clips share speaker s5
@@ -159,16 +161,17 @@ def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
     metrics = train(manifest, tmp_path / "run", load(None, _overrides(tiny_encoders, tmp_path)), progress=False)
     model_dir = tmp_path / "run" / "model"
     assert json.loads((model_dir / "config.json").read_text())["config"]["model"]["feature_norm"] == "speaker"
-    grouped = evaluate(model_dir, manifest, out=tmp_path / "eval", progress=False, report=False)
-    assert grouped["macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
-    probs = _probs(tmp_path / "eval")
-    assert np.allclose(probs, _probs(tmp_path / "run" / "eval_test"), atol=1e-5)
+    evaluated = evaluate(model_dir, manifest, out=tmp_path / "eval", progress=False, report=False)
+    assert evaluated["grouped"]["macro_f1"] == pytest.approx(metrics["test_grouped"]["macro_f1"])
+    assert evaluated["macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])  # the headline: each clip alone
+    probs = _probs(tmp_path / "eval" / "grouped")
+    assert np.allclose(probs, _probs(tmp_path / "run" / "eval_test_grouped"), atol=1e-5)
     # the same clips, each test clip its own speaker: that is each clip alone
     split_rows = [{**r, "speaker": f"t{n}"} if r["split"] == "test" else r for n, r in enumerate(rows)]
     evaluate(model_dir, _write_rows(split_rows, corpus / "split_speakers.csv"), out=tmp_path / "eval_split",
              progress=False, report=False)
-    assert not np.allclose(_probs(tmp_path / "eval_split"), probs, atol=1e-4)
-    assert np.allclose(_probs(tmp_path / "eval_split"), _probs(tmp_path / "run" / "eval_test_alone"), atol=1e-5)
+    assert not np.allclose(_probs(tmp_path / "eval_split" / "grouped"), probs, atol=1e-4)
+    assert np.allclose(_probs(tmp_path / "eval_split" / "grouped"), _probs(tmp_path / "run" / "eval_test"), atol=1e-5)
     # training reads its speakers from the manifest too: without the column the weights differ
     no_speakers = _without_speakers(manifest, corpus / "train_no_speakers.csv")
     train(no_speakers, tmp_path / "run_alone", load(None, _overrides(tiny_encoders, tmp_path)), progress=False)
@@ -178,19 +181,19 @@ def test_train_and_evaluate_use_the_manifest_speakers(tiny_encoders, tmp_path):
     alone_manifest = _without_speakers(manifest, corpus / "no_speakers.csv")
     evaluate(model_dir, alone_manifest, out=tmp_path / "eval_alone", progress=False, report=False)
     alone = _probs(tmp_path / "eval_alone")
+    assert not (tmp_path / "eval_alone" / "grouped").exists()  # no speakers: nothing to group by
     assert not np.allclose(alone, probs, atol=1e-4)  # the speaker's statistics made a difference
+    assert np.allclose(alone, _probs(tmp_path / "eval"), atol=1e-5)  # evaluate's headline: each clip alone
     rec = EmotionRecognizer.load(model_dir)
     test = sorted((str(corpus / r["path"]), r["transcript"]) for r in rows if r["split"] == "test")
     live = np.array([[p.probs[label] for label in rec.labels] for path, text in test
                      for p in [rec.predict(path, transcript=text)]])  # one file at a time
     assert np.allclose(live, alone, atol=1e-4)  # predict sees each file alone
-    # ... which is what training reported as test_alone: its predictions and its macro-F1
-    trained_alone = {r["path"]: r for r in csv.DictReader(open(tmp_path / "run" / "eval_test_alone" / "predictions.csv"))}
+    # ... which is what training reported as its test figure: its predictions and its macro-F1
+    trained_alone = {r["path"]: r for r in csv.DictReader(open(tmp_path / "run" / "eval_test" / "predictions.csv"))}
     assert np.allclose(live, [[float(trained_alone[path][f"p_{label}"]) for label in rec.labels] for path, _ in test],
                        atol=1e-4)
-    from sklearn.metrics import f1_score
-
-    assert metrics["test_alone"]["macro_f1"] == pytest.approx(f1_score(
+    assert metrics["test"]["macro_f1"] == pytest.approx(f1_score(
         [trained_alone[path]["label"] for path, _ in test],
         [rec.labels[int(np.argmax(p))] for p in live], average="macro"))
     profile = rec.enrol([p for p, _ in test])
@@ -247,3 +250,46 @@ def test_the_prior_and_the_mode_are_validated():
         load(None, ["model.speaker_prior_frames=-1"])
     with pytest.raises(ValueError, match="model.feature_norm"):
         load(None, ["model.feature_norm=speakers"])
+
+
+def test_speaker_pools_draw_every_amount_of_enrolment():
+    """speaker_stats=subsets: a draw is the utterance's own moments plus a random subset of its speaker's
+    others, none with probability alone_share, else 1..all of them, each subset equally likely in size."""
+    from dmha.speaker_norm import SpeakerPool
+
+    def moments(frames):
+        return Moments(float(frames), torch.full((1, 1), float(frames)), torch.zeros(1, 1))
+
+    own, others = moments(1), tuple(moments(10 ** k) for k in range(1, 5))  # frames 10, 100, 1000, 10000
+    pool = SpeakerPool(own, others, alone_share=0.25)
+    torch.manual_seed(0)
+    draws = [pool.draw() for _ in range(4000)]
+    alone = sum(d is own for d in draws) / len(draws)
+    assert 0.22 < alone < 0.28
+    sizes = [str(int(d.frames) - 1).count("1") for d in draws if d is not own]  # which others were added
+    counts = np.bincount(sizes, minlength=5)[1:]
+    assert all(abs(c / len(sizes) - 0.25) < 0.03 for c in counts)  # k uniform in 1..4
+    assert all(float(d.total[0, 0]) == d.frames for d in draws)  # sums, not copies
+    assert SpeakerPool(own, (), 0.0).draw() is own  # a speaker heard once: always alone
+    torch.manual_seed(0)
+    again = [pool.draw().frames for _ in range(50)]
+    torch.manual_seed(0)
+    assert again == [pool.draw().frames for _ in range(50)]  # seeded by torch's generator
+
+
+def test_training_with_speaker_subsets_attaches_pools_to_train_only(tiny_encoders, tmp_path):
+    from dmha.speaker_norm import SpeakerPool
+    from dmha.task import EmotionTask
+
+    manifest = write_tone_corpus(tmp_path / "corpus", n_per_class=6)
+    from dmha.data.manifest import read_manifest
+
+    config = load(None, _overrides(tiny_encoders, tmp_path, "train.speaker_stats=subsets", "train.alone_share=0.3"))
+    task = EmotionTask(config, ["low", "high"], progress=False)
+    task.prepare(read_manifest(manifest))
+    train_refs = [r for _, r, _ in task.by_split["train"]]
+    assert all(isinstance(r.speaker, SpeakerPool) and r.speaker.alone_share == 0.3 for r in train_refs)
+    assert all(len(r.speaker.others) == 1 for r in train_refs)  # each train speaker has a low and a high clip
+    assert all(isinstance(r.speaker, Moments) for _, r, _ in task.by_split["dev"])
+    metrics = train(manifest, tmp_path / "run", config, progress=False)
+    assert 0 <= metrics["macro_f1"] <= 1 and "test_grouped" in metrics

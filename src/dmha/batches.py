@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .audio import WaveNorm, load_audio
 from .layout import FeatureRef
-from .speaker_norm import batch_moments
+from .speaker_norm import SpeakerPool, batch_moments
 
 if TYPE_CHECKING:
     from .augment import Augmenter
@@ -182,7 +182,7 @@ class FeatureDataset(Dataset):
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset, self.repeat_short)
-        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": ref.speaker,
+        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": _speaker(ref),
                 **self.extras[index]}
 
 
@@ -225,9 +225,15 @@ def collate(batch: Sequence[dict]) -> dict:
 
 
 def _targets(batch: Sequence[dict]) -> dict:
-    """Soft targets (B, K) and attributes (B, A) when the items carry them (dmha.targets)."""
-    return {key: torch.from_numpy(np.stack([b[key] for b in batch])) for key in ("soft", "attributes")
+    """Soft targets (B, K), attributes (B, A) and the classes each item's corpus offered (B, K) when the
+    items carry them (dmha.targets, dmha.corpora)."""
+    return {key: torch.from_numpy(np.stack([b[key] for b in batch])) for key in ("soft", "attributes", "allowed")
             if key in batch[0]}
+
+
+def _speaker(ref: FeatureRef):
+    """An item's speaker moments for this draw: fixed, or a random enrolment from its SpeakerPool."""
+    return ref.speaker.draw() if isinstance(ref.speaker, SpeakerPool) else ref.speaker
 
 
 def _speakers(batch: Sequence[dict]) -> dict:
@@ -269,7 +275,7 @@ class WaveDataset(Dataset):
         if self.augmenter is not None:
             wave = self.augmenter(wave, rng)
         return {"wave": self.norm.apply(wave), "text": self.refs[index].text(),
-                "target": self.targets[index], "speaker": self.refs[index].speaker, **self.extras[index]}
+                "target": self.targets[index], "speaker": _speaker(self.refs[index]), **self.extras[index]}
 
 
 def collate_waves(batch: Sequence[dict]) -> dict:

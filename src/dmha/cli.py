@@ -166,7 +166,9 @@ def _transcribe(args) -> int:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a DMHA model")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST",
+                   help="manifest CSV; repeat it to train one model on several corpora (one label vocabulary, "
+                        "each clip's loss over its own corpus's labels)")
     p.add_argument("--out", required=True, help="run folder (model/ and metrics.json go here)")
     _config_options(p, set_help="override config keys, e.g. --set model.attention=subvector train.devices=2")
     p.set_defaults(func=_train)
@@ -182,9 +184,16 @@ def _train(args) -> int:
     print(f"model: {Path(args.out) / 'model'}")
     criterion = metrics["dev_criterion"]
     dev = f"(dev {criterion} {metrics[f'dev_{criterion}']:.4f}, best epoch {metrics['best_epoch']})"
+    grouped = metrics.get(f"{metrics['split']}_grouped")
     if "macro_f1" in metrics:
-        print(f"{metrics['split']} macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+        alone = ", each clip alone" if grouped else ""
+        print(f"{metrics['split']} macro-F1{alone} {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
               f"UAR {metrics['uar']:.4f}  {dev}")
+        if grouped:
+            print(f"{metrics['split']} macro-F1 grouped by speaker {grouped['macro_f1']:.4f} (transductive: uses each "
+                  "speaker's other unlabelled recordings)")
+        for corpus, figures in metrics.get("per_corpus", {}).items():
+            print(f"  {corpus} (on its own labels): macro-F1 {figures['macro_f1']:.4f}  n={figures['n']}")
     if "attributes" in metrics:
         scores = "  ".join(f"{name} {r['ccc']:.4f}" for name, r in metrics["attributes"].items())
         print(f"{metrics['split']} CCC {scores}  (mean {metrics['mean_ccc']:.4f})" + ("" if "macro_f1" in metrics else f"  {dev}"))
@@ -194,7 +203,9 @@ def _train(args) -> int:
 
 def _add_cv(sub) -> None:
     p = sub.add_parser("cv", help="speaker-independent K-fold cross-validation (several seeds) of a config")
-    p.add_argument("--manifest", required=True, help="manifest with a speaker column (its split column is ignored)")
+    p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST",
+                   help="manifest with a speaker column (its split column is ignored); repeat it for several "
+                        "corpora: folds are made within each corpus, so every fold tests every corpus")
     p.add_argument("--out", required=True, help="cv folder: cv.json, report.html, one run folder per fold and seed")
     p.add_argument("--folds", type=int, default=None, help="number of speaker folds (default: 5)")
     p.add_argument("--fold-column", default=None, metavar="NAME",
@@ -251,7 +262,11 @@ def _extract(args) -> int:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
     p.add_argument("model_dir")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST",
+                   help="manifest CSV; repeat it for several corpora (figures per corpus)")
+    p.add_argument("--labels", default=None, metavar="A,B,...",
+                   help="score on these of the model's labels only (the prediction is the most probable of them); "
+                        "default: the labels the model and the manifest share, with a note naming what is left out")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
     _decision_options(p)
@@ -262,12 +277,21 @@ def _add_evaluate(sub) -> None:
 def _evaluate(args) -> int:
     from .evaluation import evaluate
 
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     report = evaluate(args.model_dir, args.manifest, args.split, args.out, use_thresholds=not args.no_thresholds,
-                      prior=_decision_prior(args.overrides), report=not args.no_report)
+                      prior=_decision_prior(args.overrides), report=not args.no_report, labels=labels)
     written = ["predictions.csv"]
+    for note in report.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     if "macro_f1" in report:
-        print(f"{args.split}: macro-F1 {report['macro_f1']:.4f}  accuracy {report['accuracy']:.4f}  "
+        alone = ", each clip alone" if "grouped" in report else ""
+        print(f"{args.split}: macro-F1{alone} {report['macro_f1']:.4f}  accuracy {report['accuracy']:.4f}  "
               f"UAR {report['uar']:.4f}  n={report['n']}")
+        if "grouped" in report:
+            print(f"{args.split}: macro-F1 grouped by speaker {report['grouped']['macro_f1']:.4f} (transductive: "
+                  "uses each speaker's other unlabelled recordings)")
+        for corpus, figures in report.get("per_corpus", {}).items():
+            print(f"  {corpus} (on its own labels): macro-F1 {figures['macro_f1']:.4f}  n={figures['n']}")
         print("macro-F1 by decision: " + "  ".join(f"{k} {v:.4f}" for k, v in report["decisions_macro_f1"].items()))
         for name, member in report.get("members", {}).items():
             print(f"  member {name}: macro-F1 {member['macro_f1']:.4f}")
@@ -407,6 +431,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
     _errors_option(p)
     p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
+    p.add_argument("--labels", default=None, metavar="A,B,...",
+                   help="choose among these of the model's labels only (probabilities renormalised over them)")
     speaker = p.add_mutually_exclusive_group()
     speaker.add_argument("--same-speaker", action="store_true",
                          help="all FILES are one speaker: normalise each by their joint statistics "
@@ -449,8 +475,10 @@ def _predict(args) -> int:
         raise CommandError(f"--max-duration-s must be > 0, got {args.max_duration_s}")
     if args.segment and (args.same_speaker or args.enrol):
         raise CommandError("--segment predicts each segment alone; --same-speaker and --enrol do not apply")
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
-                                            prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s)
+                                            prior=_decision_prior(args.overrides), max_duration_s=args.max_duration_s,
+                                            labels=labels)
     if args.segment:
         if not rec.predicts_category:
             raise CommandError(f"{args.model_dir}: --segment needs a model that predicts categories (this one predicts "

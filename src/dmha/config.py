@@ -163,6 +163,17 @@ class TrainConfig:
     # dev score for early stopping, the LR schedule and the kept checkpoint: macro_f1 | ccc (mean over the
     # attributes) | sum (of both) | auto (macro_f1 when categories are predicted, else ccc)
     dev_criterion: str = rule("auto", choices=("auto", "macro_f1", "ccc", "sum"))
+    # how dev is scored for that choice, with model.feature_norm=speaker: each dev clip alone (the headline,
+    # what `predict` gives a file) | grouped by the manifest's dev speakers (transductive)
+    dev_scoring: str = rule("alone", choices=("alone", "grouped"))
+    # with model.feature_norm=speaker, the speaker statistics each training draw is normalised by: all of its
+    # speaker's training utterances | subsets: its own frames plus a random subset of the speaker's others
+    # (none with probability alone_share, else 1..all), so the head meets every amount of enrolment
+    speaker_stats: str = rule("all", choices=("all", "subsets"))
+    alone_share: float = rule(0.5, at_least=0.0, at_most=1.0)  # speaker_stats=subsets: draws with no other utterance
+    # several corpora: each epoch takes every item once (proportional) or repeats the smaller corpora up to
+    # the largest one's size (balanced)
+    corpus_sampling: str = rule("proportional", choices=("proportional", "balanced"))
     # PREFIX: train categories on the annotators' vote distribution, read from columns PREFIX<label>
     # (e.g. votes_ for CREMA-D's votes_angry, ...); empty = the hard label
     soft_targets: str = ""

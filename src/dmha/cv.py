@@ -26,7 +26,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, from_dict, to_dict
-from .data.manifest import Item, ManifestError, read_manifest, write_manifest
+from .corpora import corpus_of, read_corpora
+from .data.manifest import Item, ManifestError, write_manifest
+from .figures import split_reports
 from .fileio import atomic_write_text
 from .parallel import available_cores
 
@@ -51,10 +53,27 @@ def natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-def speaker_of(item: Item, manifest) -> str:
+def speaker_of(item: Item, manifest, several: bool = False) -> str:
+    """The item's speaker id as folds list it: `corpus/speaker` in a cv of several corpora, so a speaker
+    id two corpora share stays two speakers."""
     if not item.speaker:
         raise ManifestError(f"{manifest}: {item.path} has no speaker; cv groups utterances by the speaker column")
-    return item.speaker
+    return f"{corpus_of(item)}/{item.speaker}" if several and corpus_of(item) else item.speaker
+
+
+def assign_corpus_folds(items: Sequence[Item], k: int | None, manifest="manifest") -> list[tuple[str, list[str]]]:
+    """Folds made within each corpus (its speakers in natural order, cut into K groups) and joined by
+    number, so every fold tests every corpus and each corpus's folds are those of its own cv."""
+    by_corpus: dict[str, list[Item]] = {}
+    for item in items:
+        by_corpus.setdefault(corpus_of(item) or "", []).append(item)
+    merged: list[tuple[str, list[str]]] = []
+    for corpus in sorted(by_corpus, key=natural_key):
+        for n, (name, speakers) in enumerate(assign_folds(by_corpus[corpus], k, None, f"{manifest} ({corpus})")):
+            if n == len(merged):
+                merged.append((name, []))
+            merged[n][1].extend(f"{corpus}/{speaker}" for speaker in speakers)
+    return merged
 
 
 def assign_folds(items: Sequence[Item], k: int | None, column: str | None,
@@ -95,12 +114,12 @@ def make_folds(assignment: list[tuple[str, list[str]]]) -> list[Fold]:
             for i in range(k)]
 
 
-def fold_items(items: Sequence[Item], fold: Fold, column: str | None) -> list[Item]:
+def fold_items(items: Sequence[Item], fold: Fold, column: str | None, several: bool = False) -> list[Item]:
     """The manifest's items with their split set by the fold (the original split column is ignored)."""
     role = {**{s: "test" for s in fold.test}, **{s: "dev" for s in fold.dev}, **{s: "train" for s in fold.train}}
     out = []
     for item in items:
-        speaker = item.speaker or f"{column}={item.extra.get(column, '').strip()}"
+        speaker = speaker_of(item, "", several) if item.speaker else f"{column}={item.extra.get(column, '').strip()}"
         out.append(dataclasses.replace(item, split=role[speaker], extra=dict(item.extra)))
     return out
 
@@ -146,6 +165,9 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
             lo, hi = interval95(values)
             summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
                                else float("nan"), "ci95": [lo, hi]}
+    corpora = sorted({c for r in runs for c in r.get("per_corpus", {})})
+    if corpora and per_fold:
+        summary["per_corpus"] = {c: _corpus_summary(runs, c, sorted(per_fold), len(seeds)) for c in corpora}
     complete = [s for s in seeds if sum(r["seed"] == s for r in runs) == n_folds]
     main = "macro_f1" if runs and "macro_f1" in runs[0] else "mean_ccc"
     if complete:
@@ -155,29 +177,51 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
     return summary
 
 
+def _corpus_summary(runs: Sequence[dict], corpus: str, folds: Sequence[int], n_seeds: int) -> dict:
+    """One corpus's figures in a cv of several corpora: per fold (mean over seeds), mean, std, interval."""
+    out: dict = {}
+    for metric in next(r["per_corpus"][corpus] for r in runs if corpus in r.get("per_corpus", {})):
+        values = []
+        for fold in folds:
+            done = [r["per_corpus"][corpus][metric] for r in runs if r["fold"] == fold and corpus in r.get("per_corpus", {})]
+            values.append(float(np.mean(done)))
+        lo, hi = interval95(values)
+        out[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else
+                       float("nan"), "ci95": [lo, hi], "per_fold": values}
+    return out
+
+
 def _figures(run: dict) -> list[str]:
     """The figures of a run result that cv averages over folds and seeds."""
-    return [k for k in run if k in (*METRICS, "mean_ccc", "macro_f1_alone", "mean_ccc_alone")
-            or k.startswith(("ccc_", "dev_")) and k != "dev_criterion"]
+    return [k for k in run if k.removesuffix("_alone").removesuffix("_grouped") in (*METRICS, "mean_ccc")
+            or k.startswith(("ccc_", "dev_"))]
 
 
 def _run_result(run_dir: Path, fold: int, seed: int) -> dict:
+    """One run's figures: each test clip alone first (the headline), grouped beside it for a model that
+    normalises per speaker (`*_grouped`; `macro_f1_alone` repeats the headline under the name the CLI
+    contract gives it); the dev figures likewise."""
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    test, alone = metrics["test"], metrics.get("test_alone", {})
-    result = {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": test["n"],
-              **{m: float(test[m]) for m in METRICS if m in test},
-              **{k: float(v) for k, v in metrics.items() if k.startswith("dev_") and isinstance(v, (int, float))},
-              "best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)}
-    if "attributes" in test:
-        result["mean_ccc"] = float(test["mean_ccc"])
-        result.update({f"ccc_{name}": float(r["ccc"]) for name, r in test["attributes"].items()})
-    if "macro_f1" in alone:
-        result["macro_f1_alone"] = float(alone["macro_f1"])
-    if "mean_ccc" in alone:
-        result["mean_ccc_alone"] = float(alone["mean_ccc"])
-    dev_alone = metrics.get("dev_alone", {})
-    if "macro_f1" in dev_alone:
+    alone, grouped = split_reports(metrics, "test")
+    dev_alone, dev_grouped = split_reports(metrics, "dev")
+    result = {"fold": fold, "seed": seed, "run": f"fold{fold}/seed{seed}", "n_test": alone["n"],
+              **{m: float(alone[m]) for m in METRICS if m in alone}}
+    if "attributes" in alone:
+        result["mean_ccc"] = float(alone["mean_ccc"])
+        result.update({f"ccc_{name}": float(r["ccc"]) for name, r in alone["attributes"].items()})
+    if grouped is not None:
+        result.update({f"{m}_alone": result[m] for m in ("macro_f1", "mean_ccc") if m in result})
+        result.update({f"{m}_grouped": float(grouped[m]) for m in (*METRICS, "mean_ccc") if m in grouped})
+    if dev_alone is not None and "macro_f1" in dev_alone:
         result["dev_macro_f1_alone"] = float(dev_alone["macro_f1"])
+    if dev_grouped is not None and "macro_f1" in dev_grouped:
+        result["dev_macro_f1_grouped"] = float(dev_grouped["macro_f1"])
+    if "per_corpus" in alone:  # several corpora: each on its own labels, alone and grouped
+        result["per_corpus"] = {c: {m: float(r[m]) for m in METRICS} for c, r in alone["per_corpus"].items()}
+        for c, r in (grouped or {}).get("per_corpus", {}).items():
+            result["per_corpus"][c].update({f"{m}_grouped": float(r[m]) for m in METRICS})
+    result.update({k: float(v) for k, v in metrics.items() if k.startswith("dev_") and isinstance(v, (int, float))})
+    result.update({"best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)})
     return result
 
 
@@ -190,7 +234,7 @@ def _claim(out: Path, header: dict) -> None:
             old["config"] = to_dict(from_dict(old["config"]))
         except ConfigError:
             pass
-        if Path(old.get("manifest", "")).is_absolute():  # cv.json of an older dmha recorded an absolute path
+        if isinstance(old.get("manifest"), str) and Path(old["manifest"]).is_absolute():  # an older dmha's cv.json
             old["manifest"] = manifest_from(out, Path(old["manifest"]))
         for key in ("config", "folds", "manifest"):
             if old.get(key) != header[key]:
@@ -221,12 +265,22 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
     splitting the CPU threads between them (small heads use 2+ threads poorly, see README)."""
     from .experiment import extract_items
 
-    out, manifest = Path(out), Path(manifest)
+    out = Path(out)
+    manifests = [Path(manifest)] if isinstance(manifest, (str, os.PathLike)) else [Path(m) for m in manifest]
+    manifest = manifests[0] if len(manifests) == 1 else " + ".join(map(str, manifests))
     out.mkdir(parents=True, exist_ok=True)
-    items = read_manifest(manifest)
+    items, corpora = read_corpora(manifests)
     config, notes = cv_config(config)
-    fold_list = make_folds(assign_folds(items, folds, fold_column, manifest))
-    header = {"manifest": manifest_from(out, manifest), "config": to_dict(config), "seeds": list(seeds),
+    if corpora.several:
+        if fold_column:
+            raise ConfigError("--fold-column takes one corpus; with several, cv makes the folds within each corpus")
+        fold_list = make_folds(assign_corpus_folds(items, folds, manifest))
+        notes.append(f"{len(corpora.labels)} corpora ({', '.join(sorted(corpora.labels))}): folds are made within "
+                     "each corpus by speaker, so every fold tests every corpus")
+    else:
+        fold_list = make_folds(assign_folds(items, folds, fold_column, manifest))
+    recorded = [manifest_from(out, m) for m in manifests]
+    header = {"manifest": recorded[0] if len(recorded) == 1 else recorded, "config": to_dict(config), "seeds": list(seeds),
               "fold_column": fold_column,
               "folds": [{"fold": f.index, "name": f.name, "test": list(f.test), "dev": list(f.dev)} for f in fold_list],
               "protocol": "test fold k, dev fold k+1 (cyclic), train the other folds; "
@@ -246,7 +300,7 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
     for fold in fold_list:
         fold_manifest = out / f"fold{fold.index}" / "manifest.csv"
         if not fold_manifest.is_file():
-            write_manifest(fold_items(items, fold, fold_column), fold_manifest)
+            write_manifest(fold_items(items, fold, fold_column, corpora.several), fold_manifest)
         pending += [(fold, seed, run_dir(out, fold, seed)) for seed in seeds]
     runs = [_run_result(folder, fold.index, seed) for fold, seed, folder in pending
             if (folder / "metrics.json").is_file()]
@@ -359,14 +413,16 @@ def write_pooled_confusion(out: Path, runs: Sequence[dict]) -> np.ndarray:
 
 
 _HEADS = {"macro_f1": "macro-F1", "uar": "UAR", "accuracy": "acc", "mean_ccc": "mean CCC", "dev_macro_f1": "dev F1",
-          "dev_ccc": "dev CCC", "dev_sum": "dev sum"}
+          "dev_ccc": "dev CCC", "dev_sum": "dev sum", "macro_f1_grouped": "grouped", "mean_ccc_grouped": "CCC grp",
+          "dev_macro_f1_alone": "dev alone"}
 
 
 def _columns(rows: Sequence[dict]) -> list[str]:
     """The figures to tabulate, in a fixed order: categories', attributes', then the dev score."""
     present = [k for k in (rows[0] if rows else {}) if all(k in r for r in rows)]
-    order = ["macro_f1", "uar", "accuracy", "mean_ccc", *sorted(k for k in present if k.startswith("ccc_")),
-             "dev_macro_f1", "dev_ccc", "dev_sum"]
+    order = ["macro_f1", "uar", "accuracy", "macro_f1_grouped", "mean_ccc", "mean_ccc_grouped",
+             *sorted(k for k in present if k.startswith("ccc_")), "dev_macro_f1_alone", "dev_macro_f1", "dev_ccc",
+             "dev_sum"]
     return [k for k in order if k in present]
 
 
@@ -385,13 +441,18 @@ def format_summary(result: dict) -> str:
     for key, name in (("macro_f1", "macro-F1"), ("mean_ccc", "mean CCC")):
         if key in summary:
             m = summary[key]
-            lines.append(f"{name} over {summary['folds_done']} folds: {m['mean']:.4f} ± {m['std']:.4f} (std), "
+            scored = ", each test clip alone" if f"{key}_grouped" in summary else ""
+            lines.append(f"{name} over {summary['folds_done']} folds{scored}: {m['mean']:.4f} ± {m['std']:.4f} (std), "
                          f"95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
-    for key, name in (("macro_f1_alone", "macro-F1"), ("mean_ccc_alone", "mean CCC")):
-        if key in summary:
-            m = summary[key]
-            lines.append(f"{name} with each test clip alone (no speaker statistics, as `predict` of one file): "
-                         f"{m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+        if f"{key}_grouped" in summary:
+            m = summary[f"{key}_grouped"]
+            lines.append(f"{name} grouped by test speaker (transductive: uses each test speaker's other unlabelled "
+                         f"recordings): {m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    for corpus, figures in summary.get("per_corpus", {}).items():
+        alone, grouped = figures["macro_f1"], figures.get("macro_f1_grouped")
+        lines.append(f"  {corpus} (on its own labels): macro-F1 alone {alone['mean']:.4f} "
+                     f"[{alone['ci95'][0]:.4f}, {alone['ci95'][1]:.4f}]"
+                     + (f", grouped {grouped['mean']:.4f}" if grouped else ""))
     for key in ("seed_macro_f1", "seed_mean_ccc"):
         if len(summary.get(key, {})) > 1:  # one seed has no spread to report
             seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary[key].items())
@@ -402,7 +463,7 @@ def format_summary(result: dict) -> str:
 def write_report(out: Path, result: dict) -> None:
     """A short report.html: protocol, per-fold table, summary, pooled confusion matrix."""
     esc = html.escape
-    body = [f"<h1>dmha cv</h1><p>{esc(result['manifest'])}: {len(result['folds'])} folds x "
+    body = [f"<h1>dmha cv</h1><p>{esc(' + '.join(result['manifest']) if isinstance(result['manifest'], list) else result['manifest'])}: {len(result['folds'])} folds x "
             f"{len(result['seeds'])} seeds. {esc(result['protocol'])}.</p>"]
     body += [f"<p><b>note</b>: {esc(n)}</p>" for n in result["notes"]]
     body.append(f"<pre>{esc(format_summary(result))}</pre>")

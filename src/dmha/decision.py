@@ -59,6 +59,14 @@ def prior_correct(probs: np.ndarray, source: np.ndarray, target: np.ndarray) -> 
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def restrict(probs: np.ndarray, allowed: Sequence[bool]) -> np.ndarray:
+    """Probabilities (N, K) renormalised over the allowed classes (the others 0): a prediction among a
+    subset of the model's labels (a corpus's own, or those a user asks for)."""
+    mask = np.asarray(allowed, dtype=bool)
+    out = np.where(mask[None, :], np.asarray(probs, dtype=float), 0.0)
+    return out / np.clip(out.sum(axis=1, keepdims=True), 1e-12, None)
+
+
 # --- per-class thresholds ---------------------------------------------------------------------
 
 def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
@@ -140,24 +148,44 @@ def hard_vote(member_preds: np.ndarray, num_classes: int) -> np.ndarray:
 # --- one model's decision ---------------------------------------------------------------------
 
 class DecisionRule:
-    """How one model turns probabilities into labels: optional prior correction, then thresholds.
+    """How one model turns probabilities into labels: optional prior correction, then thresholds, among
+    all of the model's labels or a subset of them (`allowed`: a corpus's own labels, or those a user asks
+    for; the probabilities are renormalised over them and the others are never chosen).
 
     Thresholds are tuned on the probabilities the rule produces (after prior correction), so the
     two always stack in this order.
     """
 
     def __init__(self, labels: Sequence[str], thresholds: np.ndarray | None = None,
-                 prior_source: np.ndarray | None = None, prior_target: np.ndarray | None = None):
+                 prior_source: np.ndarray | None = None, prior_target: np.ndarray | None = None,
+                 allowed: Sequence[bool] | None = None):
         self.labels = list(labels)
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=float)
         self.prior_source, self.prior_target = prior_source, prior_target
+        self.allowed = None if allowed is None or all(allowed) else np.asarray(allowed, dtype=bool)
+        if self.allowed is not None and self.thresholds is not None:
+            self.thresholds = np.where(self.allowed, self.thresholds, np.inf)  # a left-out class never passes
+
+    def among(self, labels: Sequence[str]) -> "DecisionRule":
+        """The same rule choosing among `labels` only (a subset of the model's, any order)."""
+        unknown = [label for label in labels if label not in self.labels]
+        if unknown or not labels:
+            raise DecisionError(f"labels {', '.join(unknown) or '(none)'}: choose among the model's labels "
+                                f"({', '.join(self.labels)})")
+        allowed = [label in set(labels) for label in self.labels]
+        if self.allowed is not None:
+            allowed = [a and b for a, b in zip(allowed, self.allowed)]
+        thresholds = None if self.thresholds is None else np.where(np.isinf(self.thresholds), 0.0, self.thresholds)
+        return DecisionRule(self.labels, thresholds, self.prior_source, self.prior_target, allowed)
 
     def probabilities(self, probs: np.ndarray) -> np.ndarray:
-        """Probabilities under the target prior (unchanged without prior correction)."""
+        """Probabilities under the target prior (unchanged without prior correction), over the allowed labels."""
         probs = np.asarray(probs, dtype=float)
-        if self.prior_target is None or len(probs) == 0:
-            return probs
-        return prior_correct(probs, self.prior_source, self.prior_target)
+        if self.prior_target is not None and len(probs):
+            probs = prior_correct(probs, self.prior_source, self.prior_target)
+        if self.allowed is not None and len(probs):
+            probs = restrict(probs, self.allowed)
+        return probs
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """(N, K) head probabilities → (N,) class indices."""

@@ -7,13 +7,17 @@ from collections import Counter
 
 import json
 import logging
+import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Config, to_dict
+from .corpora import Corpora, read_corpora
 from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
 from .evaluation import score_split
 from .extraction import CorpusFeatures
+from .figures import SCORING
 from .modeldir import TRAINING_LOG_FILE, save_model_dir
 from .outputs import write_errors
 from .task import EmotionTask, _features
@@ -22,21 +26,26 @@ from .training import fit
 log = logging.getLogger(__name__)
 
 
-def train(manifest: str | Path, out: str | Path, config: Config, progress: bool = True) -> dict | None:
+def train(manifest: str | Path | Sequence[str | Path], out: str | Path, config: Config,
+          progress: bool = True) -> dict | None:
     """Train the DMHA head on the manifest's train split, select on dev, write RUN_DIR/model and metrics.json.
 
+    `manifest`: one manifest, or several (one corpus each, or named by a `corpus` column): they train
+    one model over one label vocabulary, each clip's loss over its own corpus's labels (dmha.corpora).
     Under DDP every rank runs this; only the main process returns the metrics (others return None).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    items = read_manifest(manifest)
-    require_splits(items, ["train", "dev"], manifest)
-    labels, items = _check_labels(items, manifest)
-    task = EmotionTask(config, labels, progress)
+    manifests = [manifest] if isinstance(manifest, (str, os.PathLike)) else list(manifest)
+    items, corpora = read_corpora(manifests)
+    name = " + ".join(map(str, manifests))
+    require_splits(items, ["train", "dev"], name)
+    labels, items = _check_labels(items, name)
+    task = EmotionTask(config, labels, progress, corpora)
     if _claim_run_dir(out, config):  # the same command, run again after it finished
         log.info("%s: already trained with this config; nothing to do (delete the folder to train again)", out)
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    data = task.prepare(items, manifest)
+    data = task.prepare(items, name)
     write_errors(data.errors, out / "errors.tsv")
     fitted = fit(*task.build(), out, config.train, progress)
     if fitted is None:  # a secondary DDP rank: the main process writes the model and the metrics
@@ -45,7 +54,7 @@ def train(manifest: str | Path, out: str | Path, config: Config, progress: bool 
     save_model_dir(out / "model", bundle)
     if (out / "logs" / "metrics.csv").is_file():  # per-epoch curves travel with the model (for reports)
         shutil.copy2(out / "logs" / "metrics.csv", out / "model" / TRAINING_LOG_FILE)
-    metrics = _final_metrics(bundle.model, task.labels, task.by_split, out, bundle.meta, data, config)
+    metrics = _final_metrics(bundle.model, task.labels, task.by_split, out, bundle.meta, data, config, corpora)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
 
@@ -95,23 +104,26 @@ def _check_labels(items: list[Item], manifest) -> tuple[list[str], list[Item]]:
     return labels, [i for i in items if i.label in labels]
 
 
-def _final_metrics(model, labels, by_split, out: Path, meta: dict, data, config: Config) -> dict:
-    """Scores of the kept model on dev and test (top level = test when there is one, else dev). A
-    model that normalises per speaker is also scored with each utterance alone (`dev_alone`,
-    `test_alone`, predictions in `eval_{split}_alone/`): what `predict` gives a file when no speaker is known."""
-    scores, alone = {}, {}
+def _final_metrics(model, labels, by_split, out: Path, meta: dict, data, config: Config,
+                   corpora: Corpora | None = None) -> dict:
+    """Scores of the kept model on dev and test (top level = test when there is one, else dev), each
+    clip alone: what `predict` gives a file (dmha.figures). A model that normalises per speaker is also
+    scored grouped by the manifest's speakers (`dev_grouped`, `test_grouped`, `eval_{split}_grouped/`).
+    With several corpora each report holds `per_corpus` figures, each corpus scored on its own labels."""
+    speakers = model.speech_norm.mode == "speaker"
+    scores = {}
     for split in ("dev", "test"):
         if not by_split.get(split):
             continue
         refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
         items = [item for item, _, _ in by_split[split]]
         names = [str(item.path) for item in items]
-        scores[split] = score_split(model, refs, targets, labels, out / f"eval_{split}", names, config, items)
-        if model.speech_norm.mode == "speaker":
-            report = score_split(model, [dataclasses.replace(r, speaker=None) for r in refs], targets, labels,
-                                 out / f"eval_{split}_alone", names, config, items)
-            alone[f"{split}_alone"] = {k: v for k, v in report.items() if k != "confusion"}
+        alone = [dataclasses.replace(r, speaker=None) for r in refs] if speakers else refs
+        scores[split] = score_split(model, alone, targets, labels, out / f"eval_{split}", names, config, items, corpora)
+        if speakers:
+            scores[f"{split}_grouped"] = score_split(model, refs, targets, labels, out / f"eval_{split}_grouped",
+                                                     names, config, items, corpora)
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}
-    return {**top, "split": main, "dev": scores["dev"], **({"test": scores["test"]} if "test" in scores else {}),
-            **alone, **meta, "skipped": len(data.errors), "features_computed": data.speech_computed}
+    return {**top, "split": main, "scoring": SCORING, **scores, **meta, "skipped": len(data.errors),
+            "features_computed": data.speech_computed}

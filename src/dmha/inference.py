@@ -1,6 +1,8 @@
 """EmotionRecognizer: audio (+ optional transcript) → emotion, with live frozen encoders and the trained head."""
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from .batches import MAX_BATCH_SECONDS, collate, length_sorted_batches
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members, mean_attributes
 from .modeldir import ModelBundle
-from .encoders.registry import speech_encoder, text_encoder, transcriber
+from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_text
 from .segment import SegmentStream, stream_audio
 from .speaker_norm import Moments, batch_moments
 from .targets import attributes_of, predicts_category
@@ -119,7 +121,8 @@ class EmotionRecognizer:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu", use_thresholds: bool = True,
-             prior: str | None = None, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> "EmotionRecognizer":
+             prior: str | None = None, max_duration_s: float = DEFAULT_MAX_DURATION_S,
+             labels: Sequence[str] | None = None) -> "EmotionRecognizer":
         """Load a model or ensemble directory (JSON + safetensors; never unpickles).
 
         Args:
@@ -130,6 +133,8 @@ class EmotionRecognizer:
             prior: override decision.prior (none, uniform or 'label:weight,...').
             max_duration_s: longest input `predict` takes whole (default 600 s); longer ones are
                 refused with an AudioError that points to `predict_long`, whose memory is flat.
+            labels: predict among these of the model's labels only (probabilities renormalised over
+                them), e.g. the emotions an application knows; None = all.
 
         Returns:
             An EmotionRecognizer; its encoders are loaded now, the ASR on first use.
@@ -142,7 +147,10 @@ class EmotionRecognizer:
             >>> rec.labels                                                   # doctest: +SKIP
             ['angry', 'happy', 'neutral', 'sad']
         """
-        return cls(load_members(model_dir, device, use_thresholds, prior), device, max_duration_s)
+        members = load_members(model_dir, device, use_thresholds, prior)
+        if labels:
+            members = [dataclasses.replace(m, rule=m.rule.among(labels)) for m in members]
+        return cls(members, device, max_duration_s)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, revision: str | None = None, *,
@@ -163,7 +171,9 @@ class EmotionRecognizer:
 
     @property
     def labels(self) -> list[str]:
-        return list(self.bundle.labels)
+        """The labels predictions choose among: the model's, or the subset it was loaded with."""
+        allowed = self.members[0].rule.allowed
+        return [label for k, label in enumerate(self.bundle.labels) if allowed is None or allowed[k]]
 
     @property
     def predicts_category(self) -> bool:
@@ -179,6 +189,11 @@ class EmotionRecognizer:
     def attribute_ranges(self) -> dict[str, tuple[float, float]]:
         """{name: (min, max)}: each attribute's declared scale."""
         return {a.name: (a.low, a.high) for a in attributes_of(self.bundle.config.model)}
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether any member reads transcripts (a speech-only model needs no ASR)."""
+        return any(uses_text(m.bundle.config.encoders) for m in self.members)
 
     @property
     def speech(self):
@@ -236,8 +251,8 @@ class EmotionRecognizer:
                       return_attention: bool = False, speaker: SpeakerProfile | None = None) -> list[Prediction]:
         """16 kHz mono waveforms (one batch) → predictions; missing transcripts come from ASR;
         `speaker`: every waveform's speaker (models with feature_norm=speaker; else each one alone)."""
-        missing = [i for i, t in enumerate(transcripts) if t is None]
-        texts = list(transcripts)
+        missing = [i for i, t in enumerate(transcripts) if t is None] if self.reads_text else []
+        texts = [t if t is not None or self.reads_text else "" for t in transcripts]
         for i, text in zip(missing, self.transcribe([waves[i] for i in missing]) if missing else []):
             texts[i] = text
         speech_cache, text_cache, member_probs, member_attributes = {}, {}, [], []
@@ -260,15 +275,17 @@ class EmotionRecognizer:
                 lead_attention, lead_batch = attention, batch
         preds, probs, votes = combine([m.rule for m in self.members], member_probs)
         attributes = mean_attributes(self.members, member_attributes)  # (B, A) in the attributes' scales
-        labels, category = self.labels, self.predicts_category
+        model_labels, labels, category = self.bundle.labels, self.labels, self.predicts_category
+        chosen = set(labels)
         results = []
         for i in range(len(waves)):
-            pred = Prediction(labels[int(preds[i])] if category else None,
-                              {l: float(p) for l, p in zip(labels, probs[i])} if category else {}, texts[i])
+            pred = Prediction(model_labels[int(preds[i])] if category else None,
+                              {l: float(p) for l, p in zip(model_labels, probs[i]) if l in chosen} if category else {},
+                              texts[i])
             if attributes is not None:
                 pred.attributes = {name: float(v) for name, v in zip(self.attribute_names, attributes[i])}
             if len(self.members) > 1 and category:
-                pred.votes = {m.name: labels[int(votes[j, i])] for j, m in enumerate(self.members)}
+                pred.votes = {m.name: model_labels[int(votes[j, i])] for j, m in enumerate(self.members)}
             if lead_attention:
                 t1, t2 = int(lead_batch["speech_mask"][i].sum()), int(lead_batch["text_mask"][i].sum())
                 pred.attention = unpad_attention(lead_attention, i, t1, t2, lead_batch["speech_mask"].shape[1])

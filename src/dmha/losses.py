@@ -27,8 +27,13 @@ class FocalLoss(nn.Module):
         super().__init__()
         self.gamma, self.label_smoothing = gamma, label_smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """target: class indices (B,) or distributions (B, K) (soft targets)."""
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """target: class indices (B,) or distributions (B, K) (soft targets); `allowed` (B, K): the classes
+        each item's corpus offered (the softmax, the smoothing and the loss cover only those)."""
+        if allowed is not None:
+            log_p, allowed = _masked_log_softmax(logits, allowed)
+            q = _smoothed(target, allowed, self.label_smoothing, log_p.dtype)
+            return (-(q * (1 - log_p.exp()) ** self.gamma * log_p).sum(-1)).mean()
         log_p = F.log_softmax(logits, dim=-1)  # (B, K)
         if not self.label_smoothing and target.dim() == 1:
             log_pt = log_p.gather(1, target[:, None]).squeeze(1)  # log p_t: (B,)
@@ -37,6 +42,20 @@ class FocalLoss(nn.Module):
         q = F.one_hot(target, k).to(log_p.dtype) if target.dim() == 1 else target.to(log_p.dtype)
         q = q * (1 - self.label_smoothing) + self.label_smoothing / k
         return (-(q * (1 - log_p.exp()) ** self.gamma * log_p).sum(-1)).mean()
+
+
+def _masked_log_softmax(logits: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p over each row's allowed classes, and 0 (not −inf) elsewhere, so 0 · log p stays 0."""
+    allowed = allowed.to(torch.bool)
+    log_p = F.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)  # (B, K)
+    return torch.where(allowed, log_p, torch.zeros_like(log_p)), allowed
+
+
+def _smoothed(target: torch.Tensor, allowed: torch.Tensor, epsilon: float, dtype) -> torch.Tensor:
+    """(1 − ε)·q + ε spread evenly over each row's allowed classes: (B, K)."""
+    q = F.one_hot(target, allowed.shape[-1]).to(dtype) if target.dim() == 1 else target.to(dtype)
+    share = allowed.to(dtype) / allowed.sum(-1, keepdim=True).clamp(min=1)
+    return q * (1 - epsilon) + epsilon * share
 
 
 class WeightedCrossEntropy(nn.Module):
@@ -52,7 +71,14 @@ class WeightedCrossEntropy(nn.Module):
         self.register_buffer("weight", weight)
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """`allowed` (B, K): the classes each item's corpus offered; the softmax and the smoothing cover
+        only those, so no item is taught that a class its corpus never offered is wrong."""
+        if allowed is not None:
+            log_p, allowed = _masked_log_softmax(logits, allowed)
+            q = F.one_hot(target, logits.shape[-1]).float() if target.dim() == 1 else target.float()
+            smoothed = _smoothed(q, allowed, self.label_smoothing, log_p.dtype)
+            return -(smoothed * self.weight * log_p).sum() / (q * self.weight).sum().clamp(min=1e-12)
         if target.dim() == 1:
             return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing)
         log_p = F.log_softmax(logits.float(), dim=-1)  # (B, K)
@@ -72,7 +98,11 @@ class TargetLoss(nn.Module):
     def forward(self, logits: torch.Tensor, attributes: torch.Tensor | None, batch: dict) -> torch.Tensor:
         loss = logits.new_zeros(())
         if self.category is not None:
-            loss = loss + self.category(logits, batch.get("soft", batch["target"]))
+            target = batch.get("soft", batch["target"])
+            if "allowed" in batch:  # several corpora: each item's loss over its own corpus's labels
+                loss = loss + self.category(logits, target, batch["allowed"])
+            else:
+                loss = loss + self.category(logits, target)
         if attributes is not None and self.attribute_weight:
             target = batch["attributes"].to(attributes.dtype)
             valid = (~torch.isnan(target)).sum(0) > 1  # a CCC needs two values

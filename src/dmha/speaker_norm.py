@@ -13,6 +13,12 @@ plain standardisation would, instead of by its own mean, which would erase the e
 Statistics travel as `Moments` (frame count, Σh, Σh² in float64) of a group of utterances: the
 store's features of a speaker's utterances (`group_moments`), or the frames of one utterance in
 the head when none are given (`FeatureNorm` in model.py).
+
+A model is used with every amount of enrolment, from the clip alone (`predict` of one file) to many
+of the speaker's recordings. With `train.speaker_stats=subsets` each training draw of an utterance is
+normalised by its own frames plus a random subset of its speaker's other training utterances
+(`SpeakerPool`): none with probability `train.alone_share`, else a uniformly drawn number of them, so
+the head learns from the whole range it will meet instead of only from complete speakers.
 """
 from __future__ import annotations
 
@@ -42,14 +48,35 @@ class Moments:
 
 def group_moments(speeches: Sequence, groups: Sequence[Hashable | None]) -> list[Moments]:
     """Each utterance's group moments: the sum over every utterance of its group (e.g. its speaker);
-    an utterance whose group is None is a group of its own. `speeches` yields (L, T, D) tensors, or
-    callables returning them (read once each)."""
-    own = [Moments.of(s() if callable(s) else s) for s in speeches]
+    an utterance whose group is None is a group of its own. `speeches` yields (L, T, D) tensors,
+    callables returning them (read once each), or each utterance's own Moments."""
+    own = [s if isinstance(s, Moments) else Moments.of(s() if callable(s) else s) for s in speeches]
     summed: dict[Hashable, Moments] = {}
     for group, m in zip(groups, own):
         if group is not None:
             summed[group] = summed[group] + m if group in summed else m
     return [summed[g] if g is not None else m for g, m in zip(groups, own)]
+
+
+@dataclass(frozen=True)
+class SpeakerPool:
+    """One training utterance's own moments and those of its speaker's other utterances; each `draw`
+    is a random enrolment (see the module docstring)."""
+
+    own: Moments
+    others: tuple[Moments, ...]
+    alone_share: float
+
+    def draw(self) -> Moments:
+        """Own moments plus k others: k = 0 with probability alone_share, else uniform in 1..len(others).
+        Uses torch's global generator, which Lightning seeds (and restores on resume)."""
+        if not self.others or float(torch.rand(())) < self.alone_share:
+            return self.own
+        k = int(torch.randint(1, len(self.others) + 1, ()))
+        drawn = self.own
+        for j in torch.randperm(len(self.others))[:k].tolist():
+            drawn = drawn + self.others[j]
+        return drawn
 
 
 SPEAKER_KEYS = ("speaker_frames", "speaker_total", "speaker_squares")
@@ -82,17 +109,39 @@ def raw_to_z(frames: torch.Tensor, total: torch.Tensor, squares: torch.Tensor, m
     return z_total, z_squares
 
 
-def speaker_group(item) -> tuple[str, str] | None:
-    """An item's speaker group: its speaker within its split (so no split's audio normalises
-    another's), or None when the manifest names no speaker (the item is then its own group)."""
-    return (item.split, item.speaker) if getattr(item, "speaker", None) else None
+def speaker_group(item) -> tuple[str, str, str] | None:
+    """An item's speaker group: its speaker within its corpus and split (so no split's audio normalises
+    another's, and speaker `1` of one corpus is not speaker `1` of another), or None when the manifest
+    names no speaker (the item is then its own group)."""
+    if not getattr(item, "speaker", None):
+        return None
+    return (getattr(item, "extra", {}).get("corpus") or "", item.split, item.speaker)
+
+
+def _own_moments(refs: Sequence, progress: bool) -> list[Moments]:
+    from tqdm.auto import tqdm
+
+    return [Moments.of(ref.speech()) for ref in tqdm(refs, desc="speaker statistics", disable=not progress, leave=False)]
 
 
 def with_speaker_moments(items: Sequence, refs: Sequence, progress: bool = False) -> list:
     """The feature refs with each one's speaker moments attached (`FeatureRef.speaker`), grouped by
     `speaker_group` of the matching item; reads every utterance's stored features once."""
-    from tqdm.auto import tqdm
-
-    speeches = [ref.speech for ref in tqdm(refs, desc="speaker statistics", disable=not progress, leave=False)]
-    moments = group_moments(speeches, [speaker_group(item) for item in items])
+    moments = group_moments(_own_moments(refs, progress), [speaker_group(item) for item in items])
     return [replace(ref, speaker=m) for ref, m in zip(refs, moments)]
+
+
+def with_speaker_pools(items: Sequence, refs: Sequence, alone_share: float, progress: bool = False) -> list:
+    """The feature refs with a `SpeakerPool` attached: for training with `train.speaker_stats=subsets`.
+    An utterance without a speaker has no others: it is always normalised alone."""
+    own = _own_moments(refs, progress)
+    groups = [speaker_group(item) for item in items]
+    members: dict = {}
+    for i, group in enumerate(groups):
+        if group is not None:
+            members.setdefault(group, []).append(i)
+    pools = []
+    for i, (ref, group) in enumerate(zip(refs, groups)):
+        others = tuple(own[j] for j in members.get(group, []) if j != i) if group is not None else ()
+        pools.append(replace(ref, speaker=SpeakerPool(own[i], others, alone_share)))
+    return pools

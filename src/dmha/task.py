@@ -8,17 +8,20 @@ best checkpoint into a model directory's bundle.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 
 from .audio import SAMPLE_RATE, WaveNorm, audio_duration, compute_wave_norm
 from .augment import Augmenter, babble_pool
 from .batches import MAX_BATCH_SECONDS, LengthBucketSampler, WaveDataset, collate_waves, feature_loader, feature_stats
 from .config import Config, ConfigError
+from .corpora import Corpora, corpus_of
 from .data.manifest import Item, ManifestError
 from .encoders.registry import speech_encoder, text_encoder
 from .extraction import CorpusFeatures, extract_augmented_copies, featurize
@@ -26,7 +29,7 @@ from .layout import StoreRoot
 from .losses import TargetLoss, build_loss
 from .modeldir import EncoderSpec, ModelBundle, build_model
 from .parallel import WorkShare
-from .speaker_norm import with_speaker_moments
+from .speaker_norm import with_speaker_moments, with_speaker_pools
 from .targets import attributes_of, dev_criterion, item_targets, predicts_category
 from .training import DMHAModule, load_best_weights
 
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 class EmotionTask:
     """Emotion classification of one manifest's items with one config: data, then model and loaders."""
 
-    def __init__(self, config: Config, labels: list[str], progress: bool = True):
+    def __init__(self, config: Config, labels: list[str], progress: bool = True, corpora: Corpora | None = None):
         self.config, self.labels, self.progress = config, labels, progress
+        self.corpora = corpora or Corpora()  # several corpora: what each offered (dmha.corpora)
         self.mode = feature_mode(config)  # before any work: a contradictory setting fails now
 
     def prepare(self, items: list[Item], source="manifest") -> CorpusFeatures:
@@ -50,6 +54,11 @@ class EmotionTask:
         if config.model.feature_norm == "speaker":
             refs = with_speaker_moments(self.data.items, refs, self.progress)
         self.by_split = _split_refs(self.data.items, refs, self.labels)
+        if config.model.feature_norm == "speaker" and config.train.speaker_stats == "subsets":
+            train = self.by_split["train"]
+            pools = with_speaker_pools([i for i, _, _ in train], [r for _, r, _ in train], config.train.alone_share,
+                                       self.progress)
+            self.by_split["train"] = [(item, pool, target) for (item, _, target), pool in zip(train, pools)]
         self.speech = speech_encoder(config.encoders, config.features.layers)
         speech, text = self.speech.info, text_encoder(config.encoders).info
         self.frame_rate = speech.frame_rate
@@ -58,6 +67,10 @@ class EmotionTask:
         # What train and dev batches carry besides the label: vote distributions, attributes (dmha.targets).
         self.extras = {split: item_targets([i for i, _, _ in self.by_split[split]], self.labels, config, source)
                        for split in ("train", "dev")}
+        if self.corpora.several:  # each item's loss covers only the labels its corpus offered
+            for split in ("train", "dev"):
+                for extra, (item, _, _) in zip(self.extras[split], self.by_split[split]):
+                    extra["allowed"] = np.array(self.corpora.offered(item, self.labels), dtype=bool)
         self.counts = Counter(t for _, _, t in self.by_split["train"])
         if config.train.soft_targets:  # class weights from the targets' mass per class, as the loss sees them
             mass = sum(extra["soft"] for extra in self.extras["train"])
@@ -80,7 +93,10 @@ class EmotionTask:
         loss = TargetLoss(category, attribute_weight)
         log.info("training features: %s", self.mode)
         train_loader = self._train_loader()
-        dev_loader = _loader(self.by_split["dev"], config, 0, shuffle=False, extras=self.extras["dev"])
+        dev = self.by_split["dev"]
+        if config.train.dev_scoring == "alone":  # select as the headline scores: no other dev recording of the speaker
+            dev = [(item, dataclasses.replace(ref, speaker=None), target) for item, ref, target in dev]
+        dev_loader = _loader(dev, config, 0, shuffle=False, extras=self.extras["dev"])
         module = DMHAModule(self.model, loss, len(self.labels), config.train,
                             self.speech if self.mode == "online" else None, dev_criterion(config))
         return module, train_loader, dev_loader
@@ -91,7 +107,8 @@ class EmotionTask:
         self.model.eval()
         criterion = dev_criterion(self.config)
         meta = {f"dev_{criterion}": best_score, "dev_criterion": criterion, "best_epoch": best_epoch,
-                "train_manifest": str(manifest),
+                "train_manifest": str(manifest) if isinstance(manifest, (str, os.PathLike)) else list(map(str, manifest)),
+                **({"corpora": self.corpora.to_dict()} if self.corpora.several else {}),
                 "feature_mode": self.mode,
                 "class_counts": {self.labels[k]: self.counts.get(k, 0) for k in range(len(self.labels))}}
         return ModelBundle(self.model, self.config, self.labels, *self.specs, self.norm, meta)
@@ -99,8 +116,10 @@ class EmotionTask:
     def _train_loader(self) -> DataLoader:
         """Waveforms for online extraction; otherwise cached features (and their augmented copies, if any)."""
         config = self.config
-        items, refs, targets = (list(x) for x in zip(*self.by_split["train"]))
-        extras = self.extras["train"]
+        train = self.by_split["train"]
+        chosen = corpus_balanced(train, config.train.corpus_sampling, config.seed)  # indices, maybe repeated
+        items, refs, targets = ([train[i][k] for i in chosen] for k in range(3))
+        extras = [self.extras["train"][i] for i in chosen]
         augmenter = None
         if config.aug.enabled:
             augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
@@ -120,6 +139,24 @@ class EmotionTask:
                                             self.norm, augmenter, config.aug, config.seed, self.progress)
         return _loader(list(zip(items, refs, targets)), config, round(config.train.crop_s * self.frame_rate),
                        shuffle=True, extras=extras)
+
+
+def corpus_balanced(train: list[tuple], sampling: str, seed: int) -> list[int]:
+    """The training items of one epoch: all of them once (`proportional`), or with each corpus repeated
+    up to the size of the largest (`balanced`: whole repeats, then a seeded random part), so every corpus
+    weighs the same in the loss. One corpus: all once."""
+    by_corpus: dict = {}
+    for i, (item, _, _) in enumerate(train):
+        by_corpus.setdefault(corpus_of(item), []).append(i)
+    if sampling == "proportional" or len(by_corpus) < 2:
+        return list(range(len(train)))
+    rng = np.random.default_rng(seed)
+    largest = max(len(v) for v in by_corpus.values())
+    chosen = []
+    for members in by_corpus.values():
+        whole, part = divmod(largest, len(members))
+        chosen += members * whole + sorted(rng.choice(members, part, replace=False).tolist())
+    return chosen
 
 
 def _features(items: list[Item], config: Config, progress: bool, processes: int) -> tuple[WaveNorm, CorpusFeatures]:

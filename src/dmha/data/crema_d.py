@@ -65,7 +65,7 @@ def prepare_crema_d(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
     items = []
     for path, (actor, sentence, emotion, intensity) in clips:
         row = given.get(path.stem, {})
-        extra = {"sex": row.get("sex") or demographics.get(actor, {}).get("Sex", "").lower(),
+        extra = {"corpus": "crema-d", "sex": row.get("sex") or demographics.get(actor, {}).get("Sex", "").lower(),
                  "age": row.get("age") or demographics.get(actor, {}).get("Age", ""),
                  "sentence": sentence, "intensity": INTENSITIES[intensity]}
         for column in VOTE_COLUMNS:

@@ -290,7 +290,7 @@ def _item(row: _Row, root: Path) -> Item:
         split=row.split,
         speaker=row.speaker,
         transcript=read_transcript(root / "Transcripts" / f"{Path(row.file_name).stem}.txt"),
-        extra=dict(row.extra),
+        extra={"corpus": "msp-podcast", **row.extra},
     )
 
 

@@ -141,7 +141,7 @@ def _item(clip: Clip, transcripts: bool) -> Item:
         split=split_of_actor(actor),
         speaker=str(actor),
         transcript=STATEMENTS[clip.statement] if transcripts else None,
-        extra={"gender": "male" if actor % 2 else "female", "intensity": INTENSITIES[clip.intensity],
-               "statement": clip.statement, "actor": clip.actor},
+        extra={"corpus": "ravdess", "gender": "male" if actor % 2 else "female",
+               "intensity": INTENSITIES[clip.intensity], "statement": clip.statement, "actor": clip.actor},
     )
 
