@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ravdess_peers as peers  # noqa: E402  (shared peer recipes: features, model selection, scores)
 from dmha.config import ModelConfig  # noqa: E402
+from dmha.corpora import corpus_of  # noqa: E402
 from dmha.figures import predictions_file, split_reports  # noqa: E402
 from dmha.metrics import confusion_matrix, macro_f1, macro_f1_score  # noqa: E402
 
@@ -125,17 +126,22 @@ def fold_splits(cv_dir: Path | None, cv: dict) -> tuple[list, list[dict[str, np.
     return items, per_fold
 
 
-def dmha_predictions(cv: dict, fold: int, paths: Sequence[str], variant: str = "alone") -> list[np.ndarray]:
-    """Each seed's test predictions for one fold (`alone` or `grouped`), aligned with `paths`."""
+def dmha_predictions(cv: dict, fold: int, paths: Sequence[str], variant: str = "alone",
+                     labels: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Each seed's test predictions for one fold (`alone` or `grouped`), aligned with `paths`: the label
+    dmha chose, or with `labels`, each clip's probabilities (N, K) of those labels (0 for one it lacks)."""
     out = []
     for run in (r for r in cv["runs"] if r["fold"] == fold):
         with open(predictions_file(run_folder(cv, run), variant), newline="", encoding="utf-8") as f:
-            by_path = {row["path"]: row["prediction"] for row in csv.DictReader(f)}
-        missing = [p for p in paths if p not in by_path]
+            rows = {row["path"]: row for row in csv.DictReader(f)}
+        missing = [p for p in paths if p not in rows]
         if missing:
             raise SystemExit(f"cv_peers: {run['run']}: no test prediction for {missing[0]} "
                              f"({len(missing)} missing); was the cv trained on this manifest?")
-        out.append(np.array([by_path[p] for p in paths]))
+        if labels is None:
+            out.append(np.array([rows[p]["prediction"] for p in paths]))
+        else:
+            out.append(np.array([[float(rows[p].get(f"p_{label}") or 0.0) for label in labels] for p in paths]))
     return out
 
 
@@ -227,16 +233,26 @@ def speaker_normalised_means(moments: np.ndarray, speakers: Sequence[str], idx: 
 # ---------------------------------------------------------------- systems per fold
 
 
-def run_peer(tag: str, feats: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray]) -> dict:
-    """One peer on one fold: choose on dev, predict test."""
+def run_peer(tag: str, feats: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray], labels: Sequence[str]) -> dict:
+    """One peer on one fold: choose on dev, predict test; its decision scores (N, K) in `labels` order
+    (−inf for a label it never saw) let a prediction be made among a corpus's own labels."""
     tr, dev, te = (idx[s] for s in peers.SPLITS)
     if tag == "a":
         c, dev_f1, model = peers.select_svm(feats[tr], y[tr], feats[dev], y[dev])
-        pred, chosen = model.predict(feats[te]), {"C": c}
+        x, chosen = feats[te], {"C": c}
     else:
         layer, c, dev_f1, model = peers.select_probe(feats[tr], y[tr], feats[dev], y[dev])
-        pred, chosen = model.predict(feats[te, layer]), {"layer": layer, "C": c}
-    return {**peers.scores(y[te], pred), "dev_macro_f1": dev_f1, "chosen": chosen, "predictions": pred.tolist()}
+        x, chosen = feats[te, layer], {"layer": layer, "C": c}
+    pred = model.predict(x)
+    raw = model.decision_function(x)
+    raw = raw[:, None] if raw.ndim == 1 else raw
+    if raw.shape[1] == 1:  # two classes: one score for the second
+        raw = np.hstack([-raw, raw])
+    scores = np.full((len(te), len(labels)), -np.inf)
+    for column, label in enumerate(model.classes_):
+        scores[:, list(labels).index(label)] = raw[:, column]
+    return {**peers.scores(y[te], pred), "dev_macro_f1": dev_f1, "chosen": chosen, "predictions": pred.tolist(),
+            "scores": scores}
 
 
 # ---------------------------------------------------------------- statistics
@@ -356,7 +372,8 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
 
     preds = {variant: [[codes(seed) for seed in dmha_predictions(cv, f["fold"], [paths[i] for i in idx["test"]], variant)]
                        for f, idx in zip(cv["folds"], splits)] for variant in VARIANTS}
-    result = {"cv": Path(cv["manifest"]).name, "labels": labels, "folds": [f["name"] for f in cv["folds"]],
+    manifests = cv["manifest"] if isinstance(cv["manifest"], list) else [cv["manifest"]]
+    result = {"cv": " + ".join(Path(m).name for m in manifests), "labels": labels, "folds": [f["name"] for f in cv["folds"]],
               "seeds": cv["seeds"], "metric": "macro-F1 (dmha.metrics)", "dmha": {}, "peers": {}}
     for variant in VARIANTS:
         per_fold = [float(np.mean([macro_f1_score(t, s, k) for s in seeds])) for t, seeds in zip(truth, preds[variant])]
@@ -371,11 +388,14 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
         for variant in VARIANTS:
             vote = [macro_f1_score(t, seed_vote(seeds, k), k) for t, seeds in zip(truth, preds[variant])]
             result["dmha_seed_vote"][variant] = {"per_fold": vote, **interval(vote)}
+    corpora = sorted({corpus_of(i) for i in items} - {None})
+    peer_scores = {}
     for tag, feats in features.items():
         start = time.perf_counter()
         # a peer's features are one array, or computed per fold from its splits (speaker normalisation)
-        runs = [run_peer(tag, feats(idx) if callable(feats) else feats, y, idx) for idx in splits]
+        runs = [run_peer(tag, feats(idx) if callable(feats) else feats, y, idx, labels) for idx in splits]
         peer_codes = [codes(r.pop("predictions")) for r in runs]
+        peer_scores[tag] = [r.pop("scores") for r in runs]
         folds = {variant: [FoldTest(t, speakers[idx["test"]], seeds, p)
                            for t, seeds, p, idx in zip(truth, preds[variant], peer_codes, splits)] for variant in VARIANTS}
         result["peers"][tag] = {
@@ -383,7 +403,41 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
             **interval([r["macro_f1"] for r in runs]),
             "difference": {variant: difference(folds[variant], k, draws, permutations) for variant in VARIANTS},
             "wall_s": round(time.perf_counter() - start, 1)}
+    if len(corpora) > 1:
+        result["per_corpus"] = {c: corpus_comparison(cv, items, splits, labels, c, peer_scores, draws, permutations)
+                                for c in corpora}
     return result
+
+
+def corpus_comparison(cv: dict, items, splits, labels: list[str], corpus: str, peer_scores: dict,
+                      draws: int, permutations: int) -> dict:
+    """One corpus of a cv over several: its test clips of every fold, each system's prediction the most
+    probable of the labels that corpus offers (as `per_corpus` in dmha's reports), the same statistics."""
+    own = sorted({i.label for i in items if corpus_of(i) == corpus})
+    columns = [labels.index(label) for label in own]
+    k = len(own)
+    speakers = np.array([i.speaker or str(i.path) for i in items])
+    paths = [str(i.path) for i in items]
+    rows = [np.array([n for n, i in enumerate(idx["test"]) if corpus_of(items[i]) == corpus]) for idx in splits]
+    truth = [np.array([own.index(items[idx["test"][n]].label) for n in r]) for idx, r in zip(splits, rows)]
+    tested = [idx["test"][r] for idx, r in zip(splits, rows)]
+    out: dict = {"labels": own, "dmha": {}, "peers": {}}
+    preds = {}
+    for variant in VARIANTS:
+        preds[variant] = [[probs[:, columns].argmax(1) for probs in
+                           dmha_predictions(cv, f["fold"], [paths[i] for i in t], variant, labels)]
+                          for f, t in zip(cv["folds"], tested)]
+        per_fold = [float(np.mean([macro_f1_score(y, p, k) for p in seeds])) for y, seeds in zip(truth, preds[variant])]
+        out["dmha"][variant] = {"per_fold": per_fold, **interval(per_fold)}
+    for tag, scores in peer_scores.items():
+        peer = [s[r][:, columns].argmax(1) for s, r in zip(scores, rows)]
+        per_fold = [macro_f1_score(y, p, k) for y, p in zip(truth, peer)]
+        folds = {variant: [FoldTest(y, speakers[t], seeds, p) for y, seeds, p, t in zip(truth, preds[variant], peer, tested)]
+                 for variant in VARIANTS}
+        out["peers"][tag] = {"system": SYSTEMS[tag], "paired_with": PAIRED_WITH[tag], "per_fold": per_fold,
+                             **interval(per_fold),
+                             "difference": {v: difference(folds[v], k, draws, permutations) for v in VARIANTS}}
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -418,6 +472,13 @@ def format_table(result: dict) -> str:
         lines.append(f"{SYSTEMS[t]}: {span(peer)}; dmha {variant} - it: {span(diff)}{folds}; over "
                      f"{perm['speakers']} speakers: bootstrap [{boot['ci95'][0]:+.4f}, {boot['ci95'][1]:+.4f}], "
                      f"permutation p={perm['p_value']:.4f}")
+    for corpus, part in result.get("per_corpus", {}).items():
+        line = (f"{corpus} (on its own {len(part['labels'])} labels): dmha alone {span(part['dmha']['alone'])}, "
+                f"grouped {span(part['dmha']['grouped'])}")
+        for t, peer in sorted(part["peers"].items()):
+            diff = peer["difference"][PAIRED_WITH[t]]
+            line += f"; {t} {span(peer)} (dmha {PAIRED_WITH[t]} - {t}: {diff['mean']:+.4f})"
+        lines.append(line)
     return "\n".join(lines)
 
 

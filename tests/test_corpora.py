@@ -160,6 +160,31 @@ def test_cv_makes_folds_within_each_corpus(two, tiny_encoders, tmp_path):
     per_fold = [r["per_corpus"]["acted"]["macro_f1"] for r in sorted(result["runs"], key=lambda r: r["fold"])]
     assert summary["per_corpus"]["acted"]["macro_f1"]["per_fold"] == pytest.approx(per_fold)
     assert "macro_f1_grouped" in summary["per_corpus"]["crowd"]
+    # the peers on the same folds, per corpus (benchmarks/cv_peers.py): dmha's per-corpus figures there are
+    # those of cv.json, each corpus scored on its own labels
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir))
+    spec = importlib.util.spec_from_file_location("cv_peers", bench_dir / "cv_peers.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["cv_peers"] = bench
+    spec.loader.exec_module(bench)
+    cv = bench.read_cv_dir(tmp_path / "cv")
+    items, splits = bench.fold_splits(tmp_path / "cv", cv)
+    codes = {label: n for n, label in enumerate(sorted({i.label for i in items}))}
+    feats = np.eye(len(codes))[[codes[i.label] for i in items]][:, None, :] + np.random.default_rng(0).normal(
+        size=(len(items), 1, len(codes))) * 0.1
+    result = bench.compare(cv, items, splits, {"b": feats.astype(np.float32)}, draws=20, permutations=20)
+    for corpus in ("acted", "crowd"):
+        part = result["per_corpus"][corpus]
+        assert part["dmha"]["alone"]["per_fold"] == pytest.approx(summary["per_corpus"][corpus]["macro_f1"]["per_fold"])
+        assert part["dmha"]["grouped"]["per_fold"] == pytest.approx(
+            summary["per_corpus"][corpus]["macro_f1_grouped"]["per_fold"])
+        assert part["peers"]["b"]["mean"] == pytest.approx(1.0)  # a perfect probe, on the corpus's own labels
+    assert "acted (on its own 3 labels)" in bench.format_table(result)
 
 
 def test_cross_corpus_evaluation_scores_the_shared_labels(two, tiny_encoders, tmp_path, capsys):
