@@ -67,6 +67,8 @@ def test_evaluate_and_predict_agree(trained, tmp_path):
     root, manifest, _, _ = trained
     report = evaluate(root / "run" / "model", manifest, "test", tmp_path / "eval", progress=False)
     assert report["n"] == 2 and (tmp_path / "eval" / "metrics.json").exists()
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert page.index("each clip alone") < page.index("grouped by speaker (transductive")  # the headline first
     assert (tmp_path / "eval" / "confusion.csv").exists() and (tmp_path / "eval" / "confusion.png").exists()
     rec = EmotionRecognizer.load(root / "run" / "model")
     items = [i for i in read_manifest(manifest) if i.split == "test"]

@@ -273,9 +273,19 @@ def write_report(path: Path, result: dict, members: Sequence[Member], scored, ta
     category = "macro_f1" in result
     parts = [f"<h1>dmha evaluation: {html.escape(Path(str(result['model'])).name)} on {html.escape(result['split'])}</h1>"]
     if category:
-        parts += [_table(["macro-F1", "accuracy", "UAR", "items", "skipped"],
-                         [[result["macro_f1"], result["accuracy"], result["uar"], result["n"], len(result["skipped"])]]),
-                  f"<p class=note>Decision in effect: prior correction <b>{html.escape(str(result['decision']['prior']))}</b>, "
+        rows = [["each clip alone (what `predict` gives a file)" if "grouped" in result else "",
+                 result["macro_f1"], result["accuracy"], result["uar"], result["n"], len(result["skipped"])]]
+        if "grouped" in result:
+            g = result["grouped"]
+            rows.append(["grouped by speaker (transductive: the test speaker's other unlabelled recordings)",
+                         g["macro_f1"], g["accuracy"], g["uar"], g["n"], len(result["skipped"])])
+        parts += [_table(["scored", "macro-F1", "accuracy", "UAR", "items", "skipped"], rows)]
+        if "per_corpus" in result:
+            parts += ["<h3>Each corpus, on its own labels</h3>",
+                      _table(["corpus", "macro-F1", "accuracy", "UAR", "items"],
+                             [[c, r["macro_f1"], r["accuracy"], r["uar"], r["n"]] for c, r in result["per_corpus"].items()])]
+        parts += [f"<p class=note>{html.escape(note)}</p>" for note in result.get("notes", [])]
+        parts += [f"<p class=note>Decision in effect: prior correction <b>{html.escape(str(result['decision']['prior']))}</b>, "
                   f"per-class thresholds <b>{'on' if result['decision']['thresholds'] else 'off'}</b>.</p>",
                   "<h3>Macro-F1 of each decision rule</h3>",
                   _table(["decision", "macro-F1"], list(result["decisions_macro_f1"].items()))]
