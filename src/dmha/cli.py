@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let encoders load pickle weights (pytorch_model.bin): only for models you trust")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_prepare, _add_transcribe, _add_train, _add_cv, _add_extract, _add_evaluate, _add_tune_thresholds, _add_ensemble, _add_cache, _add_compare, _add_predict, _add_export, _add_serve):
+    for add in (_add_demo, _add_prepare, _add_transcribe, _add_train, _add_cv, _add_extract, _add_evaluate, _add_tune_thresholds, _add_calibrate, _add_ensemble, _add_cache, _add_compare, _add_predict, _add_export, _add_serve):
         add(sub)
     return parser
 
@@ -327,6 +327,27 @@ def _tune_thresholds(args) -> int:
         print(f"{name}: {args.split} macro-F1 {tuned['macro_f1_before']:.4f} -> {tuned['macro_f1_after']:.4f}  "
               f"thresholds: {values}")
     print(f"wrote thresholds.json into {args.model_dir}" + (" (every member)" if len(summary) > 1 else ""))
+    return 0
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit the temperature of a model's probabilities on held-out speakers; "
+                                         "writes calibration.json")
+    p.add_argument("model_dir", help="model directory (or ensemble: every member is calibrated)")
+    p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST")
+    p.add_argument("--split", default="dev", help="labelled split of speakers the model did not train on (default: dev)")
+    p.set_defaults(func=_calibrate)
+
+
+def _calibrate(args) -> int:
+    from .calibration import calibrate
+
+    summary = calibrate(args.model_dir, args.manifest, args.split)
+    for name, fitted in summary.items():
+        print(f"{name}: temperature {fitted['temperature']:.3f}; on {fitted['fitted_on']}: ECE "
+              f"{fitted['ece_before']:.4f} -> {fitted['ece_after']:.4f}, Brier {fitted['brier_before']:.4f} -> "
+              f"{fitted['brier_after']:.4f}")
+    print(f"wrote calibration.json into {args.model_dir}" + (" (every member)" if len(summary) > 1 else ""))
     return 0
 
 

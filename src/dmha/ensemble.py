@@ -16,11 +16,12 @@ import numpy as np
 from . import __version__
 from .decision import DecisionRule, apply_thresholds, hard_vote
 from .fileio import atomic_write_text
+from .calibration import CALIBRATION_FILE
 from .modeldir import THRESHOLDS_FILE, TRAINING_LOG_FILE, ModelBundle, ModelDirError, load_model_dir
 from .targets import attributes_of, unscaled
 
 ENSEMBLE_FILE = "ensemble.json"
-_MEMBER_FILES = ("config.json", "model.safetensors", "labels.json", THRESHOLDS_FILE, TRAINING_LOG_FILE)
+_MEMBER_FILES = ("config.json", "model.safetensors", "labels.json", THRESHOLDS_FILE, CALIBRATION_FILE, TRAINING_LOG_FILE)
 
 
 @dataclass

@@ -21,7 +21,8 @@ from .ensemble import Member, combine, is_ensemble, load_members, mean_attribute
 from .extraction import featurize
 from .figures import SCORING
 from .layout import FeatureRef
-from .metrics import attributes_report, classification_report, plot_attribute, plot_confusion, write_confusion_csv
+from .metrics import (attributes_report, brier_score, classification_report, expected_calibration_error, plot_attribute,
+                      plot_confusion, reliability, write_confusion_csv)
 from .model import DMHA
 from .modeldir import write_thresholds
 from .outputs import write_errors
@@ -45,6 +46,14 @@ def head_outputs(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) 
     if not n_attributes:
         return probs, None
     return probs, np.stack(in_input_order(list(torch.cat([a for _, a in outputs]).numpy()), order))
+
+
+def head_logits(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:
+    """(N, K) raw logits of the head on cached features, full length, before any temperature."""
+    model.eval()
+    loader = feature_loader(refs, batch_size=batch_size)
+    rows = [row for batch in loader for row in model.logits(batch).numpy()]
+    return np.stack(in_input_order(rows, loader.batch_sampler.order())) if rows else np.zeros((0, model.dims["num_classes"]))
 
 
 def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:
@@ -72,6 +81,8 @@ def score_split(model: DMHA, refs: Sequence[FeatureRef], targets: Sequence[int],
     preds = probs.argmax(axis=1)
     category = config is None or predicts_category(config.model)
     report = classification_report(list(targets), preds.tolist(), labels) if category else {"n": len(refs)}
+    if category:
+        report.update(calibration_scores(probs, targets))
     if category and corpora is not None and corpora.several and items is not None:
         report["per_corpus"] = corpus_reports(probs, targets, labels, items, corpora)
     scores = None
@@ -84,6 +95,11 @@ def score_split(model: DMHA, refs: Sequence[FeatureRef], targets: Sequence[int],
         write_outputs(out, report, names or [r.speech_key for r in refs], targets, preds, probs, labels,
                       attributes=scores)
     return report
+
+
+def calibration_scores(probs: np.ndarray, targets: Sequence[int]) -> dict:
+    """How well the probabilities are calibrated: expected calibration error (15 bins) and Brier score."""
+    return {"ece": expected_calibration_error(probs, targets), "brier": brier_score(probs, targets)}
 
 
 def _item_corpora(items: Sequence[Item]) -> Corpora:
@@ -271,7 +287,7 @@ def evaluate(model_dir: str | Path, manifest: str | Path | Sequence[str | Path],
     if scored.grouped_probs is not None:
         grouped, _, _ = _scored_report(members, scored, scored.grouped_probs, scored.grouped_attributes, manifest,
                                        out / "grouped", prior, scope)
-        result["grouped"] = {k: v for k, v in grouped.items() if k not in ("confusion", "members")}
+        result["grouped"] = {k: v for k, v in grouped.items() if k not in ("confusion", "members", "reliability")}
     if len(members) == 1:  # what training recorded, so `compare` can show it beside the test score
         result.update({key: value for key, value in members[0].bundle.meta.items()
                        if key.startswith("dev_") or key == "best_epoch"})
@@ -294,6 +310,8 @@ def _scored_report(members: Sequence[Member], scored: Scored, member_probs, memb
     category = predicts_category(members[0].bundle.config.model)
     preds, probs, votes = combine([m.rule for m in members], member_probs)
     result = classification_report(targets, preds.tolist(), labels) if category else {"n": len(scored.items)}
+    if category:
+        result.update(calibration_scores(probs, targets), reliability=reliability(probs, targets))
     corpora = _item_corpora(scored.items)
     if category and corpora.several:
         result["per_corpus"] = corpus_reports(np.mean(member_probs, axis=0), targets, labels, scored.items, corpora)

@@ -12,10 +12,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from .config import Config, to_dict
 from .corpora import Corpora, read_corpora
+from .targets import predicts_category
 from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
-from .evaluation import score_split
+from .calibration import CalibrationError, calibration_payload, write_calibration
+from .evaluation import head_logits, score_split
 from .extraction import CorpusFeatures
 from .figures import SCORING
 from .modeldir import TRAINING_LOG_FILE, save_model_dir
@@ -54,9 +58,28 @@ def train(manifest: str | Path | Sequence[str | Path], out: str | Path, config: 
     save_model_dir(out / "model", bundle)
     if (out / "logs" / "metrics.csv").is_file():  # per-epoch curves travel with the model (for reports)
         shutil.copy2(out / "logs" / "metrics.csv", out / "model" / TRAINING_LOG_FILE)
+    calibration = _calibrate(bundle.model, task.by_split["dev"], out / "model", config)
     metrics = _final_metrics(bundle.model, task.labels, task.by_split, out, bundle.meta, data, config, corpora)
+    if calibration is not None:
+        metrics["calibration"] = calibration
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def _calibrate(model, dev: list[tuple], model_dir: Path, config: Config) -> dict | None:
+    """The probabilities' temperature, fitted on the dev speakers' clips each alone (dmha.calibration),
+    written into the model directory and set on the head; None for a model without categories."""
+    if not predicts_category(config.model):
+        return None
+    refs = [dataclasses.replace(r, speaker=None) for _, r, _ in dev]
+    try:
+        payload = calibration_payload(head_logits(model, refs), np.array([t for _, _, t in dev]), "the dev split")
+    except CalibrationError as err:
+        log.warning("no calibration: %s", err)
+        return None
+    write_calibration(model_dir, payload)
+    model.temperature = payload["temperature"]
+    return payload
 
 
 def extract(manifest: str | Path, config: Config, progress: bool = True, processes: int = 1) -> CorpusFeatures:

@@ -48,7 +48,7 @@ class _Head(nn.Module):
         if text is None:  # a speech-only model (encoders.text = "none"): the graph takes speech alone
             text, text_mask = speech.new_zeros(speech.shape[0], 0, 0), speech_mask[:, :0]
         out = self.model(speech, speech_mask, text, text_mask)
-        probs = torch.softmax(out.logits.float(), dim=-1)  # (B, K)
+        probs = torch.softmax(out.logits.float() / self.model.temperature, dim=-1)  # (B, K), calibrated
         if out.attributes is None:
             return probs
         return probs, self.low + out.attributes.float() * self.span  # (B, K), (B, A)
@@ -163,6 +163,8 @@ def _sidecar(bundle: ModelBundle, opset: int) -> dict:
                                    "per_utterance": bundle.norm.per_utterance,
                                    "what": "per_utterance: each waveform minus its own mean, over its own std; else (w - mean) / std; applied to the 16 kHz waveform before the speech encoder"},
         "attention": config.model.attention,
+        "calibration": {"temperature": bundle.model.temperature,
+                        "what": "in the graph: probs = softmax(logits / temperature) (calibration.json; 1 = none)"},
         "decision": {"prior": bundle.prior_in_effect(),
                      "thresholds": None if rule.thresholds is None else
                      {label: float(t) for label, t in zip(bundle.labels, rule.thresholds)},

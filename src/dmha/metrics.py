@@ -80,6 +80,38 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: 
     }
 
 
+def expected_calibration_error(probs: np.ndarray, targets: Sequence[int], bins: int = 15) -> float:
+    """ECE: the clips binned by confidence (the top probability, `bins` equal-width bins over [0, 1]);
+    the mean over bins, weighted by their share of clips, of |accuracy − mean confidence|."""
+    probs, targets = np.asarray(probs, dtype=float), np.asarray(targets)
+    if not len(probs):
+        return float("nan")
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == targets
+    which = np.minimum((confidence * bins).astype(int), bins - 1)  # bin b: [b/bins, (b+1)/bins), the last closed
+    gap = sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).sum()
+              for b in range(bins) if (which == b).any())
+    return float(gap / len(probs))
+
+
+def reliability(probs: np.ndarray, targets: Sequence[int], bins: int = 15) -> list[dict]:
+    """Per confidence bin (as in the ECE): its range, clips, mean confidence and accuracy (a reliability diagram)."""
+    probs, targets = np.asarray(probs, dtype=float), np.asarray(targets)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == targets
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "n": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None} for b in range(bins)]
+
+
+def brier_score(probs: np.ndarray, targets: Sequence[int]) -> float:
+    """Multi-class Brier score: the mean over clips of Σ_k (p_k − [k = target])², 0 (best) to 2."""
+    probs = np.asarray(probs, dtype=float)
+    if not len(probs):
+        return float("nan")
+    onehot = np.eye(probs.shape[1])[np.asarray(targets)]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
 def write_confusion_csv(cm: np.ndarray, labels: Sequence[str], path: Path) -> None:
     """Counts with a header row of predicted labels and a first column of true labels."""
     with open(path, "w", newline="", encoding="utf-8") as f:

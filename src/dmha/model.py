@@ -271,6 +271,8 @@ class DMHA(nn.Module):
         # Partial fine-tuning (encoders.finetune_layers = N): the encoder's top N layers, trainable, recompute
         # hidden states L-N..L-1 from the cached state L-1-N (dmha.encoders.top_layers); None = frozen encoder.
         self.top: nn.Module | None = None
+        # Probabilities are softmax(logits / temperature): 1 until calibrated (dmha.calibration, calibration.json)
+        self.temperature = 1.0
 
     def forward(
         self,
@@ -335,7 +337,13 @@ class DMHA(nn.Module):
         out = self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention,
                    speaker_of(batch))
         attributes = out.attributes.float() if out.attributes is not None else None
-        return torch.softmax(out.logits.float(), dim=-1), attributes, out.attention
+        return torch.softmax(out.logits.float() / self.temperature, dim=-1), attributes, out.attention
+
+    @torch.inference_mode()
+    def logits(self, batch: dict) -> torch.Tensor:
+        """The raw logits (B, K) of a collated batch, before any temperature (what calibration fits)."""
+        return self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"],
+                    speaker=speaker_of(batch)).logits.float()
 
 
 def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:

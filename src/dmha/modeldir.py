@@ -5,8 +5,9 @@ the waveform normalisation, the labels' decision settings) and, apart from it, t
 it was trained with (`trained_on`: devices, workers, cache folder), which are provenance only: a
 loaded model runs where it is loaded, so a directory trained on a GPU server predicts on a laptop.
 
-Optional: thresholds.json (per-class decision thresholds, `dmha tune-thresholds`) and
-training_log.csv (loss and dev macro-F1 per epoch, for reports).
+Optional: thresholds.json (per-class decision thresholds, `dmha tune-thresholds`), calibration.json
+(the temperature of the probabilities, fitted on dev speakers: dmha.calibration) and training_log.csv
+(loss and dev macro-F1 per epoch, for reports).
 
 Loading reads JSON and safetensors only, so a model directory from a stranger cannot run code.
 """
@@ -27,6 +28,7 @@ from . import __version__
 from .config import Config, from_dict, to_dict
 from .decision import DecisionRule, parse_prior, train_prior
 from .audio import WaveNorm
+from .calibration import CalibrationError, read_calibration
 from .fileio import atomic_write_text
 from .model import DMHA
 
@@ -67,6 +69,7 @@ class ModelBundle:
     thresholds: dict | None = None  # thresholds.json: {"thresholds": {label: t}, "prior": ..., ...}
     directory: Path | None = None
     trained_on: dict | None = None  # the training machine's settings (provenance; see MACHINE_SETTINGS)
+    calibration: dict | None = None  # calibration.json: {"temperature": T, ...} (dmha.calibration)
 
     def prior_in_effect(self, prior: str | None = None) -> str:
         """`prior` when given (an evaluate/predict override), else the model's configured decision.prior."""
@@ -216,9 +219,14 @@ def load_model_dir(directory: str | Path, device: str = "cpu", encoder_device: s
     except (RuntimeError, OSError) as err:
         raise ModelDirError(f"{directory / 'model.safetensors'}: weights do not fit the config ({err})") from err
     model.to(device).eval()
+    try:
+        calibration = read_calibration(directory)
+    except CalibrationError as err:
+        raise ModelDirError(str(err)) from None
+    model.temperature = calibration["temperature"] if calibration else 1.0
     return ModelBundle(model, config, labels, speech, text, norm, payload.get("meta", {}),
                        read_thresholds(directory, labels), directory,
-                       payload.get("trained_on") or machine_settings(trained))
+                       payload.get("trained_on") or machine_settings(trained), calibration)
 
 
 def read_thresholds(directory: Path, labels: list[str]) -> dict | None:

@@ -67,6 +67,25 @@ def per_class_figure(per_class: dict) -> str:
     return _png(fig)
 
 
+def reliability_figure(bins: Sequence[dict], ece: float, temperature: float) -> str:
+    """Accuracy against confidence per bin (the diagonal is perfect calibration), with each bin's share."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    used = [b for b in bins if b["n"]]
+    width = bins[0]["high"] - bins[0]["low"]
+    ax.bar([b["low"] for b in used], [b["accuracy"] for b in used], width=width, align="edge", alpha=0.7,
+           edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.scatter([b["confidence"] for b in used], [b["accuracy"] for b in used], s=[8 + 2 * b["n"] ** 0.5 for b in used],
+               color="black", zorder=3, label="mean confidence (size: clips)")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)"), ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability: ECE {ece:.3f}, temperature {temperature:.2f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def read_training_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     """Lightning's CSV log → {column: [(epoch, value)]} for the losses and the dev scores."""
     series: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_loss": [], "val_macro_f1": [],
@@ -304,6 +323,13 @@ def write_report(path: Path, result: dict, members: Sequence[Member], scored, ta
                   _table(["member", "macro-F1 (own decision)", "dev macro-F1 at training"],
                          [[name, m["macro_f1"], m["dev_macro_f1"] if m["dev_macro_f1"] is not None else "-"]
                           for name, m in result["members"].items()])]
+    if category and result.get("reliability"):
+        temperature = members[0].bundle.model.temperature
+        parts += ["<h2>Calibration</h2>",
+                  f"<p class=note>Expected calibration error (15 bins) {result['ece']:.4f}, Brier score "
+                  f"{result['brier']:.4f}; probabilities are softmax(logits / {temperature:.3f})"
+                  + (" (calibration.json)" if members[0].bundle.calibration else " (not calibrated)") + ".</p>",
+                  _img(reliability_figure(result["reliability"], result["ece"], temperature), "reliability diagram")]
     if category:
         cm = np.asarray(result["confusion"])
         parts += ["<h2>Confusion matrix (rows: true class, normalised)</h2>",
