@@ -109,6 +109,7 @@ def test_healthz_model_info_docs_and_page(rec, model_dir):
         assert identity.startswith(f"hf:local:{Path(local['speech']).name}@") and "|" in identity
         assert not any(str(Path(p).parent) in json.dumps(info) for p in local.values())  # no path of this machine
         assert [m["name"] for m in info["members"]] == ["run"]
+        assert info["members"][0]["temperature"] == rec.members[0].bundle.model.temperature  # calibration.json
         assert info["limits"]["max_duration_s"] == 42 and "tmp_dir" not in info["limits"]
         spec = client.get("/openapi.json").json()
         assert {"/v1/predict", "/v1/predict-long", "/healthz", "/v1/model"} <= set(spec["paths"])

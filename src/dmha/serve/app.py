@@ -167,7 +167,8 @@ def _member_info(member) -> dict:
             "encoders": {"speech": public_name(enc.speech), "text": public_name(enc.text), "asr": public_name(enc.asr)},
             "identities": {"speech": public_identity(bundle.speech.identity),
                            "text": public_identity(bundle.text.identity)},
-            "thresholds": thresholds, "prior_correction": rule.prior_target is not None}
+            "thresholds": thresholds, "prior_correction": rule.prior_target is not None,
+            "temperature": bundle.model.temperature}  # probabilities are softmax(logits / temperature)
 
 
 def public_name(name: str) -> str:
