@@ -35,7 +35,7 @@ from dmha.encoders import (
     load_text_encoder,
     load_transcriber,
 )
-from dmha.batches import length_sorted_batches
+from dmha.batching import length_sorted_batches
 from dmha.encoders.windows import consecutive_windows, even_windows
 from dmha.encoders.ct2_format import CT2FormatError, read_model_bin
 from dmha.encoders.ct2_whisper import is_ct2_whisper_dir

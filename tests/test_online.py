@@ -9,7 +9,8 @@ from dmha.encoders import load_speech_encoder
 from dmha.experiment import train
 from dmha.task import feature_mode
 from dmha.store import FeatureStore
-from dmha.batches import collate_waves, crop_wave, encode_waves
+from dmha.batches import collate_waves, crop_wave
+from dmha.training import encode_waves
 
 
 def _config(tiny_encoders, cache, *extra):

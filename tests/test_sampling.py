@@ -68,7 +68,7 @@ def test_batches_keep_within_the_padded_length_budget():
 
 
 def test_cut_batches_is_greedy_in_the_given_order():
-    from dmha.batches import cut_batches
+    from dmha.batching import cut_batches
 
     assert cut_batches([0, 1, 2, 3], [1, 1, 3, 3], 3, max_length=6) == [[0, 1], [2, 3]]  # 3 × 3 > 6
     assert cut_batches([3, 2, 1, 0], [1, 1, 3, 3], 3, max_length=6) == [[3, 2], [1, 0]]

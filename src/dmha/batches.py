@@ -12,7 +12,7 @@ Every batch also keeps within a budget of padded length (`max_length`: batch siz
 item): a corpus with a few long recordings then gets small batches for those, so a batch's memory
 is bounded by the budget (or by its one item, when that item alone is longer), never by
 batch_size × the longest recording. Encoders, evaluation and `predict` cut their batches with the
-same `length_sorted_batches`.
+same `length_sorted_batches` (dmha.batching, which the encoders import too).
 """
 from __future__ import annotations
 
@@ -24,46 +24,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .audio import WaveNorm, load_audio
+from .batching import MAX_BATCH_FRAMES, cut_batches, length_sorted_batches
 from .layout import FeatureRef
 from .speaker_norm import SpeakerPool, batch_moments
 
 if TYPE_CHECKING:
     from .augment import Augmenter
     from .data.manifest import Item
-    from .encoders.base import SpeechEncoder
-
-# Padded speech frames per batch: 10 minutes at 50 frames/s (the rate of every supported encoder),
-# e.g. 0.4 GB of whisper-base's 7 layers × 512. RAVDESS or CREMA-D batches of 32 never reach it.
-MAX_BATCH_SECONDS = 600.0
-MAX_BATCH_FRAMES = round(MAX_BATCH_SECONDS * 50)
-
-
-def cut_batches(order: Sequence[int], lengths: Sequence[float], batch_size: int, max_length: float = 0
-                ) -> list[list[int]]:
-    """Consecutive batches of `order`, each at most batch_size items and, when max_length > 0, at
-    most max_length of padded length (items × the longest); an item longer than that is its own batch."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    longest = 0.0
-    for i in order:
-        grown = max(longest, lengths[i])
-        if batch and (len(batch) == batch_size or (max_length > 0 and (len(batch) + 1) * grown > max_length)):
-            batches.append(batch)
-            batch, grown = [], lengths[i]
-        batch.append(i)
-        longest = grown
-    return batches + ([batch] if batch else [])
-
-
-def length_sorted_batches(lengths: Sequence[float], batch_size: int, max_length: float = 0,
-                          longest_first: bool = True) -> list[list[int]]:
-    """Indices sorted by length (longest first unless told otherwise; ties keep input order) and cut
-    into batches of at most `batch_size` items and `max_length` padded length (0: no budget)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=(lambda i: -lengths[i]) if longest_first else (lambda i: lengths[i]))
-    return cut_batches(order, lengths, batch_size, max_length)
-
 
 def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -284,12 +251,6 @@ def collate_waves(batch: Sequence[dict]) -> dict:
     return {"waves": [b["wave"] for b in batch], "text": text, "text_mask": text_mask,
             "target": torch.tensor([b["target"] for b in batch], dtype=torch.long), **_targets(batch),
             **_speakers(batch)}
-
-
-@torch.no_grad()
-def encode_waves(encoder: SpeechEncoder, waves: Sequence[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen encoder on a batch of waveforms → padded hidden states (B, L, T, D) and frame mask (B, T)."""
-    return pad_time(encoder.encode(list(waves)), axis=1, device=device)  # (B, L, T, D), (B, T)
 
 
 def feature_stats(refs: Sequence[FeatureRef], progress: bool = True) -> dict[str, torch.Tensor]:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, load_audio_array
-from .batches import MAX_BATCH_SECONDS, collate, length_sorted_batches
+from .batches import collate
+from .batching import MAX_BATCH_SECONDS, length_sorted_batches
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members, mean_attributes
 from .modeldir import ModelBundle

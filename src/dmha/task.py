@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from .audio import SAMPLE_RATE, WaveNorm, audio_duration, compute_wave_norm
 from .augment import Augmenter, babble_pool
-from .batches import MAX_BATCH_SECONDS, LengthBucketSampler, WaveDataset, collate_waves, feature_loader, feature_stats
+from .batches import LengthBucketSampler, WaveDataset, collate_waves, feature_loader, feature_stats
+from .batching import MAX_BATCH_SECONDS
 from .config import Config, ConfigError
 from .corpora import Corpora, corpus_of
 from .data.manifest import Item, ManifestError

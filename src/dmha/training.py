@@ -26,11 +26,18 @@ from .frame_dropout import drop_frames
 from .losses import TargetLoss
 from .metrics import concordance, macro_f1
 from .model import DMHA, speaker_of
-from .batches import encode_waves
+from .batches import pad_time
 
 log = logging.getLogger(__name__)
 # The logged name of each dev criterion's score (the one early stopping and the kept checkpoint follow).
 MONITORS = {"macro_f1": "val_macro_f1", "ccc": "val_ccc", "sum": "val_sum"}
+
+
+@torch.no_grad()
+def encode_waves(encoder: SpeechEncoder, waves, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Online mode: the frozen encoder on a batch of (augmented) waveforms → padded hidden states
+    (B, L, T, D) and frame mask (B, T)."""
+    return pad_time(encoder.encode(list(waves)), axis=1, device=device)  # (B, L, T, D), (B, T)
 
 
 class DMHAModule(L.LightningModule):

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer, WhisperModel
 
 from dmha.encoders.base import SAMPLE_RATE, EncoderInfo
-from dmha.batches import length_sorted_batches
+from dmha.batching import length_sorted_batches
 from dmha.encoders.windows import even_windows
 from dmha.trust import explain_missing_safetensors, weights_kwargs
 from dmha.encoders.fingerprint import weights_id

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from dmha.encoders.base import SAMPLE_RATE, EncoderInfo
-from dmha.batches import length_sorted_batches
+from dmha.batching import length_sorted_batches
 from dmha.encoders.windows import consecutive_windows
 from dmha.encoders.whisper_mel import WhisperMel
 
