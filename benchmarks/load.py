@@ -135,14 +135,14 @@ def embedded_model(root: Path) -> Path:
 
     from dmha.config import Config
     from dmha.audio import WaveNorm
-    from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
+    from dmha.modeldir import EncoderSpec, ModelBundle, build_model, head_dims, save_model_dir
     from dmha.encoders.registry import speech_encoder, text_encoder
 
     cfg, labels = Config(), ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     speech, text = speech_encoder(cfg.encoders, cfg.features.layers), text_encoder(cfg.encoders)
     specs = tuple(EncoderSpec(e.info.name, e.info.identity, e.info.num_layers, e.info.dim) for e in (speech, text))
     torch.manual_seed(0)
-    save_model_dir(root / "model", ModelBundle(build_model(cfg, *specs, len(labels)).eval(), cfg, labels, *specs,
+    save_model_dir(root / "model", ModelBundle(build_model(cfg, head_dims(*specs, len(labels)), specs[0]).eval(), cfg, labels, *specs,
                                                WaveNorm(), {"class_counts": {l: 1 for l in labels}}))
     return root / "model"
 

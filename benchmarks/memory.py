@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dmha.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from dmha.config import Config  # noqa: E402
 from dmha.audio import WaveNorm  # noqa: E402
-from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir  # noqa: E402
+from dmha.modeldir import EncoderSpec, ModelBundle, build_model, head_dims, save_model_dir  # noqa: E402
 from dmha.encoders.registry import speech_encoder, text_encoder  # noqa: E402
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
@@ -62,7 +62,7 @@ def model_dirs(root: Path) -> dict[str, Path]:
         cfg.model.attention = attention
         torch.manual_seed(0)
         out[attention] = root / f"model-{attention}"
-        save_model_dir(out[attention], ModelBundle(build_model(cfg, *specs, len(LABELS)).eval(), cfg, LABELS, *specs,
+        save_model_dir(out[attention], ModelBundle(build_model(cfg, head_dims(*specs, len(LABELS)), specs[0]).eval(), cfg, LABELS, *specs,
                                                    WaveNorm(per_utterance=True),
                                                    {"class_counts": {label: 1 for label in LABELS}}))
     return out

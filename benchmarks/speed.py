@@ -33,7 +33,7 @@ from dmha.encoders.registry import speech_encoder, text_encoder  # noqa: E402
 from dmha.extraction import extract_features  # noqa: E402
 from dmha.layout import StoreRoot  # noqa: E402
 from dmha.losses import TargetLoss, build_loss  # noqa: E402
-from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir  # noqa: E402
+from dmha.modeldir import EncoderSpec, ModelBundle, build_model, head_dims, save_model_dir  # noqa: E402
 from dmha.training import DMHAModule  # noqa: E402
 
 DEFAULT_RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
@@ -98,7 +98,7 @@ def paper_size_epochs(items, targets, labels, tmp) -> dict[str, float]:
 
         def module(online: bool, cfg=cfg) -> DMHAModule:
             torch.manual_seed(0)
-            return DMHAModule(build_model(cfg, *specs, len(labels)), TargetLoss(build_loss("wce", counts)), len(labels),
+            return DMHAModule(build_model(cfg, head_dims(*specs, len(labels)), specs[0]), TargetLoss(build_loss("wce", counts)), len(labels),
                               TrainConfig(), speech if online else None)
 
         t_cached, t_online = cache_vs_online(module, items, refs, targets, norm)
@@ -164,7 +164,7 @@ def main() -> int:
 
         def module(online: bool) -> DMHAModule:
             torch.manual_seed(0)
-            model = build_model(cfg, *specs, len(labels))
+            model = build_model(cfg, head_dims(*specs, len(labels)), specs[0])
             return DMHAModule(model, TargetLoss(build_loss("wce", counts)), len(labels), TrainConfig(), speech if online else None)
 
         t_cached, t_online = cache_vs_online(module, items, refs, targets, norm)
@@ -179,7 +179,7 @@ def main() -> int:
 
         torch.manual_seed(0)
         model_dir = Path(tmp) / "model"
-        save_model_dir(model_dir, ModelBundle(build_model(cfg, *specs, len(labels)).eval(), cfg, labels, *specs,
+        save_model_dir(model_dir, ModelBundle(build_model(cfg, head_dims(*specs, len(labels)), specs[0]).eval(), cfg, labels, *specs,
                                               norm, {"class_counts": dict(zip(labels, counts))}))
         rec = EmotionRecognizer.load(model_dir)
         sample = items[:args.predict_clips]

@@ -10,7 +10,7 @@ from dmha.encoders import load_speech_encoder, load_text_encoder
 from dmha.experiment import train
 from dmha.audio import WaveNorm
 from dmha.inference import EmotionRecognizer
-from dmha.modeldir import EncoderSpec, ModelBundle, build_model, save_model_dir
+from dmha.modeldir import EncoderSpec, ModelBundle, build_model, head_dims, save_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_embedded_encoders_batched_predict_equals_batch_of_one(tmp_path):
     config = load()
     speech, text = load_speech_encoder("whisper-base"), load_text_encoder("minilm")
     assert (speech.info.num_layers, speech.info.dim, text.info.dim) == (7, 512, 384)
-    model = build_model(config, _spec(speech.info), _spec(text.info), 8).eval()
+    model = build_model(config, head_dims(_spec(speech.info), _spec(text.info), 8), _spec(speech.info)).eval()
     labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     save_model_dir(tmp_path / "model", ModelBundle(model, config, labels, _spec(speech.info), _spec(text.info),
                                                    WaveNorm(0.0, 0.05), {}))

@@ -217,7 +217,7 @@ def test_attention_weights_are_refused_past_their_bound(monkeypatch):
     from dmha.config import ModelConfig
 
     monkeypatch.setattr(model_module, "MAX_ATTENTION_POSITIONS", 30)
-    head = model_module.DMHA(3, 8, 8, 2, ModelConfig(heads=2)).eval()
+    head = model_module.DMHA(model_module.HeadDims(3, 8, 8, 2), ModelConfig(heads=2)).eval()
     speech, text = torch.randn(1, 3, 40, 8), torch.randn(1, 2, 8)
     masks = torch.ones(1, 40, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
     with torch.no_grad():

@@ -6,14 +6,14 @@ import torch
 
 from helpers import head_inputs
 from dmha.config import ModelConfig
-from dmha.model import DMHA, AttentionPooling, FeatureNorm, LayerWeightedSum, StandardMHA, SubVectorMHA, masked_softmax
+from dmha.model import DMHA, HeadDims, AttentionPooling, FeatureNorm, LayerWeightedSum, StandardMHA, SubVectorMHA, masked_softmax
 
 
 
 @pytest.mark.parametrize("attention", ["standard", "subvector"])
 def test_padded_batch_equals_batch_of_one(attention):
     torch.manual_seed(0)
-    model = DMHA(5, 24, 16, 8, ModelConfig(attention=attention, heads=4)).eval()
+    model = DMHA(HeadDims(5, 24, 16, 8), ModelConfig(attention=attention, heads=4)).eval()
     speech, sm, text, tm = head_inputs()
     with torch.no_grad():
         batched = torch.softmax(model(speech, sm, text, tm).logits, -1)
@@ -99,7 +99,7 @@ def test_standard_mha_without_weights_is_the_same_attention():
     fused, _, none = mha(x, mask, need_weights=False)
     assert none is None and weights.shape == (3, 4, 40, 40)
     assert torch.allclose(fused[mask], with_weights[mask], atol=1e-5)
-    model = DMHA(5, 24, 16, 8, ModelConfig(heads=4)).eval()
+    model = DMHA(HeadDims(5, 24, 16, 8), ModelConfig(heads=4)).eval()
     inputs = head_inputs()
     with torch.no_grad():
         assert torch.allclose(model(*inputs).logits, model(*inputs, return_attention=True).logits, atol=1e-5)
@@ -141,11 +141,11 @@ def test_masked_softmax_zeroes_masked_entries():
 
 
 def test_projection_only_when_widths_differ_and_classifier_shape():
-    same = DMHA(3, 16, 16, 8, ModelConfig(dim=0))  # D = the speech width, as in the paper
+    same = DMHA(HeadDims(3, 16, 16, 8), ModelConfig(dim=0))  # D = the speech width, as in the paper
     assert isinstance(same.speech_proj, torch.nn.Identity) and isinstance(same.text_proj, torch.nn.Identity)
-    default = DMHA(3, 16, 16, 8, ModelConfig())  # dmha's default D = 128: both project
+    default = DMHA(HeadDims(3, 16, 16, 8), ModelConfig())  # dmha's default D = 128: both project
     assert (default.speech_proj.out_features, default.text_proj.out_features) == (128, 128)
-    diff = DMHA(3, 16, 12, 8, ModelConfig(dim=0))
+    diff = DMHA(HeadDims(3, 16, 12, 8), ModelConfig(dim=0))
     assert isinstance(diff.speech_proj, torch.nn.Identity) and isinstance(diff.text_proj, torch.nn.Linear)
     # input layer (C→C) + 4 hidden layers of 512, each Linear+LayerNorm+GELU+Dropout(0.1), then output
     blocks = list(diff.classifier.layers)
@@ -157,8 +157,8 @@ def test_projection_only_when_widths_differ_and_classifier_shape():
 
 
 def test_subvector_is_far_smaller_and_attention_returned():
-    std = DMHA(5, 64, 64, 8, ModelConfig(attention="standard"))
-    sub = DMHA(5, 64, 64, 8, ModelConfig(attention="subvector"))
+    std = DMHA(HeadDims(5, 64, 64, 8), ModelConfig(attention="standard"))
+    sub = DMHA(HeadDims(5, 64, 64, 8), ModelConfig(attention="subvector"))
     count = lambda m: sum(p.numel() for p in m.first.parameters())
     assert count(sub) < count(std) / 100
     speech, sm, text, tm = head_inputs(ds=64, dt=64)
@@ -171,7 +171,7 @@ def test_subvector_is_far_smaller_and_attention_returned():
 
 
 def test_gradients_reach_every_parameter():
-    model = DMHA(4, 16, 12, 5, ModelConfig(attention="standard", hidden_layers=2))
+    model = DMHA(HeadDims(4, 16, 12, 5), ModelConfig(attention="standard", hidden_layers=2))
     speech, sm, text, tm = head_inputs(layers=4, ds=16, dt=12)
     model(speech, sm, text, tm).logits.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -2,6 +2,7 @@
 settings are provenance only, and the previous format still loads."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -31,7 +32,7 @@ def test_config_json_records_the_head_and_the_training_machine_apart(serve_model
     payload = json.loads((serve_model_dir / "config.json").read_text())
     assert payload["format_version"] == FORMAT_VERSION == 2
     bundle = load_model_dir(serve_model_dir)
-    assert payload["head"] == bundle.model.dims == {
+    assert payload["head"] == dataclasses.asdict(bundle.model.dims) == {
         "speech_layers": bundle.speech.num_layers, "speech_dim": bundle.speech.dim, "text_dim": bundle.text.dim,
         "num_classes": len(bundle.labels)}
     assert set(payload["trained_on"]) == {"encoders.device", "train.accelerator", "train.devices", "train.num_nodes",

@@ -19,7 +19,7 @@ from paper_arch import SPEECH, TEXT, build_frozen, num_params
 from dmha.config import Config, load, to_dict
 from dmha.batches import collate
 from dmha.losses import build_loss
-from dmha.modeldir import EncoderSpec, build_model
+from dmha.modeldir import EncoderSpec, build_model, head_dims
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "paper"
 PREFIXES = {"wav2vec2-lv60k": "facebook/wav2vec2-large-lv60", "xlsr300m": "facebook/wav2vec2-xls-r-300m",
@@ -76,8 +76,8 @@ def test_subvector_head_is_far_smaller() -> None:
     sizes = {}
     for attention in HEAD_PARAMS:
         config = load(CONFIGS / f"xlsr300m-wce-{attention}.toml")
-        model = build_model(config, EncoderSpec("s", "s", SPEECH_LAYERS, DIM), EncoderSpec("t", "t", 1, DIM),
-                            NUM_CLASSES)
+        speech = EncoderSpec("s", "s", SPEECH_LAYERS, DIM)
+        model = build_model(config, head_dims(speech, EncoderSpec("t", "t", 1, DIM), NUM_CLASSES), speech)
         sizes[attention] = num_params(model)
     print(f"\nDMHA head parameters: {sizes}")
     assert sizes == HEAD_PARAMS
@@ -176,9 +176,9 @@ def test_one_training_step_at_full_size(name: str, encoders: FrozenEncoders) -> 
     assert batch["speech_mask"].sum(1).tolist() == [49, 39] and batch["text"].shape == (2, 8, DIM)
 
     torch.manual_seed(0)
-    model = build_model(config, EncoderSpec(config.encoders.speech, f"random-init|{config.encoders.speech}",
-                                            SPEECH_LAYERS, DIM),
-                        EncoderSpec(config.encoders.text, "random-init|bert-large-uncased", 1, DIM), NUM_CLASSES)
+    speech = EncoderSpec(config.encoders.speech, f"random-init|{config.encoders.speech}", SPEECH_LAYERS, DIM)
+    model = build_model(config, head_dims(speech, EncoderSpec(config.encoders.text, "random-init|bert-large-uncased",
+                                                              1, DIM), NUM_CLASSES), speech)
     assert num_params(model) == HEAD_PARAMS[config.model.attention]
     loss_fn = build_loss(config.loss, CLASS_COUNTS, config.train.focal_gamma)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)

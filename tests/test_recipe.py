@@ -7,7 +7,7 @@ from dmha.config import ConfigError, ModelConfig, TrainConfig, load
 from dmha.experiment import train
 from dmha.frame_dropout import drop_frames
 from dmha.losses import build_loss
-from dmha.model import DMHA, AttentionPooling, SubVectorMHA
+from dmha.model import DMHA, HeadDims, AttentionPooling, SubVectorMHA
 from dmha.modeldir import load_model_dir
 from dmha.training import parameter_groups
 from helpers import head_inputs
@@ -40,7 +40,7 @@ def test_frame_dropout_keeps_a_frame_even_at_high_rates():
 def test_dropping_frames_equals_masking_them(attention):
     """The head gives the same output for removed frames as for masked ones: dropout is a view, not noise."""
     torch.manual_seed(0)
-    model = DMHA(5, 24, 16, 4, ModelConfig(attention=attention, heads=4)).eval()
+    model = DMHA(HeadDims(5, 24, 16, 4), ModelConfig(attention=attention, heads=4)).eval()
     speech, sm, text, tm = head_inputs()
     torch.manual_seed(3)
     keep = (torch.rand(sm.shape) >= 0.4) & sm
@@ -65,7 +65,7 @@ def test_zero_queries_start_as_mean_pooling():
 
 
 def test_layer_lr_puts_the_layer_logits_in_their_own_group_without_decay():
-    model = DMHA(5, 24, 16, 4, ModelConfig(heads=4))
+    model = DMHA(HeadDims(5, 24, 16, 4), ModelConfig(heads=4))
     (single,) = parameter_groups(model, TrainConfig(layer_lr=0.0))
     assert len(single["params"]) == len(list(model.parameters()))
     rest, layer = parameter_groups(model, TrainConfig(layer_lr=0.02))

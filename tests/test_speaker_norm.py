@@ -12,7 +12,7 @@ from dmha.config import ModelConfig, load
 from dmha.evaluation import evaluate
 from dmha.experiment import train
 from dmha.inference import EmotionRecognizer
-from dmha.model import DMHA, FeatureNorm, LayerWeightedSum
+from dmha.model import DMHA, HeadDims, FeatureNorm, LayerWeightedSum
 from dmha.speaker_norm import Moments, batch_moments, group_moments, speaker_group
 from helpers import head_inputs
 
@@ -91,7 +91,7 @@ def test_head_is_batch_invariant_and_uses_the_batch_speakers():
     """Padding changes nothing, a batch equals its items one by one, and given speaker moments change
     the output (they are not ignored)."""
     torch.manual_seed(3)
-    model = DMHA(5, 24, 16, 3, ModelConfig(heads=4, speaker_prior_frames=5)).eval()
+    model = DMHA(HeadDims(5, 24, 16, 3), ModelConfig(heads=4, speaker_prior_frames=5)).eval()
     speech, sm, text, tm = head_inputs()
     with torch.no_grad():
         batched = model(speech, sm, text, tm).logits

@@ -53,7 +53,7 @@ def head_logits(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -
     model.eval()
     loader = feature_loader(refs, batch_size=batch_size)
     rows = [row for batch in loader for row in model.logits(batch).numpy()]
-    return np.stack(in_input_order(rows, loader.batch_sampler.order())) if rows else np.zeros((0, model.dims["num_classes"]))
+    return np.stack(in_input_order(rows, loader.batch_sampler.order())) if rows else np.zeros((0, model.dims.num_classes))
 
 
 def head_probabilities(model: DMHA, refs: Sequence[FeatureRef], batch_size: int = 32) -> np.ndarray:

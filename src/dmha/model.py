@@ -241,13 +241,25 @@ class DMHAOutput:
     attributes: torch.Tensor | None = None  # (B, A) in [0, 1], when the head predicts attributes
 
 
+@dataclass(frozen=True)
+class HeadDims:
+    """What the head's shapes follow (whisper's ModelDimensions): the speech encoder's hidden states and
+    width, the text encoder's width (0: speech only) and the classes. config.json stores it as `head`."""
+
+    speech_layers: int
+    speech_dim: int
+    text_dim: int
+    num_classes: int
+
+
 class DMHA(nn.Module):
     """Speech layers → weighted sum; text last layer; project to D; concat; MHA; attention pooling; MLP."""
 
-    def __init__(self, speech_layers: int, speech_dim: int, text_dim: int, num_classes: int, config: ModelConfig):
+    def __init__(self, dims: HeadDims, config: ModelConfig):
         super().__init__()
-        self.dims = {"speech_layers": speech_layers, "speech_dim": speech_dim, "text_dim": text_dim,
-                     "num_classes": num_classes}  # what the model directory records to rebuild it
+        self.dims = dims  # what the model directory records to rebuild it
+        speech_layers, speech_dim, text_dim, num_classes = (dims.speech_layers, dims.speech_dim, dims.text_dim,
+                                                            dims.num_classes)
         dim = config.dim or speech_dim
         self.speech_norm = FeatureNorm(config.feature_norm, (speech_layers, speech_dim), config.speaker_prior_frames)
         # Transcripts say nothing of the speaker's voice: text features are standardised, not per speaker.

@@ -13,6 +13,7 @@ Loading reads JSON and safetensors only, so a model directory from a stranger ca
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from .decision import DecisionRule, parse_prior, train_prior
 from .audio import WaveNorm
 from .calibration import CalibrationError, read_calibration
 from .fileio import atomic_write_text
-from .model import DMHA
+from .model import DMHA, HeadDims
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: "head" (dimensions) and "trained_on" (machine settings); 1 still loads
@@ -90,11 +91,16 @@ class ModelBundle:
         return DecisionRule(self.labels, thresholds, source, target)
 
 
-def build_model(config: Config, speech: EncoderSpec, text: EncoderSpec, num_classes: int,
-                speech_encoder=None) -> DMHA:
-    """The DMHA head sized for these encoders; with `encoders.finetune_layers` = N > 0 it carries copies
-    of the speech encoder's top N layers (`speech_encoder`, or loaded from the config when not given)."""
-    model = DMHA(speech.num_layers, speech.dim, text.dim, num_classes, config.model)
+def head_dims(speech: EncoderSpec, text: EncoderSpec, num_classes: int) -> HeadDims:
+    """The head's dimensions for these encoders and classes."""
+    return HeadDims(speech.num_layers, speech.dim, text.dim, num_classes)
+
+
+def build_model(config: Config, dims: HeadDims, speech: EncoderSpec, speech_encoder=None) -> DMHA:
+    """The one constructor of a head, for training and for loading: sized by `dims`; with
+    `encoders.finetune_layers` = N > 0 it carries copies of the speech encoder's top N layers
+    (`speech_encoder`, or loaded from the config when not given; checked against `speech`)."""
+    model = DMHA(dims, config.model)
     if config.encoders.finetune_layers:
         model.top = top_layers(config, speech, speech_encoder)
     return model
@@ -124,8 +130,6 @@ def for_this_machine(config: Config, device: str | None = None) -> Config:
     """The config a loaded model runs with here: the training machine's settings replaced by this
     one's (encoders on `device`, or on the recorded device where it exists here, else the CPU; one
     process, no workers; the recorded cache folder only if it exists here, else the default)."""
-    import dataclasses
-
     if device is None:
         device = config.encoders.device if _device_exists(config.encoders.device) else "cpu"
     cache_dir = config.features.cache_dir if config.features.cache_dir and Path(config.features.cache_dir).is_dir() else ""
@@ -169,7 +173,7 @@ def _write_model_files(directory: Path, bundle: ModelBundle) -> None:
     payload = {
         "format_version": FORMAT_VERSION,
         "dmha_version": __version__,
-        "head": bundle.model.dims,
+        "head": dataclasses.asdict(bundle.model.dims),
         "config": to_dict(bundle.config),
         "trained_on": bundle.trained_on or machine_settings(bundle.config),
         "speech_encoder": vars(bundle.speech),
@@ -199,19 +203,16 @@ def load_model_dir(directory: str | Path, device: str = "cpu", encoder_device: s
         speech = EncoderSpec(**payload["speech_encoder"])
         text = EncoderSpec(**payload["text_encoder"])
         norm = WaveNorm(**payload["normalization"])
-        head = payload.get("head") or {"speech_layers": speech.num_layers, "speech_dim": speech.dim,
-                                       "text_dim": text.dim, "num_classes": len(labels)}  # format 1
-        if head["num_classes"] != len(labels):
-            raise ValueError(f"{head['num_classes']} classes in the head, {len(labels)} labels in labels.json")
-        model = DMHA(head["speech_layers"], head["speech_dim"], head["text_dim"], head["num_classes"], trained.model)
+        dims = HeadDims(**payload["head"]) if "head" in payload else head_dims(speech, text, len(labels))  # format 1
+        if dims.num_classes != len(labels):
+            raise ValueError(f"{dims.num_classes} classes in the head, {len(labels)} labels in labels.json")
     except (ValueError, KeyError, TypeError) as err:
         raise ModelDirError(f"{directory / 'config.json'}: invalid model config ({err})") from err
     config = for_this_machine(trained, device if encoder_device == "same" else encoder_device)
-    if trained.encoders.finetune_layers:  # the tuned layers' shapes come from the base encoder (weights: below)
-        try:
-            model.top = top_layers(config, speech)
-        except ValueError as err:
-            raise ModelDirError(f"{directory}: {err}") from err
+    try:  # the tuned layers' shapes come from the base encoder (their weights: below)
+        model = build_model(config, dims, speech)
+    except ValueError as err:
+        raise ModelDirError(f"{directory}: {err}") from err
     try:
         model.load_state_dict(load_file(str(directory / "model.safetensors"), device=device))
     except SafetensorError as err:  # not a safetensors file at all (e.g. a pickle posing as one)

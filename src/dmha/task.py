@@ -28,7 +28,7 @@ from .encoders.registry import speech_encoder, text_encoder
 from .extraction import CorpusFeatures, extract_augmented_copies, featurize
 from .layout import StoreRoot
 from .losses import TargetLoss, build_loss
-from .modeldir import EncoderSpec, ModelBundle, build_model
+from .modeldir import EncoderSpec, ModelBundle, build_model, head_dims
 from .parallel import WorkShare
 from .speaker_norm import with_speaker_moments, with_speaker_pools
 from .targets import attributes_of, dev_criterion, item_targets, predicts_category
@@ -85,7 +85,7 @@ class EmotionTask:
         config = self.config
         # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
         L.seed_everything(config.seed, workers=True, verbose=False)
-        self.model = build_model(config, *self.specs, len(self.labels), self.speech)
+        self.model = build_model(config, head_dims(*self.specs, len(self.labels)), self.specs[0], self.speech)
         if config.model.feature_norm in ("standardize", "speaker"):  # speaker: the statistics are its prior
             self.model.set_feature_stats(feature_stats([r for _, r, _ in self.by_split["train"]], self.progress))
         category = (build_loss(config.loss, self.target_mass, config.train.focal_gamma, config.train.label_smoothing)
