@@ -173,11 +173,9 @@ def store_pooled_states(items, config_dict: dict) -> np.ndarray:
     """(N, L, D) time-averaged hidden states from dmha's feature store, as the cv's head saw them
     (fills whatever is missing, which after a finished cv is nothing)."""
     from dmha.config import from_dict
-    from dmha.task import wave_norm
-    from dmha.extraction import featurize
+    from dmha.extraction import features_for
 
-    config = from_dict(config_dict)
-    data = featurize(items, config.encoders, config.features, wave_norm([], config), progress=True)
+    data = features_for(items, from_dict(config_dict), progress=True)
     if data.errors:
         raise SystemExit(f"cv_peers: {len(data.errors)} item(s) have no features: {data.errors[0][0]}: "
                          f"{data.errors[0][1]}")
@@ -188,12 +186,10 @@ def store_moments(items, config_dict: dict) -> np.ndarray:
     """(N, 2L+1, D) float64: each utterance's frame moments from dmha's feature store, stacked as
     [Σh (L rows), Σh² (L rows), frame count (one row, repeated over D)] so they cache as one array."""
     from dmha.config import from_dict
-    from dmha.extraction import featurize
+    from dmha.extraction import features_for
     from dmha.speaker_norm import Moments
-    from dmha.task import wave_norm
 
-    config = from_dict(config_dict)
-    data = featurize(items, config.encoders, config.features, wave_norm([], config), progress=True)
+    data = features_for(items, from_dict(config_dict), progress=True)
     if data.errors:
         raise SystemExit(f"cv_peers: {len(data.errors)} item(s) have no features: {data.errors[0][0]}")
     rows = []

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cv_peers import fold_splits, interval, read_cv_dir  # noqa: E402
 
 from dmha.evaluation import head_outputs  # noqa: E402
-from dmha.extraction import featurize  # noqa: E402
+from dmha.extraction import features_for  # noqa: E402
 from dmha.metrics import macro_f1_score  # noqa: E402
 from dmha.modeldir import load_model_dir  # noqa: E402
 from dmha.speaker_norm import Moments  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if first.config.model.feature_norm != "speaker":
         raise SystemExit(f"enrolment: {args.cv_dir}: the cv's models do not normalise per speaker "
                          f"(model.feature_norm={first.config.model.feature_norm})")
-    data = featurize(items, first.config.encoders, first.config.features, first.norm, progress=True)
+    data = features_for(items, first.config, norm=first.norm, progress=True)
     if len(data.items) != len(items):
         raise SystemExit(f"enrolment: {len(items) - len(data.items)} item(s) have no features: {data.errors[:1]}")
     refs, moments = data.refs, [Moments.of(ref.speech()) for ref in data.refs]

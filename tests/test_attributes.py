@@ -213,7 +213,7 @@ def test_onnx_exports_the_attributes_in_their_ranges(runs, tmp_path):
 
     from dmha.batches import collate
     from dmha.export import export_onnx
-    from dmha.extraction import featurize
+    from dmha.extraction import features_for
     from dmha.modeldir import load_model_dir
 
     root, manifest, _, _ = runs
@@ -222,7 +222,7 @@ def test_onnx_exports_the_attributes_in_their_ranges(runs, tmp_path):
     assert sidecar["attributes"] == {"arousal": {"range": [1.0, 7.0], "column": "arousal"},
                                      "valence": {"range": [0.0, 100.0], "column": "val"}}
     bundle = load_model_dir(model_dir)
-    data = featurize(read_manifest(manifest)[:3], bundle.config.encoders, bundle.config.features, bundle.norm,
+    data = features_for(read_manifest(manifest)[:3], bundle.config, norm=bundle.norm,
                      progress=False)
     batch = collate([{"speech": r.speech().float(), "text": r.text().float()} for r in data.refs])
     probs, scaled, _ = bundle.model.predict_all(batch)

@@ -99,14 +99,14 @@ def test_the_onnx_graph_applies_the_temperature(calibrated, tmp_path):
 
     from dmha.batches import collate
     from dmha.export import export_onnx
-    from dmha.extraction import featurize
+    from dmha.extraction import features_for
     from dmha.modeldir import load_model_dir
 
     root, manifest, _ = calibrated
     sidecar = json.loads(export_onnx(root / "run" / "model", tmp_path / "h.onnx").read_text())
     bundle = load_model_dir(root / "run" / "model")
     assert sidecar["calibration"]["temperature"] == bundle.model.temperature != 1.0
-    data = featurize(read_manifest(manifest), bundle.config.encoders, bundle.config.features, bundle.norm, progress=False)
+    data = features_for(read_manifest(manifest), bundle.config, norm=bundle.norm, progress=False)
     batch = collate([{"speech": r.speech().float(), "text": r.text().float()} for r in data.refs[:4]])
     session = ort.InferenceSession(str(tmp_path / "h.onnx"))
     (probs,) = session.run(None, {k: batch[k].numpy() for k in ("speech", "speech_mask", "text", "text_mask")})

@@ -13,7 +13,7 @@ from dmha.ensemble import make_ensemble
 from dmha.export import ExportError, export_onnx
 from dmha.batches import collate
 from dmha.modeldir import load_model_dir
-from dmha.extraction import featurize
+from dmha.extraction import features_for
 from helpers import train_tone_model
 
 
@@ -44,7 +44,7 @@ def _cached_batch(root, attention, picks):
     """A padded batch of cached features (fp16 store → float32), items of different lengths."""
     bundle = load_model_dir(root / attention / "run" / "model")
     items = read_manifest(root / attention / "corpus" / "manifest.csv")
-    data = featurize(items, bundle.config.encoders, bundle.config.features, bundle.norm, progress=False)
+    data = features_for(items, bundle.config, norm=bundle.norm, progress=False)
     assert data.speech_computed == 0  # training cached them all
     refs = [data.refs[i] for i in picks]
     batch = collate([{"speech": r.speech().float(), "text": r.text().float()} for r in refs])

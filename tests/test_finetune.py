@@ -108,8 +108,8 @@ def test_an_ensemble_mixes_tuned_and_frozen_members(runs, tmp_path, monkeypatch)
     root, manifest, *_ = runs
     make_ensemble([root / "tuned" / "model", root / "frozen" / "model"], tmp_path / "ens")
     featurized = []
-    real_featurize = dmha.evaluation.featurize
-    monkeypatch.setattr(dmha.evaluation, "featurize", lambda *a, **k: featurized.append(1) or real_featurize(*a, **k))
+    real_features_for = dmha.evaluation.features_for
+    monkeypatch.setattr(dmha.evaluation, "features_for", lambda *a, **k: featurized.append(1) or real_features_for(*a, **k))
     report = evaluate(tmp_path / "ens", manifest, "test", tmp_path / "eval", progress=False, report=False)
     assert report["n"] == 2 and len(featurized) == 1  # one set of frozen features for both members
     rec = EmotionRecognizer.load(tmp_path / "ens")
@@ -135,12 +135,12 @@ def test_onnx_export_carries_the_tuned_layers(runs, tmp_path):
 
     from dmha.batches import collate
     from dmha.export import export_onnx
-    from dmha.extraction import featurize
+    from dmha.extraction import features_for
 
     root, manifest, *_ = runs
     export_onnx(root / "tuned" / "model", tmp_path / "head.onnx")
     bundle = load_model_dir(root / "tuned" / "model")
-    data = featurize(read_manifest(manifest), bundle.config.encoders, bundle.config.features, bundle.norm,
+    data = features_for(read_manifest(manifest), bundle.config, norm=bundle.norm,
                      progress=False)
     batch = collate([{"speech": r.speech().float(), "text": r.text().float()} for r in data.refs[:5]])
     assert not batch["speech_mask"].all()  # padding is exercised

@@ -38,8 +38,8 @@ def trained(tiny_encoders, tmp_path_factory):
 def test_train_writes_model_dir_and_metrics(trained):
     root, _, _, metrics = trained
     model_dir = root / "run" / "model"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "labels.json", "model.safetensors",
-                                                         "training_log.csv"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["calibration.json", "config.json", "labels.json",
+                                                         "model.safetensors", "training_log.csv"]
     saved = json.loads((root / "run" / "metrics.json").read_text())
     for key in ("macro_f1", "accuracy", "uar", "per_class", "n", "dev_macro_f1", "best_epoch"):
         assert key in saved

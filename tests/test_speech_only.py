@@ -55,14 +55,14 @@ def test_speech_only_exports_speech_inputs_only(speech_only, tmp_path):
     import onnxruntime as ort
 
     from dmha.batches import collate
-    from dmha.extraction import featurize
+    from dmha.extraction import features_for
 
     root, manifest, _ = speech_only
     assert main(["export", str(root / "run" / "model"), "--format", "onnx", "--out", str(tmp_path / "h.onnx")]) == 0
     sidecar = json.loads((tmp_path / "h.json").read_text())
     assert set(sidecar["inputs"]) == {"speech", "speech_mask"}
     bundle = load_model_dir(root / "run" / "model")
-    data = featurize(read_manifest(manifest), bundle.config.encoders, bundle.config.features, bundle.norm,
+    data = features_for(read_manifest(manifest), bundle.config, norm=bundle.norm,
                      progress=False)
     batch = collate([{"speech": r.speech().float(), "text": r.text().float()} for r in data.refs[:4]])
     reference = bundle.model.predict_proba(batch)[0].numpy()

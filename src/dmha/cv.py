@@ -263,7 +263,7 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
     report.html. Resumable: finished fold/seed runs are read back, an unfinished one resumes; seeds
     may be added to a finished cv. `jobs` > 1 trains that many runs at once in spawned processes,
     splitting the CPU threads between them (small heads use 2+ threads poorly, see README)."""
-    from .experiment import extract_items
+    from .extraction import features_for
 
     out = Path(out)
     manifests = [Path(manifest)] if isinstance(manifest, (str, os.PathLike)) else [Path(m) for m in manifest]
@@ -295,7 +295,8 @@ def cross_validate(manifest: str | Path, out: str | Path, config: Config, folds:
              f"train {len(fold.train)} speakers")
     _quiet_lightning()
     # The encoders run once, over every utterance: each fold's `train` then finds them all in the store.
-    extracted = extract_items([dataclasses.replace(i, split="train") for i in items], config, progress)
+    extracted = features_for([dataclasses.replace(i, split="train") for i in items], config,
+                             progress=progress).speech_computed
     pending: list[tuple[Fold, int, Path]] = []
     for fold in fold_list:
         fold_manifest = out / f"fold{fold.index}" / "manifest.csv"

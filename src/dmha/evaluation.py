@@ -18,7 +18,7 @@ from .corpora import Corpora, LabelScope, corpus_of, label_scope, read_corpora
 from .data.manifest import Item, ManifestError, labels_of, require_splits
 from .decision import DecisionRule, apply_thresholds, restrict, tune_thresholds
 from .ensemble import Member, combine, is_ensemble, load_members, mean_attributes
-from .extraction import featurize
+from .extraction import features_for
 from .figures import SCORING
 from .layout import FeatureRef
 from .metrics import (attributes_report, brier_score, classification_report, expected_calibration_error, plot_attribute,
@@ -181,7 +181,7 @@ def score_members(members: Sequence[Member], items: Sequence[Item], progress: bo
     for member in members:
         cfg, key = member.bundle.config, _feature_key(member)
         if key not in groups:
-            groups[key] = featurize(items, cfg.encoders, cfg.features, member.bundle.norm, progress)
+            groups[key] = features_for(items, cfg, norm=member.bundle.norm, progress=progress)
     errors = {path: reason for data in groups.values() for path, reason in data.errors}
     kept = [item for item in items if str(item.path) not in errors]
     alone, grouped, with_speakers = [], [], {}

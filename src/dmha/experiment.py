@@ -20,11 +20,11 @@ from .targets import predicts_category
 from .data.manifest import Item, ManifestError, labels_of, read_manifest, require_splits
 from .calibration import CalibrationError, calibration_payload, write_calibration
 from .evaluation import head_logits, score_split
-from .extraction import CorpusFeatures
+from .extraction import CorpusFeatures, features_for
 from .figures import SCORING
 from .modeldir import TRAINING_LOG_FILE, save_model_dir
 from .outputs import write_errors
-from .task import EmotionTask, _features
+from .task import EmotionTask
 from .training import fit
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,7 @@ def extract(manifest: str | Path, config: Config, progress: bool = True, process
     (same transcripts, waveform normalisation and encoders), optionally in several processes."""
     items = read_manifest(manifest)
     require_splits(items, ["train"], manifest)
-    return _features(items, config, progress, processes)[1]
-
-
-def extract_items(items: list[Item], config: Config, progress: bool = True) -> int:
-    """Fill the store for these items (all treated alike); returns how many speech entries were computed."""
-    return _features(items, config, progress, 1)[1].speech_computed
+    return features_for(items, config, progress=progress, processes=processes)
 
 
 def _claim_run_dir(out: Path, config: Config) -> bool:

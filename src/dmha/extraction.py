@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import AudioError, WaveNorm, audio_duration, file_digest, load_audio
+from .audio import AudioError, WaveNorm, audio_duration, compute_wave_norm, file_digest, load_audio
 from .augment import Augmenter
-from .config import AugmentConfig, EncodersConfig, FeaturesConfig
+from .config import AugmentConfig, Config, EncodersConfig, FeaturesConfig
 from .data.manifest import Item
 from .encoders.base import SpeechEncoder, TextEncoder
 from .encoders.registry import speech_encoder, text_encoder
@@ -30,13 +30,43 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ExtractionResult:
-    """Per-item refs (None for a skipped item), the skipped items' errors, and what was computed."""
+class CorpusFeatures:
+    """The one answer to "the features of these items": the items whose features are in the store, their
+    refs, every item that had to be skipped (path, reason), what was computed, and the waveform
+    normalisation the speech features were computed under."""
 
-    refs: list[FeatureRef | None]
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    items: list[Item]
+    refs: list[FeatureRef]
+    errors: list[tuple[str, str]] = field(default_factory=list)
     speech_computed: int = 0
     text_computed: int = 0
+    norm: WaveNorm = field(default_factory=WaveNorm)
+
+
+def features_for(items: Sequence[Item], config: Config, norm: WaveNorm | None = None, progress: bool = True,
+                 processes: int = 1) -> CorpusFeatures:
+    """The features of these items under this config, for training, evaluation, cv and the benchmarks
+    alike: the waveform normalisation `features.normalize` asks for (`train`: the statistics of the items
+    whose split is train), or a model's own `norm`; transcripts for what has none (unless the model reads
+    no text); both encoders' outputs in the store, computed where missing. Bad items are skipped.
+
+    `processes` > 1 splits the extraction over that many spawned processes (one per GPU when the
+    encoders run on CUDA), all writing into the same store.
+
+    Example:
+        >>> data = features_for(read_manifest("ravdess.csv"), load())   # doctest: +SKIP
+        >>> data.refs[0].speech().shape                                  # (L, T, D)  # doctest: +SKIP
+    """
+    if norm is None:
+        norm = wave_norm([i for i in items if i.split == "train"], config.features, progress)
+    return _featurize(items, config.encoders, config.features, norm, progress, processes)
+
+
+def wave_norm(train_items: Sequence[Item], features: FeaturesConfig, progress: bool = True) -> WaveNorm:
+    """The waveform standardisation `features.normalize` asks for; only `train` reads the training audio."""
+    if features.normalize == "train":
+        return compute_wave_norm(train_items, progress)
+    return WaveNorm(per_utterance=features.normalize == "utterance")
 
 
 def extract_features(
@@ -48,7 +78,7 @@ def extract_features(
     batch_size: int = 8,
     progress: bool = True,
     share: WorkShare | None = None,
-) -> ExtractionResult:
+) -> CorpusFeatures:
     """Make sure every item's features are in the store; encoders run only on what is missing.
 
     With several processes (`share`, default: from torchrun/SLURM variables), each encodes every
@@ -56,7 +86,7 @@ def extract_features(
     dead process left undone), so all end with the same complete store.
     """
     share = share or WorkShare.from_env()
-    result = ExtractionResult(refs=[None] * len(items))
+    result = CorpusFeatures([], [], norm=norm)
     speech_store = stores.store("speech", speech_encoder.info.identity)
     text_store = stores.store("text", text_encoder.info.identity)
     speech_store.refresh(), text_store.refresh()  # other processes may have added shards since it was opened
@@ -79,7 +109,8 @@ def extract_features(
                                        batch_size, result.errors)
     for i, key in keys.items():
         if str(items[i].path) not in bad and key in speech_store:
-            result.refs[i] = FeatureRef(speech_store, key, text_store, text_key(items[i].transcript))
+            result.items.append(items[i])
+            result.refs.append(FeatureRef(speech_store, key, text_store, text_key(items[i].transcript)))
     return result
 
 
@@ -210,23 +241,9 @@ def extract_augmented_copies(items: Sequence[Item], refs: Sequence[FeatureRef], 
     return out
 
 
-@dataclass
-class CorpusFeatures:
-    """Items whose features are cached, with the refs, and every item that had to be skipped."""
-
-    items: list[Item]
-    refs: list[FeatureRef]
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    speech_computed: int = 0
-
-
-def featurize(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig, norm: WaveNorm,
-              progress: bool = True, processes: int = 1) -> CorpusFeatures:
-    """Transcribe what is missing, then make sure both encoders' outputs are cached; skip bad items.
-
-    `processes` > 1 splits the extraction over that many spawned processes (one per GPU when the
-    encoders run on CUDA), all writing into the same store.
-    """
+def _featurize(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig, norm: WaveNorm,
+               progress: bool = True, processes: int = 1) -> CorpusFeatures:
+    """Transcribe what is missing, then make sure both encoders' outputs are cached; skip bad items."""
     stores = StoreRoot.from_config(feats)
     items, errors = fill_transcripts(items, enc, stores, feats.batch_size, progress)
     bad = {path for path, _ in errors}
@@ -236,9 +253,7 @@ def featurize(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig,
         devices = [f"cuda:{k}" for k in range(processes)] if enc.device.startswith("cuda") else []
         computed = sum(run_processes(processes, extract_worker, (items, enc, feats, norm, progress), devices))
     result = extract_features(items, speech, text, stores, norm, feats.batch_size, progress)
-    kept = [(item, ref) for item, ref in zip(items, result.refs) if ref is not None]
-    return CorpusFeatures([i for i, _ in kept], [r for _, r in kept], errors + result.errors,
-                          computed + result.speech_computed)
+    return dataclasses.replace(result, errors=errors + result.errors, speech_computed=computed + result.speech_computed)
 
 
 def extract_worker(items: Sequence[Item], enc: EncodersConfig, feats: FeaturesConfig, norm: WaveNorm,

@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from .audio import SAMPLE_RATE, WaveNorm, audio_duration, compute_wave_norm
+from .audio import SAMPLE_RATE, audio_duration
 from .augment import Augmenter, babble_pool
 from .batches import LengthBucketSampler, WaveDataset, collate_waves, feature_loader, feature_stats
 from .batching import MAX_BATCH_SECONDS
@@ -25,7 +25,7 @@ from .config import Config, ConfigError
 from .corpora import Corpora, corpus_of
 from .data.manifest import Item, ManifestError
 from .encoders.registry import speech_encoder, text_encoder
-from .extraction import CorpusFeatures, extract_augmented_copies, featurize
+from .extraction import CorpusFeatures, extract_augmented_copies, features_for
 from .layout import StoreRoot
 from .losses import TargetLoss, build_loss
 from .modeldir import EncoderSpec, ModelBundle, build_model, head_dims
@@ -50,7 +50,8 @@ class EmotionTask:
         encoder is loaded here once and reused for the specs, augmented copies and online mode.
         `source` (the manifest) names where a bad vote or attribute cell is."""
         config = self.config
-        self.norm, self.data = _features(items, config, self.progress, _extraction_processes(config))
+        self.data = features_for(items, config, progress=self.progress, processes=_extraction_processes(config))
+        self.norm = self.data.norm
         refs = self.data.refs
         if config.model.feature_norm == "speaker":
             refs = with_speaker_moments(self.data.items, refs, self.progress)
@@ -158,19 +159,6 @@ def corpus_balanced(train: list[tuple], sampling: str, seed: int) -> list[int]:
         whole, part = divmod(largest, len(members))
         chosen += members * whole + sorted(rng.choice(members, part, replace=False).tolist())
     return chosen
-
-
-def _features(items: list[Item], config: Config, progress: bool, processes: int) -> tuple[WaveNorm, CorpusFeatures]:
-    train_items = [i for i in items if i.split == "train"]
-    norm = wave_norm(train_items, config, progress)
-    return norm, featurize(items, config.encoders, config.features, norm, progress, processes)
-
-
-def wave_norm(train_items: list[Item], config: Config, progress: bool = True) -> WaveNorm:
-    """The waveform standardisation `features.normalize` asks for; only `train` reads the training audio."""
-    if config.features.normalize == "train":
-        return compute_wave_norm(train_items, progress)
-    return WaveNorm(per_utterance=config.features.normalize == "utterance")
 
 
 def _extraction_processes(config: Config) -> int:
