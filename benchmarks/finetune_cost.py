@@ -35,8 +35,8 @@ def one(manifest: str, n: int, overrides: list[str]) -> dict:
     items = read_manifest(manifest)
     labels = sorted({i.label for i in items})
     task = EmotionTask(config, labels, progress=False)
-    data = task.prepare(items)
-    module, train_loader, _ = task.build()
+    prepared = task.prepare(items)
+    module, train_loader, _ = task.build(prepared)
     optimizer = module.configure_optimizers()
     module.train()
 
@@ -58,7 +58,7 @@ def one(manifest: str, n: int, overrides: list[str]) -> dict:
     live = sum(p.numel() for p in module.model.top.parameters() if p.requires_grad) if module.model.top else 0
     return {"finetune_layers": n, "epoch_s": round(epoch, 2), "batches": batches,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "trained_params": trained, "live_encoder_params": live, "features_computed": data.speech_computed,
+            "trained_params": trained, "live_encoder_params": live, "features_computed": prepared.features.speech_computed,
             "torch_threads": torch.get_num_threads()}
 
 

@@ -140,9 +140,8 @@ def test_balanced_sampling_repeats_the_smaller_corpus(two):
 
     items, _ = read_corpora(two[1:])
     small = [i for i in items if i.extra["corpus"] == "acted"][:4] + [i for i in items if i.extra["corpus"] == "crowd"]
-    train_rows = [(i, None, 0) for i in small]
-    assert corpus_balanced(train_rows, "proportional", 0) == list(range(len(small)))
-    chosen = corpus_balanced(train_rows, "balanced", 0)
+    assert corpus_balanced(small, "proportional", 0) == list(range(len(small)))
+    chosen = corpus_balanced(small, "balanced", 0)
     counts = {c: sum(small[k].extra["corpus"] == c for k in chosen) for c in ("acted", "crowd")}
     assert counts == {"acted": 18, "crowd": 18}
 

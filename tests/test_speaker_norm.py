@@ -286,10 +286,10 @@ def test_training_with_speaker_subsets_attaches_pools_to_train_only(tiny_encoder
 
     config = load(None, _overrides(tiny_encoders, tmp_path, "train.speaker_stats=subsets", "train.alone_share=0.3"))
     task = EmotionTask(config, ["low", "high"], progress=False)
-    task.prepare(read_manifest(manifest))
-    train_refs = [r for _, r, _ in task.by_split["train"]]
+    prepared = task.prepare(read_manifest(manifest))
+    train_refs = prepared.splits["train"].refs
     assert all(isinstance(r.speaker, SpeakerPool) and r.speaker.alone_share == 0.3 for r in train_refs)
     assert all(len(r.speaker.others) == 1 for r in train_refs)  # each train speaker has a low and a high clip
-    assert all(isinstance(r.speaker, Moments) for _, r, _ in task.by_split["dev"])
+    assert all(isinstance(r.speaker, Moments) for r in prepared.splits["dev"].refs)
     metrics = train(manifest, tmp_path / "run", config, progress=False)
     assert 0 <= metrics["macro_f1"] <= 1 and "test_grouped" in metrics

@@ -22,9 +22,10 @@ from .calibration import CalibrationError, calibration_payload, write_calibratio
 from .evaluation import head_logits, score_split
 from .extraction import CorpusFeatures, features_for
 from .figures import SCORING
-from .modeldir import TRAINING_LOG_FILE, save_model_dir
+from .modeldir import TRAINING_LOG_FILE, ModelBundle, save_model_dir
+from .speaker_norm import alone
 from .outputs import write_errors
-from .task import EmotionTask
+from .task import EmotionTask, Prepared, Split
 from .training import fit
 
 log = logging.getLogger(__name__)
@@ -49,31 +50,31 @@ def train(manifest: str | Path | Sequence[str | Path], out: str | Path, config: 
     if _claim_run_dir(out, config):  # the same command, run again after it finished
         log.info("%s: already trained with this config; nothing to do (delete the folder to train again)", out)
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    data = task.prepare(items, name)
-    write_errors(data.errors, out / "errors.tsv")
-    fitted = fit(*task.build(), out, config.train, progress)
+    prepared = task.prepare(items, name)
+    write_errors(prepared.features.errors, out / "errors.tsv")
+    module, train_loader, dev_loader = task.build(prepared)
+    fitted = fit(module, train_loader, dev_loader, out, config.train, progress)
     if fitted is None:  # a secondary DDP rank: the main process writes the model and the metrics
         return None
-    bundle = task.finished(*fitted, manifest)
+    bundle = task.finished(prepared, module.model, *fitted, manifest)
     save_model_dir(out / "model", bundle)
     if (out / "logs" / "metrics.csv").is_file():  # per-epoch curves travel with the model (for reports)
         shutil.copy2(out / "logs" / "metrics.csv", out / "model" / TRAINING_LOG_FILE)
-    calibration = _calibrate(bundle.model, task.by_split["dev"], out / "model", config)
-    metrics = _final_metrics(bundle.model, task.labels, task.by_split, out, bundle.meta, data, config, corpora)
+    calibration = _calibrate(bundle.model, prepared.splits["dev"], out / "model", config)
+    metrics = _final_metrics(bundle, prepared, out, corpora)
     if calibration is not None:
         metrics["calibration"] = calibration
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
 
 
-def _calibrate(model, dev: list[tuple], model_dir: Path, config: Config) -> dict | None:
+def _calibrate(model, dev: Split, model_dir: Path, config: Config) -> dict | None:
     """The probabilities' temperature, fitted on the dev speakers' clips each alone (dmha.calibration),
     written into the model directory and set on the head; None for a model without categories."""
     if not predicts_category(config.model):
         return None
-    refs = [dataclasses.replace(r, speaker=None) for _, r, _ in dev]
     try:
-        payload = calibration_payload(head_logits(model, refs), np.array([t for _, _, t in dev]), "the dev split")
+        payload = calibration_payload(head_logits(model, alone(dev.refs)), np.array(dev.targets), "the dev split")
     except CalibrationError as err:
         log.warning("no calibration: %s", err)
         return None
@@ -122,26 +123,26 @@ def _check_labels(items: list[Item], manifest) -> tuple[list[str], list[Item]]:
     return labels, [i for i in items if i.label in labels]
 
 
-def _final_metrics(model, labels, by_split, out: Path, meta: dict, data, config: Config,
-                   corpora: Corpora | None = None) -> dict:
+def _final_metrics(bundle: ModelBundle, prepared: Prepared, out: Path, corpora: Corpora | None = None) -> dict:
     """Scores of the kept model on dev and test (top level = test when there is one, else dev), each
     clip alone: what `predict` gives a file (dmha.figures). A model that normalises per speaker is also
     scored grouped by the manifest's speakers (`dev_grouped`, `test_grouped`, `eval_{split}_grouped/`).
     With several corpora each report holds `per_corpus` figures, each corpus scored on its own labels."""
+    model, config = bundle.model, bundle.config
     speakers = model.speech_norm.mode == "speaker"
     scores = {}
-    for split in ("dev", "test"):
-        if not by_split.get(split):
+    for name in ("dev", "test"):
+        split = prepared.splits.get(name)
+        if not split:
             continue
-        refs, targets = [r for _, r, _ in by_split[split]], [t for _, _, t in by_split[split]]
-        items = [item for item, _, _ in by_split[split]]
-        names = [str(item.path) for item in items]
-        alone = [dataclasses.replace(r, speaker=None) for r in refs] if speakers else refs
-        scores[split] = score_split(model, alone, targets, labels, out / f"eval_{split}", names, config, items, corpora)
+        paths = [str(item.path) for item in split.items]
+        args = (split.targets, bundle.labels)
+        scores[name] = score_split(model, alone(split.refs) if speakers else split.refs, *args, out / f"eval_{name}",
+                                   paths, config, split.items, corpora)
         if speakers:
-            scores[f"{split}_grouped"] = score_split(model, refs, targets, labels, out / f"eval_{split}_grouped",
-                                                     names, config, items, corpora)
+            scores[f"{name}_grouped"] = score_split(model, split.refs, *args, out / f"eval_{name}_grouped", paths,
+                                                    config, split.items, corpora)
     main = "test" if "test" in scores else "dev"
     top = {k: v for k, v in scores[main].items() if k != "confusion"}
-    return {**top, "split": main, "scoring": SCORING, **scores, **meta, "skipped": len(data.errors),
-            "features_computed": data.speech_computed}
+    return {**top, "split": main, "scoring": SCORING, **scores, **bundle.meta, "skipped": len(prepared.features.errors),
+            "features_computed": prepared.features.speech_computed}

@@ -118,6 +118,12 @@ def speaker_group(item) -> tuple[str, str, str] | None:
     return (getattr(item, "extra", {}).get("corpus") or "", item.split, item.speaker)
 
 
+def alone(refs: Sequence) -> list:
+    """The feature refs without speaker statistics: each utterance normalised by itself (and the prior),
+    as `predict` sees one file."""
+    return [replace(ref, speaker=None) for ref in refs]
+
+
 def _own_moments(refs: Sequence, progress: bool) -> list[Moments]:
     from tqdm.auto import tqdm
 

@@ -1,10 +1,10 @@
 """The training task (pyannote's Model / Task split): what `dmha train` fits, prepared from a manifest.
 
-`prepare` does the data work once: transcripts, the frozen encoders' outputs in the store, the
-waveform normalisation, the splits. `build` then makes what Lightning fits: the DMHA head (its
-feature statistics set from the training features), the loss and the training and dev loaders
-(cached features, their augmented copies, or waveforms for online extraction). `finished` turns the
-best checkpoint into a model directory's bundle.
+`prepare` does the data work once and returns it as a value (`Prepared`): the frozen encoders' outputs
+in the store, the waveform normalisation, and each split as a `Split` (items, feature refs with
+their speaker statistics, targets, and what each batch carries besides). `build` turns a Prepared into
+what Lightning fits: the DMHA head (its feature statistics set from the training features), the loss
+and the training and dev loaders. `finished` turns the best checkpoint into a model directory's bundle.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -24,17 +25,52 @@ from .batching import MAX_BATCH_SECONDS
 from .config import Config, ConfigError
 from .corpora import Corpora, corpus_of
 from .data.manifest import Item, ManifestError
+from .encoders.base import SpeechEncoder
 from .encoders.registry import speech_encoder, text_encoder
 from .extraction import CorpusFeatures, extract_augmented_copies, features_for
-from .layout import StoreRoot
+from .layout import FeatureRef, StoreRoot
 from .losses import TargetLoss, build_loss
+from .model import DMHA
 from .modeldir import EncoderSpec, ModelBundle, build_model, head_dims
 from .parallel import WorkShare
-from .speaker_norm import with_speaker_moments, with_speaker_pools
+from .speaker_norm import alone, with_speaker_moments, with_speaker_pools
 from .targets import attributes_of, dev_criterion, item_targets, predicts_category
 from .training import DMHAModule, load_best_weights
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """One split of the task: its items, their feature refs (with speaker statistics where the head uses
+    them), each item's class index, and what its batch carries besides the label (dmha.targets' soft
+    targets and attributes, and with several corpora the classes the item's corpus offered)."""
+
+    items: list[Item]
+    refs: list[FeatureRef]
+    targets: list[int]
+    extras: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def take(self, indices: list[int]) -> "Split":
+        """These items, in this order (repeats allowed: balanced corpus sampling)."""
+        return Split(*([column[i] for i in indices] for column in (self.items, self.refs, self.targets, self.extras)))
+
+
+@dataclass
+class Prepared:
+    """What `prepare` made: the features (items, skipped ones, the waveform normalisation), each split,
+    the encoders as the model directory records them, the loaded speech encoder (reused for live top
+    layers, augmented copies and online mode), and the training targets' mass per class (class weights)."""
+
+    features: CorpusFeatures
+    splits: dict[str, Split]
+    specs: tuple[EncoderSpec, EncoderSpec]
+    speech: SpeechEncoder
+    class_mass: list[float]
+    class_counts: Counter
 
 
 class EmotionTask:
@@ -45,113 +81,126 @@ class EmotionTask:
         self.corpora = corpora or Corpora()  # several corpora: what each offered (dmha.corpora)
         self.mode = feature_mode(config)  # before any work: a contradictory setting fails now
 
-    def prepare(self, items: list[Item], source="manifest") -> CorpusFeatures:
-        """Transcripts and features for every item (skipping bad ones), split by `split`; the speech
-        encoder is loaded here once and reused for the specs, augmented copies and online mode.
-        `source` (the manifest) names where a bad vote or attribute cell is."""
+    def prepare(self, items: list[Item], source="manifest") -> Prepared:
+        """Transcripts and features for every item (skipping bad ones), split by `split`. `source` (the
+        manifest) names where a bad vote or attribute cell is."""
         config = self.config
-        self.data = features_for(items, config, progress=self.progress, processes=_extraction_processes(config))
-        self.norm = self.data.norm
-        refs = self.data.refs
+        features = features_for(items, config, progress=self.progress, processes=_extraction_processes(config))
+        refs = features.refs
         if config.model.feature_norm == "speaker":
-            refs = with_speaker_moments(self.data.items, refs, self.progress)
-        self.by_split = _split_refs(self.data.items, refs, self.labels)
-        if config.model.feature_norm == "speaker" and config.train.speaker_stats == "subsets":
-            train = self.by_split["train"]
-            pools = with_speaker_pools([i for i, _, _ in train], [r for _, r, _ in train], config.train.alone_share,
-                                       self.progress)
-            self.by_split["train"] = [(item, pool, target) for (item, _, target), pool in zip(train, pools)]
-        self.speech = speech_encoder(config.encoders, config.features.layers)
-        speech, text = self.speech.info, text_encoder(config.encoders).info
-        self.frame_rate = speech.frame_rate
-        self.specs = (EncoderSpec(speech.name, speech.identity, speech.num_layers, speech.dim),
-                      EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
-        # What train and dev batches carry besides the label: vote distributions, attributes (dmha.targets).
-        self.extras = {split: item_targets([i for i, _, _ in self.by_split[split]], self.labels, config, source)
-                       for split in ("train", "dev")}
-        if self.corpora.several:  # each item's loss covers only the labels its corpus offered
-            for split in ("train", "dev"):
-                for extra, (item, _, _) in zip(self.extras[split], self.by_split[split]):
-                    extra["allowed"] = np.array(self.corpora.offered(item, self.labels), dtype=bool)
-        self.counts = Counter(t for _, _, t in self.by_split["train"])
+            refs = with_speaker_moments(features.items, refs, self.progress)
+        splits = self._splits(features.items, refs, source)
+        speech = speech_encoder(config.encoders, config.features.layers)
+        text = text_encoder(config.encoders).info
+        specs = (EncoderSpec(speech.info.name, speech.info.identity, speech.info.num_layers, speech.info.dim),
+                 EncoderSpec(text.name, text.identity, text.num_layers, text.dim))
+        train = splits["train"]
+        counts = Counter(train.targets)
         if config.train.soft_targets:  # class weights from the targets' mass per class, as the loss sees them
-            mass = sum(extra["soft"] for extra in self.extras["train"])
-            self.target_mass = [float(m) for m in mass]
+            mass = [float(m) for m in sum(extra["soft"] for extra in train.extras)]
         else:
-            self.target_mass = [self.counts.get(k, 0) for k in range(len(self.labels))]
-        return self.data
+            mass = [counts.get(k, 0) for k in range(len(self.labels))]
+        return Prepared(features, splits, specs, speech, mass, counts)
 
-    def build(self) -> tuple[DMHAModule, DataLoader, DataLoader]:
+    def _splits(self, items: list[Item], refs: list[FeatureRef], source) -> dict[str, Split]:
+        """Each split of the featurised items, with its targets and extras; training draws its speaker
+        statistics from random subsets with train.speaker_stats=subsets."""
+        config = self.config
+        index = {label: k for k, label in enumerate(self.labels)}
+        rows: dict[str, list[int]] = {}
+        for n, item in enumerate(items):
+            rows.setdefault(item.split, []).append(n)
+        for split in ("train", "dev"):
+            if not rows.get(split):
+                raise ManifestError(f"no usable {split} items left after skipping unreadable files")
+        splits = {}
+        for split, members in rows.items():
+            mine = [items[n] for n in members]
+            extras = item_targets(mine, self.labels, config, source) if split in ("train", "dev") else [{}] * len(mine)
+            if self.corpora.several and split in ("train", "dev"):  # each item's loss over its corpus's labels
+                extras = [{**extra, "allowed": np.array(self.corpora.offered(item, self.labels), dtype=bool)}
+                          for extra, item in zip(extras, mine)]
+            splits[split] = Split(mine, [refs[n] for n in members], [index[i.label] for i in mine], extras)
+        if config.model.feature_norm == "speaker" and config.train.speaker_stats == "subsets":
+            train = splits["train"]
+            pools = with_speaker_pools(train.items, train.refs, config.train.alone_share, self.progress)
+            splits["train"] = dataclasses.replace(train, refs=pools)
+        return splits
+
+    def build(self, prepared: Prepared) -> tuple[DMHAModule, DataLoader, DataLoader]:
         """The Lightning module around a fresh head, and the training and dev loaders."""
         config = self.config
         # Seed after feature extraction: loading encoders may consume random numbers, cached runs don't.
         L.seed_everything(config.seed, workers=True, verbose=False)
-        self.model = build_model(config, head_dims(*self.specs, len(self.labels)), self.specs[0], self.speech)
+        model = build_model(config, head_dims(*prepared.specs, len(self.labels)), prepared.specs[0], prepared.speech)
         if config.model.feature_norm in ("standardize", "speaker"):  # speaker: the statistics are its prior
-            self.model.set_feature_stats(feature_stats([r for _, r, _ in self.by_split["train"]], self.progress))
-        category = (build_loss(config.loss, self.target_mass, config.train.focal_gamma, config.train.label_smoothing)
+            model.set_feature_stats(feature_stats(prepared.splits["train"].refs, self.progress))
+        category = (build_loss(config.loss, prepared.class_mass, config.train.focal_gamma, config.train.label_smoothing)
                     if predicts_category(config.model) else None)
         attribute_weight = (config.train.attribute_weight if category is not None else 1.0) if attributes_of(config.model) else 0.0
-        loss = TargetLoss(category, attribute_weight)
         log.info("training features: %s", self.mode)
-        train_loader = self._train_loader()
-        dev = self.by_split["dev"]
+        dev = prepared.splits["dev"]
         if config.train.dev_scoring == "alone":  # select as the headline scores: no other dev recording of the speaker
-            dev = [(item, dataclasses.replace(ref, speaker=None), target) for item, ref, target in dev]
-        dev_loader = _loader(dev, config, 0, shuffle=False, extras=self.extras["dev"])
-        module = DMHAModule(self.model, loss, len(self.labels), config.train,
-                            self.speech if self.mode == "online" else None, dev_criterion(config))
-        return module, train_loader, dev_loader
+            dev = dataclasses.replace(dev, refs=alone(dev.refs))
+        module = DMHAModule(model, TargetLoss(category, attribute_weight), len(self.labels), config.train,
+                            prepared.speech if self.mode == "online" else None, dev_criterion(config))
+        return module, self._train_loader(prepared), _loader(dev, config, 0, shuffle=False)
 
-    def finished(self, best_path, best_score: float, best_epoch: int, manifest) -> ModelBundle:
+    def finished(self, prepared: Prepared, model: DMHA, best_path, best_score: float, best_epoch: int,
+                 manifest) -> ModelBundle:
         """The head with its best weights, and what its model directory records about the training."""
-        load_best_weights(self.model, best_path)
-        self.model.eval()
+        load_best_weights(model, best_path)
+        model.eval()
         criterion = dev_criterion(self.config)
+        counts = prepared.class_counts
         meta = {f"dev_{criterion}": best_score, "dev_criterion": criterion, "best_epoch": best_epoch,
                 "train_manifest": str(manifest) if isinstance(manifest, (str, os.PathLike)) else list(map(str, manifest)),
                 **({"corpora": self.corpora.to_dict()} if self.corpora.several else {}),
                 "feature_mode": self.mode,
-                "class_counts": {self.labels[k]: self.counts.get(k, 0) for k in range(len(self.labels))}}
-        return ModelBundle(self.model, self.config, self.labels, *self.specs, self.norm, meta)
+                "class_counts": {self.labels[k]: counts.get(k, 0) for k in range(len(self.labels))}}
+        return ModelBundle(model, self.config, self.labels, *prepared.specs, prepared.features.norm, meta)
 
-    def _train_loader(self) -> DataLoader:
+    def _train_loader(self, prepared: Prepared) -> DataLoader:
         """Waveforms for online extraction; otherwise cached features (and their augmented copies, if any)."""
         config = self.config
-        train = self.by_split["train"]
-        chosen = corpus_balanced(train, config.train.corpus_sampling, config.seed)  # indices, maybe repeated
-        items, refs, targets = ([train[i][k] for i in chosen] for k in range(3))
-        extras = [self.extras["train"][i] for i in chosen]
+        train = prepared.splits["train"]
+        train = train.take(corpus_balanced(train.items, config.train.corpus_sampling, config.seed))
         augmenter = None
         if config.aug.enabled:
-            augmenter = Augmenter(config.aug, babble_pool=babble_pool(items, seed=config.seed), seed=config.seed)
+            augmenter = Augmenter(config.aug, babble_pool=babble_pool(train.items, seed=config.seed), seed=config.seed)
         if self.mode == "online":
-            crop = round(config.train.crop_s * SAMPLE_RATE)
-            repeat = config.train.crop_short == "repeat"
-            dataset = WaveDataset(items, targets, refs, self.norm, crop, augmenter, repeat, extras)
-            lengths = [round(audio_duration(i.path) * SAMPLE_RATE) for i in items] if not (crop and repeat) else [crop] * len(items)
-            lengths = [min(n, crop) for n in lengths] if crop else lengths
-            sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed,
-                                          pool=_pool(config), distributed=True,
-                                          max_length=MAX_BATCH_SECONDS * SAMPLE_RATE)
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_waves,
-                              num_workers=config.train.num_workers, persistent_workers=config.train.num_workers > 0)
+            return _wave_loader(train, prepared, augmenter, config)
         if augmenter is not None:
-            refs = extract_augmented_copies(items, refs, self.speech, StoreRoot.from_config(config.features),
-                                            self.norm, augmenter, config.aug, config.seed, self.progress)
-        return _loader(list(zip(items, refs, targets)), config, round(config.train.crop_s * self.frame_rate),
-                       shuffle=True, extras=extras)
+            refs = extract_augmented_copies(train.items, train.refs, prepared.speech, StoreRoot.from_config(config.features),
+                                            prepared.features.norm, augmenter, config.aug, config.seed, self.progress)
+            train = dataclasses.replace(train, refs=refs)
+        return _loader(train, config, round(config.train.crop_s * prepared.speech.info.frame_rate), shuffle=True)
 
 
-def corpus_balanced(train: list[tuple], sampling: str, seed: int) -> list[int]:
+def _wave_loader(train: Split, prepared: Prepared, augmenter, config: Config) -> DataLoader:
+    """Online extraction: waveforms cropped, augmented and normalised; the encoder runs in the step."""
+    crop = round(config.train.crop_s * SAMPLE_RATE)
+    repeat = config.train.crop_short == "repeat"
+    dataset = WaveDataset(train.items, train.targets, train.refs, prepared.features.norm, crop, augmenter, repeat,
+                          train.extras)
+    lengths = [round(audio_duration(i.path) * SAMPLE_RATE) for i in train.items] if not (crop and repeat) \
+        else [crop] * len(train)
+    lengths = [min(n, crop) for n in lengths] if crop else lengths
+    sampler = LengthBucketSampler(lengths, config.train.batch_size, shuffle=True, seed=config.seed, pool=_pool(config),
+                                  distributed=True, max_length=MAX_BATCH_SECONDS * SAMPLE_RATE)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_waves, num_workers=config.train.num_workers,
+                      persistent_workers=config.train.num_workers > 0)
+
+
+def corpus_balanced(items: list[Item], sampling: str, seed: int) -> list[int]:
     """The training items of one epoch: all of them once (`proportional`), or with each corpus repeated
     up to the size of the largest (`balanced`: whole repeats, then a seeded random part), so every corpus
     weighs the same in the loss. One corpus: all once."""
     by_corpus: dict = {}
-    for i, (item, _, _) in enumerate(train):
+    for i, item in enumerate(items):
         by_corpus.setdefault(corpus_of(item), []).append(i)
     if sampling == "proportional" or len(by_corpus) < 2:
-        return list(range(len(train)))
+        return list(range(len(items)))
     rng = np.random.default_rng(seed)
     largest = max(len(v) for v in by_corpus.values())
     chosen = []
@@ -170,18 +219,6 @@ def _extraction_processes(config: Config) -> int:
     return config.train.devices if world > 1 and not launched else 1
 
 
-def _split_refs(items, refs, labels) -> dict[str, list[tuple]]:
-    """{split: [(item, ref, target index)]} for the featurized items."""
-    index = {label: k for k, label in enumerate(labels)}
-    by_split: dict[str, list[tuple]] = {}
-    for item, ref in zip(items, refs):
-        by_split.setdefault(item.split, []).append((item, ref, index[item.label]))
-    for split in ("train", "dev"):
-        if not by_split.get(split):
-            raise ManifestError(f"no usable {split} items left after skipping unreadable files")
-    return by_split
-
-
 def feature_mode(config: Config) -> str:
     """`online` when augmentation is on without cached copies (the encoders must see augmented audio)."""
     mode = config.features.mode
@@ -193,11 +230,11 @@ def feature_mode(config: Config) -> str:
     return mode
 
 
-def _loader(triples, config: Config, crop_frames: int, shuffle: bool, extras=None) -> DataLoader:
+def _loader(split: Split, config: Config, crop_frames: int, shuffle: bool) -> DataLoader:
     """Length-bucketed batches, split across DDP ranks (the sampler does it: Lightning's is off)."""
-    return feature_loader([r for _, r, _ in triples], [t for _, _, t in triples], config.train.batch_size,
-                          crop_frames, shuffle, config.seed, _pool(config), config.train.num_workers, distributed=True,
-                          repeat_short=config.train.crop_short == "repeat", extras=extras)
+    return feature_loader(split.refs, split.targets, config.train.batch_size, crop_frames, shuffle, config.seed,
+                          _pool(config), config.train.num_workers, distributed=True,
+                          repeat_short=config.train.crop_short == "repeat", extras=split.extras)
 
 
 def _pool(config: Config) -> int:
