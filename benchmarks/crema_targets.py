@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmha.cv import interval95
+from dmha.cv_report import interval95
 from dmha.data.manifest import labels_of, read_manifest
 from dmha.figures import predictions_file
 from dmha.metrics import attribute_report, classification_report

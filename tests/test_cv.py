@@ -10,7 +10,9 @@ import pytest
 from conftest import write_tone_corpus
 from dmha.cli import main
 from dmha.config import ConfigError, load
-from dmha.cv import assign_folds, cross_validate, cv_config, format_summary, interval95, make_folds, summarize
+from dmha.cv import cross_validate, cv_config
+from dmha.cv_report import format_summary, interval95, summarize
+from dmha.folds import assign_folds, make_folds
 from dmha.data.manifest import Item, ManifestError
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .audio import WaveNorm, load_audio
 from .batching import MAX_BATCH_FRAMES, cut_batches, length_sorted_batches
 from .layout import FeatureRef
-from .speaker_norm import SpeakerPool, batch_moments
+from .speaker_norm import collate_moments, draw_moments
 
 if TYPE_CHECKING:
     from .augment import Augmenter
@@ -149,7 +149,7 @@ class FeatureDataset(Dataset):
             slack = max(speech.shape[1] - self.crop_frames, 0)
             offset = int(torch.randint(0, slack + 1, ()).item())
             speech = crop_or_repeat(speech, self.crop_frames, offset, self.repeat_short)
-        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": _speaker(ref),
+        return {"speech": speech, "text": ref.text(), "target": self.targets[index], "speaker": draw_moments(ref),
                 **self.extras[index]}
 
 
@@ -188,7 +188,7 @@ def collate(batch: Sequence[dict]) -> dict:
     out = {"speech": speech, "speech_mask": speech_mask, "text": text, "text_mask": text_mask}
     if "target" in batch[0]:
         out["target"] = torch.tensor([b["target"] for b in batch], dtype=torch.long)
-    return {**out, **_targets(batch), **_speakers(batch)}
+    return {**out, **_targets(batch), **collate_moments([b.get("speaker") for b in batch])}
 
 
 def _targets(batch: Sequence[dict]) -> dict:
@@ -196,17 +196,6 @@ def _targets(batch: Sequence[dict]) -> dict:
     items carry them (dmha.targets, dmha.corpora)."""
     return {key: torch.from_numpy(np.stack([b[key] for b in batch])) for key in ("soft", "attributes", "allowed")
             if key in batch[0]}
-
-
-def _speaker(ref: FeatureRef):
-    """An item's speaker moments for this draw: fixed, or a random enrolment from its SpeakerPool."""
-    return ref.speaker.draw() if isinstance(ref.speaker, SpeakerPool) else ref.speaker
-
-
-def _speakers(batch: Sequence[dict]) -> dict:
-    """The items' speaker moments as batch tensors, when every item has them (else each item is its own)."""
-    moments = [b.get("speaker") for b in batch]
-    return batch_moments(moments) if moments and all(m is not None for m in moments) else {}
 
 
 def crop_wave(wave: np.ndarray, samples: int, rng: np.random.Generator, repeat: bool = True) -> np.ndarray:
@@ -242,7 +231,7 @@ class WaveDataset(Dataset):
         if self.augmenter is not None:
             wave = self.augmenter(wave, rng)
         return {"wave": self.norm.apply(wave), "text": self.refs[index].text(),
-                "target": self.targets[index], "speaker": _speaker(self.refs[index]), **self.extras[index]}
+                "target": self.targets[index], "speaker": draw_moments(self.refs[index]), **self.extras[index]}
 
 
 def collate_waves(batch: Sequence[dict]) -> dict:
@@ -250,7 +239,7 @@ def collate_waves(batch: Sequence[dict]) -> dict:
     text, text_mask = pad_time([b["text"] for b in batch], axis=0)  # (B, T2, Dt), (B, T2)
     return {"waves": [b["wave"] for b in batch], "text": text, "text_mask": text_mask,
             "target": torch.tensor([b["target"] for b in batch], dtype=torch.long), **_targets(batch),
-            **_speakers(batch)}
+            **collate_moments([b.get("speaker") for b in batch])}
 
 
 def feature_stats(refs: Sequence[FeatureRef], progress: bool = True) -> dict[str, torch.Tensor]:

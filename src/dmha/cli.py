@@ -220,7 +220,8 @@ def _add_cv(sub) -> None:
 
 def _cv(args) -> int:
     from .config import load
-    from .cv import cross_validate, format_summary
+    from .cv import cross_validate
+    from .cv_report import format_summary
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -492,8 +493,6 @@ def _predict(args) -> int:
     if args.segment and (args.transcript is not None or args.format.startswith("challenge")):
         raise CommandError("--segment: each segment is transcribed by ASR (--no-asr skips it), so --transcript "
                            f"and --format {args.format if args.format.startswith('challenge') else 'challenge'} do not apply")
-    if args.max_duration_s <= 0:
-        raise CommandError(f"--max-duration-s must be > 0, got {args.max_duration_s}")
     if args.segment and (args.same_speaker or args.enrol):
         raise CommandError("--segment predicts each segment alone; --same-speaker and --enrol do not apply")
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
@@ -506,7 +505,11 @@ def _predict(args) -> int:
                                f"only {', '.join(rec.attribute_names)})")
         return _predict_segments(args, rec)
     transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
-    speaker = _speaker_profile(args, rec)
+    try:
+        speaker = rec.speaker_profile(args.files if args.same_speaker else args.enrol or [],
+                                      strict=bool(args.enrol))
+    except ValueError as err:
+        raise CommandError(f"{'--same-speaker:' if args.same_speaker else '--enrol'} {err}") from None
     kept = 0
     # Each result is written (and flushed) as soon as it is known, so a crash or kill keeps every
     # earlier one; the errors file likewise.
@@ -530,26 +533,6 @@ def _predict(args) -> int:
         if args.out:
             print(f"wrote {args.out}: {kept} predictions")
     return 3 if skipped.items and args.strict else 0
-
-
-def _speaker_profile(args, rec):
-    """--same-speaker / --enrol: the speaker's statistics (unreadable files are left out here; predict
-    reports the files it skips itself). None: each file alone."""
-    sources = args.files if args.same_speaker else args.enrol
-    if not sources:
-        return None
-    if not any(m.bundle.config.model.feature_norm == "speaker" for m in rec.members):
-        log.warning("%s normalises no features per speaker (model.feature_norm): %s changes nothing",
-                    args.model_dir, "--same-speaker" if args.same_speaker else "--enrol")
-        return None
-    skipped: list = []
-    profile = rec.enrol(sources, skipped=skipped)
-    if args.enrol and skipped:
-        raise CommandError(f"--enrol {skipped[0][0]}: {skipped[0][1]}")
-    if not profile.recordings:
-        raise CommandError("no readable recording to take the speaker's statistics from")
-    log.info("speaker statistics from %d recording(s), %.1f s", profile.recordings, profile.seconds)
-    return profile
 
 
 def _large_tensors_off_the_heap() -> None:

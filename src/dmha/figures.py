@@ -10,6 +10,7 @@ had `{split}` grouped and `{split}_alone`, and reads back the same way through `
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 ALONE = "each clip alone (inductive: what `dmha predict` gives one file)"
 GROUPED = "grouped by speaker: uses the test speaker's other unlabelled recordings (transductive)"
@@ -38,3 +39,60 @@ def predictions_file(run_dir: str | Path, variant: str = "alone") -> Path:
     else:
         folder = "eval_test"
     return run_dir / folder / "predictions.csv"
+
+
+# The figures a run's metrics.json holds: categories (higher is better), calibration (lower is better),
+# attributes; how reports name them; the logged dev score each dev criterion follows in training.
+CATEGORY = ("macro_f1", "uar", "accuracy")
+CALIBRATION = ("ece", "brier")
+HIGHER_IS_BETTER = {**{m: True for m in (*CATEGORY, "mean_ccc")}, **{m: False for m in CALIBRATION}}
+DISPLAY = {"macro_f1": "macro-F1", "uar": "UAR", "accuracy": "acc", "ece": "ECE", "brier": "Brier",
+           "mean_ccc": "mean CCC", "macro_f1_grouped": "grouped", "mean_ccc_grouped": "CCC grp",
+           "dev_macro_f1": "dev F1", "dev_macro_f1_alone": "dev alone", "dev_ccc": "dev CCC", "dev_sum": "dev sum"}
+MONITORS = {"macro_f1": "val_macro_f1", "ccc": "val_ccc", "sum": "val_sum"}
+
+
+def display(name: str) -> str:
+    """How a report names a figure."""
+    return DISPLAY.get(name, name.replace("ccc_", "CCC "))
+
+
+def run_figures(metrics: dict) -> dict:
+    """One run's figures from its metrics.json: each test clip alone first (the headline), grouped beside
+    it for a model that normalises per speaker (`*_grouped`; `macro_f1_alone` repeats the headline under
+    the name the CLI contract gives it), calibration, attributes, per corpus, the dev figures."""
+    alone, grouped = split_reports(metrics, "test")
+    dev_alone, dev_grouped = split_reports(metrics, "dev")
+    result = {"n_test": alone["n"], **{m: float(alone[m]) for m in (*CATEGORY, *CALIBRATION) if m in alone}}
+    if "attributes" in alone:
+        result["mean_ccc"] = float(alone["mean_ccc"])
+        result.update({f"ccc_{name}": float(r["ccc"]) for name, r in alone["attributes"].items()})
+    if grouped is not None:
+        result.update({f"{m}_alone": result[m] for m in ("macro_f1", "mean_ccc") if m in result})
+        result.update({f"{m}_grouped": float(grouped[m]) for m in (*CATEGORY, "mean_ccc") if m in grouped})
+    if dev_alone is not None and "macro_f1" in dev_alone:
+        result["dev_macro_f1_alone"] = float(dev_alone["macro_f1"])
+    if dev_grouped is not None and "macro_f1" in dev_grouped:
+        result["dev_macro_f1_grouped"] = float(dev_grouped["macro_f1"])
+    if "per_corpus" in alone:  # several corpora: each on its own labels, alone and grouped
+        result["per_corpus"] = {c: {m: float(r[m]) for m in CATEGORY} for c, r in alone["per_corpus"].items()}
+        for c, r in (grouped or {}).get("per_corpus", {}).items():
+            result["per_corpus"][c].update({f"{m}_grouped": float(r[m]) for m in CATEGORY})
+    result.update({k: float(v) for k, v in metrics.items() if k.startswith("dev_") and isinstance(v, (int, float))})
+    result.update({"best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)})
+    return result
+
+
+def averaged_figures(run: dict) -> list[str]:
+    """The figures of a run that a cv averages over folds and seeds."""
+    base = (*CATEGORY, *CALIBRATION, "mean_ccc")
+    return [k for k in run if k.removesuffix("_alone").removesuffix("_grouped") in base or k.startswith(("ccc_", "dev_"))]
+
+
+def table_columns(rows: Sequence[dict]) -> list[str]:
+    """The figures to tabulate, in a fixed order: the headline's, grouped, attributes', calibration, dev."""
+    present = [k for k in (rows[0] if rows else {}) if all(k in r for r in rows)]
+    order = ["macro_f1", "uar", "accuracy", "macro_f1_grouped", "mean_ccc", "mean_ccc_grouped",
+             *sorted(k for k in present if k.startswith("ccc_")), "ece", "dev_macro_f1_alone", "dev_macro_f1",
+             "dev_ccc", "dev_sum"]
+    return [k for k in order if k in present]

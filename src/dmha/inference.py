@@ -96,6 +96,8 @@ class EmotionRecognizer:
         if isinstance(members, ModelBundle):
             members = [Member("model", members, members.decision_rule())]
         self.members, self.device = list(members), device
+        if not max_duration_s > 0:
+            raise ValueError(f"max_duration_s (--max-duration-s) must be > 0, got {max_duration_s}")
         self.max_duration_s = max_duration_s  # predict() refuses longer inputs (predict_long has no limit)
         self.bundle = self.members[0].bundle  # the lead member: labels, ASR, attention
         self._speech, self._text, self._asr = {}, {}, None
@@ -215,6 +217,25 @@ class EmotionRecognizer:
 
     def _speaker_members(self) -> list[Member]:
         return [m for m in self.members if m.bundle.config.model.feature_norm == "speaker"]
+
+    def speaker_profile(self, recordings: Sequence, strict: bool = False) -> SpeakerProfile | None:
+        """The statistics of one speaker from these recordings (`predict --same-speaker` / `--enrol`), or
+        None when there are none or no member normalises per speaker (with a warning: they change
+        nothing). Unreadable recordings are left out; with `strict`, one is an error naming it."""
+        if not recordings:
+            return None
+        if not self._speaker_members():
+            log.warning("the model normalises no features per speaker (model.feature_norm): a speaker's "
+                        "recordings change nothing")
+            return None
+        skipped: list = []
+        profile = self.enrol(recordings, skipped=skipped)
+        if strict and skipped:
+            raise ValueError(f"{skipped[0][0]}: {skipped[0][1]}")
+        if not profile.recordings:
+            raise ValueError("no readable recording to take the speaker's statistics from")
+        log.info("speaker statistics from %d recording(s), %.1f s", profile.recordings, profile.seconds)
+        return profile
 
     def enrol(self, inputs, *, sample_rate: int | None = None, skipped: list | None = None) -> SpeakerProfile:
         """A speaker's profile from recordings of that speaker (paths and/or waveforms, as `predict`

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .speaker_norm import SPEAKER_KEYS, raw_to_z, shrunk_z_stats
+from .speaker_norm import batch_speaker_moments, raw_to_z, shrunk_z_stats
 
 
 # Standard MHA's attention weights are H·T² floats: 4096 positions (about 80 s of speech) is 256 MiB
@@ -347,7 +347,7 @@ class DMHA(nn.Module):
         """Class probabilities (B, K), attributes (B, A) in [0, 1] (None without attribute outputs) and
         the attention weights on request, for a collated batch."""
         out = self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_attention,
-                   speaker_of(batch))
+                   batch_speaker_moments(batch))
         attributes = out.attributes.float() if out.attributes is not None else None
         return torch.softmax(out.logits.float() / self.temperature, dim=-1), attributes, out.attention
 
@@ -355,7 +355,7 @@ class DMHA(nn.Module):
     def logits(self, batch: dict) -> torch.Tensor:
         """The raw logits (B, K) of a collated batch, before any temperature (what calibration fits)."""
         return self(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"],
-                    speaker=speaker_of(batch)).logits.float()
+                    speaker=batch_speaker_moments(batch)).logits.float()
 
 
 def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> dict[str, np.ndarray]:
@@ -368,11 +368,6 @@ def unpad_attention(attention: dict, i: int, t1: int, t2: int, t1_pad: int) -> d
         first = first[:, keep]
     return {"first": first.float().cpu().numpy(), "pooling": pooling.float().cpu().numpy(),
             "speech_frames": np.array(t1)}
-
-
-def speaker_of(batch: dict) -> dict[str, torch.Tensor] | None:
-    """The batch's speaker moments (dmha.speaker_norm.batch_moments), or None when it carries none."""
-    return {k: batch[k] for k in SPEAKER_KEYS} if SPEAKER_KEYS[0] in batch else None
 
 
 def max_attention_positions() -> int:

@@ -88,6 +88,24 @@ def batch_moments(moments: Sequence[Moments]) -> dict[str, torch.Tensor]:
                                    torch.stack([m.total for m in moments]), torch.stack([m.squares for m in moments]))))
 
 
+def batch_speaker_moments(batch: dict) -> dict[str, torch.Tensor] | None:
+    """The speaker moments a collated batch carries (see batch_moments), or None when it carries none
+    (each item is then normalised alone)."""
+    return {k: batch[k] for k in SPEAKER_KEYS} if SPEAKER_KEYS[0] in batch else None
+
+
+def draw_moments(ref) -> Moments | None:
+    """An item's speaker moments for this draw: its fixed ones, a random enrolment from its SpeakerPool
+    (training with train.speaker_stats=subsets), or None (alone)."""
+    return ref.speaker.draw() if isinstance(ref.speaker, SpeakerPool) else ref.speaker
+
+
+def collate_moments(moments: Sequence[Moments | None]) -> dict[str, torch.Tensor]:
+    """The batch entries of the items' speaker moments when every item has them (else none: each item is
+    then normalised alone)."""
+    return batch_moments(moments) if moments and all(m is not None for m in moments) else {}
+
+
 def shrunk_z_stats(frames: torch.Tensor, z_total: torch.Tensor, z_squares: torch.Tensor, prior_frames: float
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """MAP mean and std in corpus-standardised units z = (h - m0) / s0, where the prior is N(0, 1):

@@ -23,14 +23,14 @@ from .config import TrainConfig
 from .encoders.base import SpeechEncoder
 from .fileio import atomic_path
 from .frame_dropout import drop_frames
+from .figures import MONITORS
 from .losses import TargetLoss
 from .metrics import concordance, macro_f1
-from .model import DMHA, speaker_of
+from .model import DMHA
+from .speaker_norm import batch_speaker_moments
 from .batches import pad_time
 
 log = logging.getLogger(__name__)
-# The logged name of each dev criterion's score (the one early stopping and the kept checkpoint follow).
-MONITORS = {"macro_f1": "val_macro_f1", "ccc": "val_ccc", "sum": "val_sum"}
 
 
 @torch.no_grad()
@@ -64,7 +64,7 @@ class DMHAModule(L.LightningModule):
     def _outputs(self, batch: dict, frame_dropout: float = 0.0):
         speech, speech_mask = drop_frames(*self._speech(batch), frame_dropout)
         # Speaker moments come from the whole stored utterances, so dropped frames do not change them.
-        return self.model(speech, speech_mask, batch["text"], batch["text_mask"], speaker=speaker_of(batch))
+        return self.model(speech, speech_mask, batch["text"], batch["text_mask"], speaker=batch_speaker_moments(batch))
 
     def batch_loss(self, batch: dict, frame_dropout: float = 0.0) -> torch.Tensor:
         """The training loss of one batch (also what the benchmarks time, outside Lightning)."""
