@@ -229,7 +229,7 @@ def test_attention_weights_are_refused_past_their_bound(monkeypatch):
 def test_long_files_go_in_small_batches_with_the_same_results(rec, tmp_path, monkeypatch):
     """predict --batch-size keeps each batch within MAX_BATCH_SECONDS of padded audio: two 3 s files
     do not pad two 1 s files to 3 s when the budget is 6 s, and the results equal batch size 1."""
-    from dmha import inference
+    from dmha import recordings
 
     rng = np.random.default_rng(1)
     paths = []
@@ -237,7 +237,7 @@ def test_long_files_go_in_small_batches_with_the_same_results(rec, tmp_path, mon
         paths.append(tmp_path / f"f{k}.wav")
         sf.write(paths[-1], (0.1 * rng.standard_normal(seconds * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)
     alone, _ = rec.predict_files(paths, [""] * 4, batch_size=1)
-    monkeypatch.setattr(inference, "MAX_BATCH_SECONDS", 6.0)
+    monkeypatch.setattr(recordings, "MAX_BATCH_SECONDS", 6.0)
     sizes = []
     predict_waves = rec.predict_waves
     monkeypatch.setattr(rec, "predict_waves", lambda waves, *a, **k: sizes.append([len(w) for w in waves])

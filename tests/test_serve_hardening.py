@@ -632,8 +632,8 @@ def test_a_timed_out_long_job_stops_and_its_file_goes_after(serve_model_dir, mon
     the upload is deleted only once the job has let go of it, and the worker serves the next request."""
     from fastapi.testclient import TestClient
 
-    import dmha.inference as inference
-    from dmha.inference import PredictionStopped
+    import dmha.recordings as recordings
+    from dmha.recordings import PredictionStopped
     from helpers import post, tmp_files
 
     class OneSegmentPerBlock:  # stands in for silero-vad: every 4 s block is a segment
@@ -661,7 +661,7 @@ def test_a_timed_out_long_job_stops_and_its_file_goes_after(serve_model_dir, mon
             outcome["stopped"], outcome["files_then"] = str(err), sorted(service.tmp_dir.iterdir())
             raise
 
-    monkeypatch.setattr(inference, "SegmentStream", OneSegmentPerBlock)
+    monkeypatch.setattr(recordings, "SegmentStream", OneSegmentPerBlock)
     monkeypatch.setattr(rec, "predict_waves", slow_waves)
     monkeypatch.setattr(rec, "predict_long", recorded_long)
     noise = (0.1 * np.random.default_rng(0).standard_normal(16000 * 240)).astype(np.float32)  # 60 batches

@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
+import torch
 import soxr
 
 SAMPLE_RATE = 16_000
@@ -285,3 +286,22 @@ def compute_wave_norm(items: Sequence, progress: bool = True) -> WaveNorm:
     mean = total / count
     std = max(float(np.sqrt(max(total_sq / count - mean**2, 0.0))), 1e-8)
     return WaveNorm(float(mean), std)
+
+
+def is_waveform(x) -> bool:
+    """A waveform given as an array (numpy or torch), not a path."""
+    return isinstance(x, (np.ndarray, torch.Tensor))
+
+
+def as_array(wave) -> np.ndarray:
+    """A numpy array or torch tensor → numpy (n,) or (n, channels): a 2-D input's shorter axis is its channels."""
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu()
+        if wave.is_floating_point() and wave.dtype not in (torch.float32, torch.float64):
+            wave = wave.float()  # numpy has no bfloat16
+        wave = wave.numpy()
+    array = np.asarray(wave)
+    if array.ndim == 2 and array.shape[0] < array.shape[1]:
+        array = array.T  # (channels, n) → (n, channels)
+    return array
+

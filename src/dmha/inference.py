@@ -6,33 +6,26 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, load_audio_array
+from .audio import SAMPLE_RATE, AudioError, as_array, audio_duration, is_waveform, load_audio, load_audio_array
 from .batches import collate
 from .batching import MAX_BATCH_SECONDS, length_sorted_batches
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members, mean_attributes
 from .modeldir import ModelBundle
 from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_text
-from .segment import SegmentStream, stream_audio
 from .speaker_norm import Moments, batch_moments
 from .targets import attributes_of, predicts_category
-from .timeline import Segment, Timeline
+from .timeline import Timeline
 
 # Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
 # features, ~1.5 GB peak); longer recordings go through predict_long / --segment, whose memory is flat.
 DEFAULT_MAX_DURATION_S = 600.0
 
-
-PREDICT_WINDOW_BATCHES = 8  # files are length-sorted within windows of this many batches
-
-
-class PredictionStopped(RuntimeError):
-    """predict_long gave up because its caller's should_stop said so (e.g. a service deadline)."""
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +244,7 @@ class EmotionRecognizer:
             AudioError: an unreadable recording, naming it (with `skipped`, a list, it is appended
                 there as (name, reason) instead and left out).
         """
-        inputs = [inputs] if _is_waveform(inputs) or isinstance(inputs, (str, Path)) else list(inputs)
+        inputs = [inputs] if is_waveform(inputs) or isinstance(inputs, (str, Path)) else list(inputs)
         moments: dict = {}
         seconds, used = 0.0, 0
         keys = {(self._speech_key(m), m.bundle.norm) for m in self._speaker_members()}
@@ -345,7 +338,7 @@ class EmotionRecognizer:
             >>> rec.predict(wave, sample_rate=48000, transcript="I did it!").probs   # doctest: +SKIP
             {'angry': 0.02, 'happy': 0.91, 'neutral': 0.05, 'sad': 0.02}
         """
-        if _is_waveform(inputs) or isinstance(inputs, (str, Path)):
+        if is_waveform(inputs) or isinstance(inputs, (str, Path)):
             if transcripts is not None:
                 raise ValueError("transcripts is for a list of inputs; use transcript= for a single one")
             return self.predict([inputs], sample_rate=sample_rate, transcripts=[transcript],
@@ -384,13 +377,13 @@ class EmotionRecognizer:
         if isinstance(item, (str, Path)):
             self._check_duration(item, audio_duration(item))
             return load_audio(item)
-        if not _is_waveform(item):
+        if not is_waveform(item):
             raise TypeError(f"input {index or 0}: expected a path, numpy array or torch tensor, "
                             f"got {type(item).__name__}")
         if sample_rate is None:
             raise ValueError("sample_rate is required when predicting from a waveform array")
         name = "<array>" if index is None else f"<array {index}>"
-        wave = load_audio_array(_as_array(item), sample_rate, name=name)
+        wave = load_audio_array(as_array(item), sample_rate, name=name)
         self._check_duration(name, wave.size / SAMPLE_RATE)
         return wave
 
@@ -401,166 +394,33 @@ class EmotionRecognizer:
                                    "recording prediction: use --segment (predict_long), or raise --max-duration-s")
         return seconds
 
-    def predict_long(self, inputs, *, sample_rate: int | None = None, min_s: float = 2.0, max_s: float = 15.0,
-                     batch_size: int = 8, progress: Callable[[float], None] | None = None,
-                     transcribe: bool = True, max_seconds: float | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> Timeline:
-        """Predict the emotion of each speech segment of a long recording.
-
-        The audio is streamed (a file is read in blocks, never whole), silero-vad finds speech,
-        speech regions are merged or split into segments of min_s-max_s seconds, and segments are
-        predicted in batches as they complete, so memory stays flat however long the file is.
-
-        Args:
-            inputs: an audio file path, or a waveform (numpy array or torch tensor, as for predict).
-            sample_rate: the waveform's rate in Hz (waveforms only).
-            min_s, max_s: segment length bounds in seconds (shorter speech is merged with a neighbour
-                or widened into the surrounding silence; longer speech is cut into equal pieces).
-            batch_size: segments per encoder call.
-            progress: called with the seconds of audio consumed after each block (e.g. tqdm.update).
-            transcribe: run ASR on each segment (True) or give the text branch an empty transcript.
-            max_seconds: stop with an AudioError once more than this much audio has been decoded
-                (a file's header may understate its length); None: no limit.
-            should_stop: checked before each block of audio and each batch of segments; once it
-                returns True the job stops with PredictionStopped (a caller's deadline, for example)
-                and has let go of the input.
-
-        Returns:
-            A Timeline: `path`, `duration` (s) and `segments` (start, end, label, probs, transcript).
+    def predict_long(self, inputs, **options) -> Timeline:
+        """Predict the emotion of each speech segment of a long recording, memory flat however long it is
+        (dmha.recordings.predict_long: options min_s, max_s, batch_size, progress, transcribe,
+        max_seconds, should_stop, sample_rate).
 
         Example:
             >>> timeline = rec.predict_long("meeting.flac", max_s=10)    # doctest: +SKIP
             >>> [(s.start, s.label) for s in timeline.segments][:2]      # doctest: +SKIP
             [(0.42, 'neutral'), (3.9, 'happy')]
-            >>> timeline.write_csv("meeting.csv"); timeline.plot("meeting.png")   # doctest: +SKIP
         """
-        if not self.predicts_category:
-            raise ValueError(f"{self.members[0].name}: an attribute-only model has no labels for a timeline; "
-                             "predict segments' attributes with predict() on each segment")
-        if isinstance(inputs, (str, Path)):
-            audio = stream_audio(inputs, sample_rate, max_seconds=max_seconds)
-        elif _is_waveform(inputs):
-            audio = stream_audio(_as_array(inputs), sample_rate, max_seconds=max_seconds)
-        else:
-            raise TypeError(f"predict_long takes one path or waveform, got {type(inputs).__name__}")
-        stop = should_stop or (lambda: False)
+        from .recordings import predict_long
 
-        def blocks():
-            for block in audio.blocks:
-                if stop():
-                    raise PredictionStopped(f"{audio.name}: stopped after {block_end[0]:.0f} s of audio")
-                block_end[0] += len(block) / SAMPLE_RATE
-                yield block
-
-        block_end = [0.0]
-        stream = SegmentStream(blocks(), min_s=min_s, max_s=max_s, progress=progress)
-        segments, batch = [], []
-        try:
-            for item in stream:
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    segments += self._predict_segments(batch, transcribe, stop, audio.name)
-                    batch = []
-            segments += self._predict_segments(batch, transcribe, stop, audio.name)
-        finally:
-            close = getattr(audio.blocks, "close", None)
-            if close is not None:
-                close()  # a stopped job closes its file now, not when the generator is collected
-        log.info("%s: %d segments in %.1f s of audio", audio.name, len(segments), stream.duration)
-        return Timeline(audio.name, stream.duration, segments, self.labels)
-
-    def _predict_segments(self, batch, transcribe: bool, stop=lambda: False, name: str = "") -> list[Segment]:
-        if not batch:
-            return []
-        if stop():
-            raise PredictionStopped(f"{name}: stopped at {batch[0].start:.0f} s")
-        preds = self.predict_waves([s.wave for s in batch], [None if transcribe else ""] * len(batch))
-        return [Segment(s.start, s.end, p.label, p.probs, p.transcript, p.votes) for s, p in zip(batch, preds)]
+        return predict_long(self, inputs, **options)
 
     def predict_files(self, paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,
                       batch_size: int = 1, return_attention: bool = False, progress=None,
                       speaker: SpeakerProfile | None = None) -> tuple[list[Prediction | None], list[tuple[str, str]]]:
         """Batch prediction in length-sorted buckets; bad files are skipped and reported, never fatal."""
-        results: list[Prediction | None] = [None] * len(paths)
-        errors: list[tuple[str, str]] = []
-        for i, pred, reason in self.iter_predict_files(paths, transcripts, batch_size, return_attention, progress,
-                                                       speaker):
-            if pred is not None:
-                results[i] = pred
-            else:
-                errors.append((str(paths[i]), reason))
-        return results, errors
+        from .recordings import predict_files
+
+        return predict_files(self, paths, transcripts, batch_size, return_attention, progress, speaker)
 
     def iter_predict_files(self, paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,
                            batch_size: int = 1, return_attention: bool = False, progress=None,
                            speaker: SpeakerProfile | None = None):
-        """Yield (index, Prediction, None) or (index, None, reason) for every file, in input order, as
-        soon as its window is done, so a caller can write each result before the next file runs.
+        """Yield (index, Prediction, None) or (index, None, reason) for every file, in input order, as soon
+        as its window is done (dmha.recordings.iter_predict_files)."""
+        from .recordings import iter_predict_files
 
-        With batch_size > 1, files are length-sorted within windows of 8 batches (less padding) and the
-        window is yielded in input order (a batch also keeps within MAX_BATCH_SECONDS of padded
-        audio, so long files go in small batches): a crash loses at most the window in progress; with
-        batch_size 1, each file is yielded as soon as it is done. An unreadable file, or a batch the
-        model fails on (e.g. out of memory), is reported with its reason and the others go on."""
-        transcripts = list(transcripts) if transcripts is not None else [None] * len(paths)
-        window = batch_size * PREDICT_WINDOW_BATCHES if batch_size > 1 else 1  # one at a time: nothing to sort
-        for first in range(0, len(paths), window):
-            done: dict[int, tuple[Prediction | None, str | None]] = {}
-            durations = {}
-            for i in range(first, min(first + window, len(paths))):
-                try:
-                    durations[i] = self._check_duration(paths[i], audio_duration(paths[i]))
-                except AudioError as err:
-                    done[i] = (None, err.reason)
-            ids = sorted(durations)
-            for batch in length_sorted_batches([durations[i] for i in ids], batch_size, MAX_BATCH_SECONDS,
-                                               longest_first=False):
-                chunk = [ids[k] for k in batch]
-                done.update(self._predict_chunk(paths, transcripts, chunk, return_attention, speaker))
-                if progress is not None:
-                    progress(len(chunk))
-            if progress is not None:
-                progress(len(done) - len(ids))  # the unreadable ones
-            for i in sorted(done):
-                yield (i, *done[i])
-
-    def _predict_chunk(self, paths, transcripts, chunk: list[int], return_attention: bool,
-                       speaker: SpeakerProfile | None = None) -> dict[int, tuple[Prediction | None, str | None]]:
-        done: dict[int, tuple[Prediction | None, str | None]] = {}
-        index, waves = [], []
-        for i in chunk:
-            try:
-                waves.append(load_audio(paths[i]))
-                index.append(i)
-            except AudioError as err:
-                done[i] = (None, err.reason)
-        if not waves:
-            return done
-        try:
-            preds = self.predict_waves(waves, [transcripts[i] for i in index], return_attention, speaker)
-        except (RuntimeError, MemoryError) as err:  # e.g. torch out of memory: this batch fails, not the job
-            reason = f"prediction failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
-            log.warning("%s: %s", ", ".join(str(paths[i]) for i in index), reason)
-            return {**done, **{i: (None, reason) for i in index}}
-        for i, pred in zip(index, preds):
-            pred.path = str(paths[i])
-            done[i] = (pred, None)
-        return done
-
-
-def _is_waveform(x) -> bool:
-    return isinstance(x, (np.ndarray, torch.Tensor))
-
-
-def _as_array(wave) -> np.ndarray:
-    """A numpy array or torch tensor → numpy (n,) or (n, channels): a 2-D input's shorter axis is its channels."""
-    if isinstance(wave, torch.Tensor):
-        wave = wave.detach().cpu()
-        if wave.is_floating_point() and wave.dtype not in (torch.float32, torch.float64):
-            wave = wave.float()  # numpy has no bfloat16
-        wave = wave.numpy()
-    array = np.asarray(wave)
-    if array.ndim == 2 and array.shape[0] < array.shape[1]:
-        array = array.T  # (channels, n) → (n, channels)
-    return array
-
+        return iter_predict_files(self, paths, transcripts, batch_size, return_attention, progress, speaker)
