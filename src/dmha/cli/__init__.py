@@ -1,0 +1,108 @@
+"""The `dmha` command line: each subcommand parses its options, calls one library function and prints.
+
+One parser builder and one handler per subcommand, grouped by what they work on: dmha.cli.data
+(demo, prepare, transcribe, extract, cache), dmha.cli.training (train, cv, evaluate, tune-thresholds,
+calibrate, ensemble, compare), dmha.cli.predicting (predict, export, serve). Library errors become one
+line on stderr and exit code 1 (`-v` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """A failure to report as one line and exit code 1."""
+
+
+MODEL_HELP = "model or ensemble directory, or a Hugging Face Hub repository id (owner/name) holding one"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers", "faster_whisper"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.allow_pickle:
+        from ..trust import allow_pickle
+
+        allow_pickle()
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("dmha: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # library errors become one line; -v shows the traceback
+        if args.verbose:
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"dmha {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The parser: global flags, then one small builder per subcommand, each beside its handler."""
+    parser = argparse.ArgumentParser(prog="dmha", description="Double Multi-Head Attention speech emotion recognition")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and show tracebacks")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="let encoders load pickle weights (pytorch_model.bin): only for models you trust")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from . import data, predicting, training
+
+    for add in (data.add_demo, data.add_prepare, data.add_transcribe, training.add_train, training.add_cv,
+                data.add_extract, training.add_evaluate, training.add_tune_thresholds, training.add_calibrate,
+                training.add_ensemble, data.add_cache, training.add_compare, predicting.add_predict,
+                predicting.add_export, predicting.add_serve):
+        add(sub)
+    return parser
+
+
+def config_options(p: argparse.ArgumentParser, config_help: str | None = "TOML config file",
+                    set_help: str | None = None) -> None:
+    """--config FILE.toml (unless config_help is None) and --set KEY=VALUE ..., as every config-driven command."""
+    if config_help is not None:
+        p.add_argument("--config", help=config_help)
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help=set_help)
+
+
+def errors_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--errors", metavar="FILE",
+                   help="write one 'path<TAB>reason' line per skipped item to FILE (empty when none)")
+
+
+def decision_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-thresholds", action="store_true", help="ignore the model's thresholds.json")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="decision.prior=uniform (or none, or 'label:weight,...'): prior correction")
+
+
+def decision_prior(overrides: list[str]) -> str | None:
+    """The decision.prior override, if any; only decision.* keys may change after training."""
+    from ..config import load
+
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    extra = [key for key in keys if not key.startswith("decision.")]
+    if extra:
+        raise CommandError(f"--set {extra[0]}: only decision.* keys can be set here (the rest is fixed by training)")
+    return load(None, overrides).decision.prior if "decision.prior" in keys else None
+
+
+def report_skipped(errors, errors_file: str | None = None) -> int:
+    """For commands that learn their skipped items all at once: the same file and stderr lines as
+    SkippedItems; skipping is not a failure (use --strict where offered)."""
+    from ..outputs import SkippedItems
+
+    with SkippedItems(errors_file) as skipped:
+        for path, reason in errors:
+            skipped.add(path, reason)
+    return 0
+
