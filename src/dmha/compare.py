@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Sequence
 
 from .cv import CV_FILE
+from .figures import split_reports
 from .fileio import atomic_write_text
 
-COLUMNS = ("run", "split", "n", "macro_f1", "macro_f1_ci95", "accuracy", "uar", "mean_ccc", "dev_macro_f1", "best_epoch",
-           "speech_encoder", "attention", "loss", "decision")
+# The figures come from dmha.figures (each clip alone first, then grouped by speaker, calibration, attributes).
+FIGURES = ("macro_f1", "macro_f1_ci95", "accuracy", "uar", "macro_f1_grouped", "ece", "mean_ccc", "dev_macro_f1")
+COLUMNS = ("run", "split", "n", *FIGURES, "best_epoch", "speech_encoder", "attention", "loss", "decision")
 
 
 class CompareError(ValueError):
@@ -53,10 +55,14 @@ def collect(folders: Sequence[str | Path]) -> list[dict]:
             speech = config.get("encoders", {}).get("speech", "-")
             attention = config.get("model", {}).get("attention", "-")
             loss = config.get("loss", "-")
+        split = metrics.get("split", "test")
+        _, grouped = split_reports(metrics, split)  # train's metrics.json, or evaluate's ("grouped")
+        grouped = grouped or metrics.get("grouped") or {}
         rows.append({
             "run": folder.name if folder.name not in ("", ".") else str(folder), "split": metrics.get("split", "-"),
             "n": metrics.get("n", "-"), "macro_f1": metrics.get("macro_f1"), "macro_f1_ci95": "-", "accuracy": metrics.get("accuracy"),
-            "uar": metrics.get("uar"), "mean_ccc": metrics.get("mean_ccc", "-"),
+            "uar": metrics.get("uar"), "macro_f1_grouped": grouped.get("macro_f1", "-"), "ece": metrics.get("ece", "-"),
+            "mean_ccc": metrics.get("mean_ccc", "-"),
             "dev_macro_f1": metrics.get("dev_macro_f1", "-"),
             "best_epoch": metrics.get("best_epoch", "-"), "speech_encoder": speech, "attention": attention,
             "loss": loss,
@@ -79,7 +85,8 @@ def _cv_row(folder: Path) -> dict:
     return {"run": folder.name or str(folder), "split": f"cv {summary['folds_done']}x{len(result['seeds'])}",
             "n": sum(r["n_test"] for r in result["runs"] if r["seed"] == result["seeds"][0]),
             "macro_f1": mean("macro_f1"), "macro_f1_ci95": f"[{lo:.4f}, {hi:.4f}]", "accuracy": mean("accuracy"),
-            "uar": mean("uar"), "mean_ccc": mean("mean_ccc"), "dev_macro_f1": mean("dev_macro_f1"),
+            "uar": mean("uar"), "macro_f1_grouped": mean("macro_f1_grouped"), "ece": mean("ece"),
+            "mean_ccc": mean("mean_ccc"), "dev_macro_f1": mean("dev_macro_f1"),
             "best_epoch": round(float(sum(r["best_epoch"] for r in result["runs"]) / len(result["runs"])), 1),
             "speech_encoder": config["encoders"]["speech"], "attention": config["model"]["attention"],
             "loss": config["loss"], "decision": "argmax"}
