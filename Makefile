@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) "torch==2.13.0" -e ".[bench,serve,export,test]" > $(VENV)/pip.log 2>&1 \
+	$(PIP_INSTALL) "torch==2.13.0" -e ".[dev]" > $(VENV)/pip.log 2>&1 \
 	  || { grep -v "is ignored: it is neither" $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c "import dmha, torch, faster_whisper, opensmile; assert torch.__version__.startswith('2.13.0')"
 	touch $@

@@ -168,3 +168,30 @@ def test_readme_python_api_example_runs(setup, tmp_path):
     assert lines[0] == "['high', 'low']" and len(lines) >= 5
     for name in ("meeting.csv", "meeting.json", "meeting.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_the_recognizer_answers_like_an_audio_classification_pipeline(rec, setup):
+    """`rec(input)` gives transformers' audio-classification shape: [{"label", "score"}], most probable
+    first, `top_k` of them; a list of inputs gives one such list each."""
+    _, paths, texts = setup
+    ranked = rec(paths[0], transcript=texts[0])
+    pred = rec.predict(paths[0], transcript=texts[0])
+    assert [r["label"] for r in ranked] == sorted(pred.probs, key=lambda k: -pred.probs[k])
+    assert ranked[0] == {"label": max(pred.probs, key=pred.probs.get), "score": max(pred.probs.values())}
+    assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
+    assert rec(paths[0], transcript=texts[0], top_k=1) == ranked[:1]
+    many = rec(paths[:2], transcripts=texts[:2], top_k=2)
+    assert len(many) == 2 and all(len(r) == 2 for r in many) and many[0] == ranked[:2]
+    wave, rate = sf.read(paths[1], dtype="float32")
+    assert rec(wave, sample_rate=rate, transcript=texts[1], top_k=2) == many[1]
+
+
+def test_the_recognizer_moves_like_a_torch_module(setup):
+    model_dir, paths, texts = setup
+    rec = dmha.EmotionRecognizer.load(model_dir)
+    before = rec.predict(paths[0], transcript=texts[0])
+    assert rec.to("cpu") is rec and rec.device == "cpu"
+    assert all(p.device.type == "cpu" for m in rec.members for p in m.bundle.model.parameters())
+    _same(rec.predict(paths[0], transcript=texts[0]), before, tol=1e-6)
+    if torch.cuda.is_available():  # a GPU machine: the heads and the encoders go there, the answer stays
+        _same(rec.to("cuda").predict(paths[0], transcript=texts[0]), before)

@@ -487,3 +487,15 @@ def test_asr_shorter_window_is_a_setting_with_its_own_cache_identity():
     assert "door" in short.transcribe([_ravdess_clip()])[0].lower()
     with pytest.raises(ValueError, match="ASR window"):
         FasterWhisperTranscriber("tiny.en", window_s=0.5)
+
+
+@pytest.mark.slow
+def test_the_asr_language_is_a_setting_and_english_only_models_say_so():
+    from dmha.config import load
+    from dmha.encoders.registry import transcriber
+    from dmha.transcription import asr_identity
+
+    german = load(None, ["encoders.asr_language=de"]).encoders
+    assert "lang=de" in asr_identity(german) and "lang=" not in asr_identity(load().encoders)  # cached apart
+    with pytest.raises(ValueError, match="tiny.en is an English-only Whisper: it cannot transcribe language 'de'"):
+        transcriber(german)

@@ -241,3 +241,17 @@ def test_lr_halves_after_patience_epochs_without_dev_gain(trained, tiny_encoders
             lr, bad = lr / 2, 0
         expected.append(lr)
     assert lrs == pytest.approx(expected) and min(lrs) < 0.001  # it did halve, on schedule
+
+
+def test_training_logs_to_tensorboard_when_asked(tiny_encoders, tmp_path):
+    """train.logger=tensorboard: TensorBoard event files beside the CSV log (which reports read)."""
+    from helpers import train_tone_model
+
+    model_dir = train_tone_model(tiny_encoders, tmp_path, "train.logger=tensorboard")
+    events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (tmp_path / "run" / "logs" / "metrics.csv").is_file() and (model_dir / "training_log.csv").is_file()
+    with pytest.raises(Exception, match="train.logger must be one of csv, tensorboard"):
+        from dmha.config import load
+
+        load(None, ["train.logger=wandb"])

@@ -68,6 +68,8 @@ class EncodersConfig:
     text: str = "minilm"
     asr: str = "tiny.en"
     asr_window_s: float = rule(30.0, at_least=1.0, at_most=30.0)  # ASR window for clips up to 30 s (< 30: faster)
+    # the language spoken, a Whisper code (en, de, es, ca, ...); tiny.en is English-only, base is multilingual
+    asr_language: str = "en"
     speech_pad_to_s: float = rule(0.0, **NON_NEGATIVE)  # Whisper window: 0 = true length, 30 = Whisper's padded one
     # > 0: the speech encoder's top N transformer layers train, run live on the cached state L-1-N (0 = frozen)
     finetune_layers: int = rule(0, **NON_NEGATIVE)
@@ -179,6 +181,9 @@ class TrainConfig:
     soft_targets: str = ""
     soft_target_weight: float = rule(1.0, at_least=0.0, at_most=1.0)  # share of votes in the target (rest: label)
     num_workers: int = rule(0, **NON_NEGATIVE)
+    # per-epoch curves: csv (RUN_DIR/logs/metrics.csv, always written: reports read it) | tensorboard (also
+    # TensorBoard event files in RUN_DIR/logs/, for `tensorboard --logdir RUN_DIR/logs`; needs dmha[tensorboard])
+    logger: str = rule("csv", choices=("csv", "tensorboard"))
     accelerator: str = "cpu"
     devices: int = rule(1, **POSITIVE)
     num_nodes: int = rule(1, **POSITIVE)

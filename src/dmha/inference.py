@@ -16,7 +16,7 @@ from .batches import collate
 from .batching import MAX_BATCH_SECONDS, length_sorted_batches
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members, mean_attributes
-from .modeldir import ModelBundle
+from .modeldir import ModelBundle, for_this_machine
 from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_text
 from .speaker_norm import Moments, batch_moments
 from .targets import attributes_of, predicts_category
@@ -47,6 +47,11 @@ class Prediction:
     attention: dict[str, np.ndarray] | None = field(default=None, repr=False)
     votes: dict[str, str] | None = None
     attributes: dict[str, float] | None = None
+
+    def top(self, k: int | None = None) -> list[dict[str, float | str]]:
+        """The `k` most probable labels (all when None), as [{"label", "score"}], most probable first."""
+        ranked = sorted(self.probs.items(), key=lambda kv: -kv[1])
+        return [{"label": label, "score": score} for label, score in ranked[:k]]
 
     def to_dict(self) -> dict:
         """The `predict --format jsonl` record."""
@@ -93,6 +98,10 @@ class EmotionRecognizer:
             raise ValueError(f"max_duration_s (--max-duration-s) must be > 0, got {max_duration_s}")
         self.max_duration_s = max_duration_s  # predict() refuses longer inputs (predict_long has no limit)
         self.bundle = self.members[0].bundle  # the lead member: labels, ASR, attention
+        self._load_encoders()
+
+    def _load_encoders(self) -> None:
+        """Each distinct encoder once (members that share one share it), on the members' device."""
         self._speech, self._text, self._asr = {}, {}, None
         for member in self.members:
             enc, spec = member.bundle.config.encoders, member.bundle.speech
@@ -104,6 +113,31 @@ class EmotionRecognizer:
             if encoder.info.identity != spec.identity:
                 log.warning("%s: speech encoder identity differs from training: %s vs %s",
                             member.name, encoder.info.identity, spec.identity)
+
+    def to(self, device: str) -> "EmotionRecognizer":
+        """Move the heads and the encoders to `device` ("cpu", "cuda", "cuda:1"), as torch modules move;
+        returns the recognizer."""
+        for member in self.members:
+            member.bundle.model.to(device)
+            member.bundle.config = for_this_machine(member.bundle.config, device)
+        self.device = device
+        self._load_encoders()
+        return self
+
+    def __call__(self, inputs, *, top_k: int | None = None, **options):
+        """Predict as a Hugging Face audio-classification pipeline answers: `rec("clip.wav")` →
+        [{"label": ..., "score": ...}, ...], most probable first (`top_k` of them; all by default); a
+        list of inputs → one such list each. Other options go to `predict` (sample_rate, transcript(s),
+        batch_size, speaker).
+
+        Example:
+            >>> rec("clip.wav", top_k=2)                                  # doctest: +SKIP
+            [{'label': 'angry', 'score': 0.81}, {'label': 'disgust', 'score': 0.07}]
+        """
+        single = is_waveform(inputs) or isinstance(inputs, (str, Path))
+        preds = self.predict(inputs, **options)
+        ranked = [pred.top(top_k) for pred in ([preds] if single else preds)]
+        return ranked[0] if single else ranked
 
     @staticmethod
     def _speech_key(member: Member) -> tuple:

@@ -217,7 +217,7 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
         callbacks.append(TQDMProgressBar(leave=True))
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        precision=resolve_precision(cfg.precision, cfg.accelerator), callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        precision=resolve_precision(cfg.precision, cfg.accelerator), callbacks=callbacks, logger=loggers(run_dir, cfg.logger),
         enable_progress_bar=progress, enable_model_summary=False, deterministic=True,
         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=run_dir,
         use_distributed_sampler=False,  # our length-bucketed samplers split batches across ranks themselves
@@ -235,6 +235,19 @@ def fit(module: DMHAModule, train_loader: DataLoader, dev_loader: DataLoader, ru
     score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
     return best_path, score, epoch
+
+
+def loggers(run_dir: Path, kind: str) -> list:
+    """Lightning loggers: the CSV log (reports draw their curves from it) and, when asked, TensorBoard's."""
+    out = [CSVLogger(run_dir, name="logs", version="")]
+    if kind == "tensorboard":
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            out.append(TensorBoardLogger(run_dir, name="logs", version="tensorboard", default_hp_metric=False))
+        except ModuleNotFoundError as err:
+            raise ModuleNotFoundError(f"train.logger=tensorboard needs TensorBoard: pip install 'dmha[tensorboard]' ({err})") from None
+    return out
 
 
 def load_best_weights(model: DMHA, checkpoint: Path) -> None:

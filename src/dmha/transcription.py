@@ -64,7 +64,8 @@ def transcribe_items(
 def asr_identity(enc: EncodersConfig) -> str:
     """Cache identity of the ASR setting (the name is enough: registry names pin packaged weights)."""
     window = f"|window={enc.asr_window_s:g}" if enc.asr_window_s != 30 else ""
-    return f"asr:{enc.asr}|temperature=0|batched-notimestamps{window}"  # settings that change the text
+    language = f"|lang={enc.asr_language}" if enc.asr_language != "en" else ""
+    return f"asr:{enc.asr}|temperature=0|batched-notimestamps{window}{language}"  # settings that change the text
 
 
 def fill_transcripts(items: Sequence[Item], enc: EncodersConfig, stores: StoreRoot,

@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from .. import __version__
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     """The parser: global flags, then one small builder per subcommand, each beside its handler."""
     parser = argparse.ArgumentParser(prog="dmha", description="Double Multi-Head Attention speech emotion recognition")
+    parser.add_argument("--version", action="version", version=f"dmha {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and show tracebacks")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let encoders load pickle weights (pytorch_model.bin): only for models you trust")

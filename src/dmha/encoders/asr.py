@@ -78,6 +78,9 @@ class FasterWhisperTranscriber:
             raise ValueError(f"ASR window must be 1-{WINDOW_S} s, got {window_s}")
         self.beam_size, self.language, self.vad_filter, self.window_s = beam_size, language, vad_filter, window_s
         multilingual = self.model.model.is_multilingual
+        if not multilingual and language != "en":
+            raise ValueError(f"{model_dir_or_name} is an English-only Whisper: it cannot transcribe language "
+                             f"{language!r}; use a multilingual one (encoders.asr=base)")
         self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
                                    language=language if multilingual else None)
         self.prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=True)

@@ -162,4 +162,6 @@ def uses_text(enc: "EncodersConfig") -> bool:
 def transcriber(enc: "EncodersConfig") -> Transcriber:
     """The configured ASR (only the options that differ from the defaults, so registry names stay cached)."""
     options = {"window_s": enc.asr_window_s} if enc.asr_window_s != 30 else {}
+    if enc.asr_language != "en":
+        options["language"] = enc.asr_language
     return load_transcriber(enc.asr, device=enc.device, **options)
