@@ -101,6 +101,34 @@ def train_tone_model(tiny_encoders, root: Path, *overrides: str) -> Path:
     return root / "run" / "model"
 
 
+def write_av(path: Path, container: str, codec: str, seconds: float = 1.5, freq: float = 440.0, rate: int = 48000,
+             frame_size: int = 960) -> Path:
+    """A stereo tone encoded with PyAV into `container` with `codec` (webm/libopus: Chromium's
+    MediaRecorder; mp4/aac: phones and Safari), to exercise the PyAV path and the mixdown."""
+    import fractions
+
+    import av
+
+    wave = (0.3 * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    with av.open(str(path), "w", format=container) as media:
+        stream = media.add_stream(codec, rate=rate, layout="stereo")
+        size = stream.codec_context.frame_size or frame_size
+        for i in range(0, wave.size, size):
+            chunk = np.pad(wave[i:i + size], (0, max(0, i + size - wave.size)))
+            frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = rate, i, fractions.Fraction(1, rate)
+            for packet in stream.encode(frame):
+                media.mux(packet)
+        for packet in stream.encode(None):
+            media.mux(packet)
+    return path
+
+
+def write_webm_opus(path: Path, seconds: float = 1.5, freq: float = 440.0, rate: int = 48000) -> Path:
+    """What Chromium's MediaRecorder produces: Opus in WebM."""
+    return write_av(path, "webm", "libopus", seconds, freq, rate)
+
+
 # The web service (test_serve, test_serve_hardening)
 
 TRANSCRIPT = "this is great today"

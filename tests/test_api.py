@@ -195,3 +195,28 @@ def test_the_recognizer_moves_like_a_torch_module(setup):
     _same(rec.predict(paths[0], transcript=texts[0]), before, tol=1e-6)
     if torch.cuda.is_available():  # a GPU machine: the heads and the encoders go there, the answer stays
         _same(rec.to("cuda").predict(paths[0], transcript=texts[0]), before)
+
+
+def test_compressed_recordings_decode_in_the_api_and_the_cli(rec, setup, tmp_path, capsys):
+    """webm/opus (Chromium), mp4 and m4a with AAC (phones, Safari): decoded with PyAV wherever audio is
+    read, as the service does, with the same one-line errors."""
+    from dmha.audio import audio_duration, load_audio
+    from helpers import write_av
+
+    files = [write_av(tmp_path / "rec.webm", "webm", "libopus"), write_av(tmp_path / "phone.m4a", "mp4", "aac"),
+             write_av(tmp_path / "clip.mp4", "mp4", "aac", seconds=2.0)]
+    for path, seconds in zip(files, (1.5, 1.5, 2.0)):
+        assert audio_duration(path) == pytest.approx(seconds, abs=0.05)
+        assert load_audio(path).size == pytest.approx(seconds * 16000, rel=0.03)
+    preds = rec.predict(files, transcripts=["x"] * 3)
+    assert [p.path for p in preds] == [str(f) for f in files] and all(p.label in rec.labels for p in preds)
+    broken = tmp_path / "broken.m4a"
+    broken.write_bytes(files[1].read_bytes()[:200])  # the ftyp box, then nothing
+    with pytest.raises(AudioError, match=r"broken\.m4a: cannot decode audio"):
+        load_audio(broken)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(setup[0]), *map(str, files), str(broken), "--no-asr", "--format", "csv",
+                 "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1 + 3
+    err = capsys.readouterr().err
+    assert f"{broken}: cannot decode audio" in err

@@ -1,7 +1,6 @@
 """dmha serve: endpoints, limits, temp-file hygiene and micro-batching, on a tiny trained model."""
 from __future__ import annotations
 
-import fractions
 import io
 import json
 import os
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import TRANSCRIPT, post, tmp_files, wav_bytes
+from helpers import TRANSCRIPT, post, tmp_files, wav_bytes, write_webm_opus
 from conftest import require_ravdess, tone, train_tiny_model
 from dmha.inference import EmotionRecognizer
 
@@ -52,24 +51,6 @@ def assert_same(got: dict, want, tol: float = 1e-6) -> None:
     assert got["label"] == want.label and got["transcript"] == want.transcript
     assert set(got["probs"]) == set(want.probs)
     assert max(abs(got["probs"][k] - want.probs[k]) for k in want.probs) <= tol
-
-
-def write_webm_opus(path: Path, seconds: float = 1.5, freq: float = 440.0, rate: int = 48000) -> Path:
-    """What Chromium's MediaRecorder produces: Opus in WebM (stereo here, to exercise the mixdown)."""
-    import av
-
-    wave = (0.3 * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
-    with av.open(str(path), "w", format="webm") as media:
-        stream = media.add_stream("libopus", rate=rate, layout="stereo")
-        for i in range(0, wave.size, 960):
-            chunk = np.pad(wave[i:i + 960], (0, max(0, i + 960 - wave.size)))
-            frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = rate, i, fractions.Fraction(1, rate)
-            for packet in stream.encode(frame):
-                media.mux(packet)
-        for packet in stream.encode(None):
-            media.mux(packet)
-    return path
 
 
 

@@ -16,7 +16,8 @@ import soxr
 
 SAMPLE_RATE = 16_000
 # Extensions importers treat as audio; all are decoded by libsndfile (mp3 needs libsndfile ≥ 1.1).
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                              ".webm", ".mkv", ".mka", ".mp4", ".m4a", ".aac", ".3gp"})  # the last: PyAV
 _DIGEST_BLOCK = 1 << 20
 _READ_SAMPLES = 1 << 20  # samples per read over all channels: memory follows what is decoded, not what a
 # header claims, and not the channel count either (1 M frames of a 255-channel Ogg Vorbis were 1 GB)
@@ -74,8 +75,19 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, *,
     except MemoryError:
         raise AudioError(path, "too long to decode in memory") from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
-        raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
+        container = _container(path)
+        if container is None:
+            raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
+        from . import containers  # webm, mp4/m4a: PyAV
+
+        mono, rate = containers.decode(path, container, max_seconds=max_seconds, max_rate=_MAX_RATE)
     return _resample(mono, rate, sample_rate, path)
+
+
+def _container(path) -> str | None:
+    from .containers import container_of
+
+    return container_of(path)
 
 
 def load_audio_array(
@@ -123,7 +135,12 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
     except PermissionError:
         raise AudioError(path, "permission denied") from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as err:
-        raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
+        container = _container(path)
+        if container is None:
+            raise AudioError(path, f"cannot decode audio ({decode_reason(err)})") from None
+        from . import containers  # webm, mp4/m4a: PyAV
+
+        return containers.duration(path, container)
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "contains no samples")
     return info.frames / _check_rate(info.samplerate, path)

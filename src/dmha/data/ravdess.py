@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmha.audio import is_audio_file
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm"})
 from dmha.data.manifest import CorpusError, Item, add_durations, write_manifest
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,10 @@ def parse_name(path: Path) -> Clip | None:
 
 def _find_clips(root: Path) -> list[Clip]:
     """Every RAVDESS-named audio file under root, in path order."""
+    # RAVDESS ships its audio-video recordings as .mp4 video: the speech corpus is the audio files
     clips = [clip for path in sorted(root.rglob("*"))
-             if is_audio_file(path) and path.is_file() and (clip := parse_name(path)) is not None]
+             if is_audio_file(path) and path.suffix.lower() not in VIDEO_EXTENSIONS and path.is_file()
+             and (clip := parse_name(path)) is not None]
     if not clips:
         raise CorpusError(
             f"{root}: no RAVDESS audio files found "
