@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmha.audio import is_audio_file
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm"})
 from dmha.data.manifest import CorpusError, Item, add_durations, write_manifest
 
 log = logging.getLogger(__name__)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm"})
 
 # MM-VV-EE-II-SS-RR-AA: modality, vocal channel, emotion, intensity, statement, repetition, actor.
 _NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)")
