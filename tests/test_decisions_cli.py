@@ -115,7 +115,7 @@ def test_ensemble_votes_like_its_members(runs, tmp_path, capsys):
     assert [r[f"vote_{spec['members'][0]['name']}"] for r in rows] == [labels[k] for k in member_preds[0]]
 
 
-def test_ensemble_runs_each_encoder_once_and_predicts(runs, tmp_path, capsys):
+def test_ensemble_runs_each_encoder_once_and_predicts(runs, tmp_path, capsys, monkeypatch):
     root, manifest = runs
     make_ensemble([root / name / "model" for name in VARIANTS], tmp_path / "ens")
     rec = EmotionRecognizer.load(tmp_path / "ens")
@@ -124,11 +124,12 @@ def test_ensemble_runs_each_encoder_once_and_predicts(runs, tmp_path, capsys):
     for kind, encoder in (("speech", rec.speech), ("text", rec.text)):
         original = encoder.encode
 
-        def counted(batch, _original=original, _kind=kind):
+        def counted(batch, *args, _original=original, _kind=kind, **kwargs):
             calls[_kind] += 1
-            return _original(batch)
+            return _original(batch, *args, **kwargs)
 
-        encoder.encode = counted
+        # the encoders are cached for the whole process: patched for this test only
+        monkeypatch.setattr(encoder, "encode", counted)
     from dmha.data.manifest import read_manifest
 
     items = [i for i in read_manifest(manifest) if i.split == "test"]
@@ -219,7 +220,7 @@ def test_compare_prints_and_writes_a_table(runs, tmp_path, capsys):
     assert "no metrics.json" in capsys.readouterr().err
 
 
-def test_members_with_different_encoders(runs, tmp_path, tiny_encoders):
+def test_members_with_different_encoders(runs, tmp_path, tiny_encoders, monkeypatch):
     """Each distinct speech encoder runs once per batch; members sharing one share its output."""
     from conftest import build_tiny_speech_encoder
     from dmha.data.manifest import read_manifest
@@ -236,7 +237,7 @@ def test_members_with_different_encoders(runs, tmp_path, tiny_encoders):
     calls = []
     for key, encoder in rec._speech.items():
         original = encoder.encode
-        encoder.encode = lambda batch, _o=original, _k=key: calls.append(_k) or _o(batch)
+        monkeypatch.setattr(encoder, "encode", lambda batch, *a, _o=original, _k=key, **k: calls.append(_k) or _o(batch, *a, **k))
     items = [i for i in read_manifest(manifest) if i.split == "test"]
     preds = rec.predict([i.path for i in items], transcripts=[i.transcript for i in items], batch_size=len(items))
     assert sorted(calls) == sorted(rec._speech) and all(len(p.votes) == 3 for p in preds)

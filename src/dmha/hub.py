@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from .modeldir import ModelDirError
+from .pretrained import path_of
 
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.csv"]  # config, labels, thresholds, ensemble, weights, log
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
@@ -21,12 +22,18 @@ def looks_like_repo_id(name: str) -> bool:
 
 
 def resolve_model(name_or_dir: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """The local directory of a model: an existing directory, else a Hub repository id fetched into the cache.
+    """The local directory of a model: an existing directory, a bundled model's name (dmha.pretrained), else
+    a Hub repository id fetched into the cache.
 
     Raises ModelDirError (one line) when it is neither, when the Hub cannot be reached and the
     repository is not cached, or when the revision does not exist.
     """
     path = Path(name_or_dir).expanduser()
+    bundled = None if path.exists() else path_of(str(name_or_dir))
+    if bundled is not None:  # a model shipped with dmha (dmha.pretrained): no download
+        if revision is not None:
+            raise ModelDirError(f"{name_or_dir}: a bundled model has no revisions")
+        return bundled
     if path.exists() or not looks_like_repo_id(str(name_or_dir)):
         if revision is not None:
             raise ModelDirError(f"{name_or_dir}: a revision only applies to a Hugging Face Hub repository id")

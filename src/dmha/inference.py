@@ -17,6 +17,7 @@ from .batching import MAX_BATCH_SECONDS, length_sorted_batches
 from .model import unpad_attention
 from .ensemble import Member, combine, load_members, mean_attributes
 from .modeldir import ModelBundle, for_this_machine
+from .pretrained import DEFAULT as DEFAULT_MODEL
 from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_text
 from .speaker_norm import Moments, batch_moments
 from .targets import attributes_of, predicts_category
@@ -89,8 +90,12 @@ class EmotionRecognizer:
         'angry'
     """
 
-    def __init__(self, members: Sequence[Member] | ModelBundle, device: str = "cpu",
+    def __init__(self, members: Sequence[Member] | ModelBundle | None = None, device: str = "cpu",
                  max_duration_s: float = DEFAULT_MAX_DURATION_S):
+        if members is None:  # EmotionRecognizer(): the bundled default model (dmha.pretrained)
+            from .pretrained import default_model
+
+            members = load_members(default_model(), device)
         if isinstance(members, ModelBundle):
             members = [Member("model", members, members.decision_rule())]
         self.members, self.device = list(members), device
@@ -183,7 +188,7 @@ class EmotionRecognizer:
         return cls(members, device, max_duration_s)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | Path, revision: str | None = None, *,
+    def from_pretrained(cls, name_or_dir: str | Path = DEFAULT_MODEL, revision: str | None = None, *,
                         cache_dir: str | Path | None = None, **load_options) -> "EmotionRecognizer":
         """Load a local model/ensemble directory or a Hugging Face Hub repository that holds one.
 

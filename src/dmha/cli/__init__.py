@@ -28,7 +28,13 @@ MODEL_HELP = "model or ensemble directory, or a Hugging Face Hub repository id (
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling positionals at the first option: `predict MODEL --set k=v a.wav b.wav` leaves the
+    # files after the option unparsed; a command that takes files gathers them wherever they stand
+    if extra and hasattr(args, "files") and not any(e.startswith("-") for e in extra):
+        args.files = [*args.files, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers", "faster_whisper"):
@@ -84,8 +90,9 @@ def errors_option(p: argparse.ArgumentParser) -> None:
 
 def decision_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-thresholds", action="store_true", help="ignore the model's thresholds.json")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="decision.prior=uniform (or none, or 'label:weight,...'): prior correction")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="decision.prior=uniform (or none, or 'label:weight,...'): prior correction (one per --set, "
+                        "so the files after it stay files)")
 
 
 def decision_prior(overrides: list[str]) -> str | None:

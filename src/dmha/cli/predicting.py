@@ -9,20 +9,25 @@ from pathlib import Path
 
 from . import CommandError, MODEL_HELP, decision_options, decision_prior, errors_option
 from ..outputs import PREDICTION_FORMATS, PredictionWriter, SegmentWriter, SkippedItems
+from ..pretrained import DEFAULT
 
 
 
 def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="predict the emotion of audio files")
-    p.add_argument("model_dir", help=MODEL_HELP)
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser("predict", help="predict the emotion of audio files (with the bundled model unless a model "
+                                       "is named first)")
+    p.add_argument("model_dir", nargs="?", help=MODEL_HELP + f"; a bundled model's name; default: {DEFAULT}")
+    p.add_argument("files", nargs="*", help="audio files, or folders of them (searched recursively)")
+    p.add_argument("--manifest", metavar="MANIFEST", help="predict every file a manifest lists (with its transcripts)")
+    p.add_argument("--transcripts", metavar="TABLE.csv",
+                   help="a CSV with path and transcript columns; the files it does not list are transcribed by ASR")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--format", choices=list(PREDICTION_FORMATS), default="table",
                    help="challenge: the Odyssey 2024 Task 1 submission CSV (FileName,EmoClass); challenge-task2: "
                         "Task 2's (FileName,EmoAct,EmoVal,EmoDom, 1-7, from a model with arousal, valence, dominance)")
     p.add_argument("--out", help="write the predictions to this file instead of stdout")
     p.add_argument("--transcript", action="append", default=None,
-                   help="transcript for the files, in order (repeat once per file); default: ASR")
+                   help="transcript for the files, in order (repeat once per file); default: ASR (see --transcripts)")
     p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
     errors_option(p)
     p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
@@ -48,6 +53,46 @@ def add_predict(sub) -> None:
     p.set_defaults(func=_predict)
 
 
+def _inputs(args) -> None:
+    """The model and the files of a `predict` command line: the first positional is the model when it names
+    one (a model or ensemble directory, a bundled name or a Hub id), else an input and the bundled default
+    model predicts; folders are searched for audio; --manifest adds its files and transcripts."""
+    from ..hub import looks_like_repo_id
+    from ..inputs import audio_files, manifest_inputs, read_transcripts
+    from ..pretrained import path_of
+
+    first = args.model_dir
+    if first is not None:
+        path = Path(first)
+        named = ((path.is_dir() and any((path / f).is_file() for f in ("config.json", "ensemble.json")))
+                 or path_of(first) is not None or (not path.exists() and not is_audio_name(first)
+                                                   and looks_like_repo_id(first)))
+        if not named:
+            args.files, args.model_dir = [first, *args.files], None
+    args.model_dir = args.model_dir or DEFAULT
+    files = audio_files(args.files)
+    transcripts = None
+    if args.manifest:
+        listed, given = manifest_inputs(args.manifest)
+        files, transcripts = files + listed, [None] * len(files) + given
+    if not files:
+        raise CommandError("no input: give audio files or folders, or --manifest")
+    if args.transcript is not None:
+        if len(args.transcript) != len(files):
+            raise CommandError(f"got {len(args.transcript)} --transcript for {len(files)} files")
+        transcripts = list(args.transcript)
+    if args.transcripts:
+        table = read_transcripts(args.transcripts, files)
+        transcripts = [t if t is not None else g for t, g in zip(table, transcripts or [None] * len(files))]
+    args.files, args.transcript = [str(f) for f in files], transcripts
+
+
+def is_audio_name(name: str) -> bool:
+    from ..audio import is_audio_file
+
+    return is_audio_file(Path(name))
+
+
 def _predict(args) -> int:
     if args.segment:
         from ..segment import SegmentPlanner
@@ -61,13 +106,12 @@ def _predict(args) -> int:
 
     from ..inference import EmotionRecognizer
 
-    if args.transcript is not None and len(args.transcript) != len(args.files):
-        raise CommandError(f"got {len(args.transcript)} --transcript for {len(args.files)} files")
-    if args.segment and (args.transcript is not None or args.format.startswith("challenge")):
+    if args.segment and (args.transcript is not None or args.transcripts or args.format.startswith("challenge")):
         raise CommandError("--segment: each segment is transcribed by ASR (--no-asr skips it), so --transcript "
                            f"and --format {args.format if args.format.startswith('challenge') else 'challenge'} do not apply")
     if args.segment and (args.same_speaker or args.enrol):
         raise CommandError("--segment predicts each segment alone; --same-speaker and --enrol do not apply")
+    _inputs(args)
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
                                             prior=decision_prior(args.overrides), max_duration_s=args.max_duration_s,
@@ -77,7 +121,7 @@ def _predict(args) -> int:
             raise CommandError(f"{args.model_dir}: --segment needs a model that predicts categories (this one predicts "
                                f"only {', '.join(rec.attribute_names)})")
         return _predict_segments(args, rec)
-    transcripts = [""] * len(args.files) if args.no_asr and args.transcript is None else args.transcript
+    transcripts = [t or "" for t in args.transcript or [None] * len(args.files)] if args.no_asr else args.transcript
     try:
         speaker = rec.speaker_profile(args.files if args.same_speaker else args.enrol or [],
                                       strict=bool(args.enrol))
@@ -181,7 +225,7 @@ def add_serve(sub) -> None:
     from ..serve.settings import cli_flags
 
     p = sub.add_parser("serve", help="web service and page: POST /v1/predict, /v1/predict-long; GET / (FastAPI)")
-    p.add_argument("model_dir", help=MODEL_HELP)
+    p.add_argument("model_dir", nargs="?", default=DEFAULT, help=MODEL_HELP + f"; default: the bundled {DEFAULT}")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     for flag, keywords, _ in cli_flags():  # one per ServeSettings field that has a help text
