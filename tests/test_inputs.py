@@ -77,3 +77,23 @@ def test_with_no_model_named_the_bundled_default_predicts(model, tmp_path, monke
                  "--out", str(named)]) == 0
     assert _rows(named)[0] == _rows(out)[0]
     assert EmotionRecognizer().labels == EmotionRecognizer.from_pretrained(pretrained.DEFAULT).labels == ["high", "low"]
+
+
+def test_dmha_models_lists_the_bundled_models_and_shows_a_card(model, tmp_path, monkeypatch, capsys):
+    import dmha.pretrained as pretrained
+
+    model_dir, _ = model
+    shipped = tmp_path / "pkg" / "stand_in"
+    shutil.copytree(model_dir, shipped)
+    (shipped / "bundled.json").write_text(json.dumps({"name": pretrained.DEFAULT, "classes": ["high", "low"],
+                                                      "training_data": "tones", "licence": "MIT",
+                                                      "summary": "a stand-in"}))
+    (shipped / "MODEL_CARD.md").write_text("# Stand-in\n\nIntended use: tests.\n")
+    monkeypatch.setattr(pretrained, "_root", lambda: tmp_path / "pkg")
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert f"{pretrained.DEFAULT} (default): high, low" in listing and "licence: MIT" in listing
+    assert main(["models", pretrained.DEFAULT]) == 0
+    assert "Intended use: tests." in capsys.readouterr().out
+    assert main(["models", "nope"]) == 1
+    assert "no bundled model 'nope'" in capsys.readouterr().err

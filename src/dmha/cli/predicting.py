@@ -248,3 +248,27 @@ def _serve(args) -> int:
           f"(API docs at /docs); Ctrl-C stops", file=sys.stderr)
     serve(rec, settings, args.host, args.port, log_level="info" if args.verbose else "warning")
     return 0
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="the models bundled with dmha: their classes, training data and licence")
+    p.add_argument("name", nargs="?", help="show this model's card (MODEL_CARD.md)")
+    p.set_defaults(func=_models)
+
+
+def _models(args) -> int:
+    from ..pretrained import bundled, describe
+
+    if args.name:
+        print(describe(args.name)["card"] or f"{args.name}: no model card")
+        return 0
+    names = bundled()
+    if not names:
+        print("no bundled model in this installation (`make ready-model` trains one in a checkout)")
+    for name in names:
+        info = describe(name)
+        print(f"{name}{' (default)' if info['default'] else ''}: {', '.join(info['classes'])}")
+        print(f"  trained on {info['training_data']}; licence: {info['licence']}")
+        if info.get("summary"):
+            print(f"  {info['summary']}")
+    return 0
