@@ -91,6 +91,7 @@ def test_healthz_model_info_docs_and_page(rec, model_dir):
         assert not any(str(Path(p).parent) in json.dumps(info) for p in local.values())  # no path of this machine
         assert [m["name"] for m in info["members"]] == ["run"]
         assert info["members"][0]["temperature"] == rec.members[0].bundle.model.temperature  # calibration.json
+        assert info["card"] is None  # the tone model has no MODEL_CARD.md (a bundled model's is served here)
         assert info["limits"]["max_duration_s"] == 42 and "tmp_dir" not in info["limits"]
         spec = client.get("/openapi.json").json()
         assert {"/v1/predict", "/v1/predict-long", "/healthz", "/v1/model"} <= set(spec["paths"])
@@ -602,3 +603,17 @@ def test_serve_help_lists_the_limits(capsys):
     for option in ("--host", "--port", "--max-upload-mb", "--max-duration-s", "--timeout-s", "--queue-size",
                    "--batch-window-ms", "--max-batch"):
         assert option in out
+
+
+def test_the_model_card_is_served_with_the_model(model_dir, tmp_path):
+    """A model directory's MODEL_CARD.md goes out with /v1/model and the page shows it (as text)."""
+    import shutil
+
+    carded = tmp_path / "model"
+    shutil.copytree(model_dir, carded)
+    (carded / "MODEL_CARD.md").write_text("# Card\n\nNot for decisions about people. <script>x</script>\n")
+    with TestClient(create_app(EmotionRecognizer.load(carded))) as client:
+        assert "Not for decisions about people" in client.get("/v1/model").json()["card"]
+        page = client.get("/").text
+        assert 'id="model-card"' in page and "<script>x</script>" not in page  # filled in as text, by app.js
+        assert "textContent = m.card" in client.get("/static/app.js").text

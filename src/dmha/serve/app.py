@@ -155,7 +155,14 @@ class Service:
                 "attributes": {name: list(bounds) for name, bounds in rec.attribute_ranges.items()},
                 "ensemble": len(members) > 1, "encoders": lead["encoders"],
                 "thresholds": lead["thresholds"] if len(members) == 1 else None, "members": members,
-                "limits": self.settings.public(), "dmha_version": __version__}
+                "limits": self.settings.public(), "dmha_version": __version__, "card": _card(self.recognizer)}
+
+
+def _card(recognizer) -> str | None:
+    """The lead model's MODEL_CARD.md (what it is for, its data and figures, its limits), when it has one."""
+    directory = recognizer.members[0].bundle.directory
+    card = directory / "MODEL_CARD.md" if directory is not None else None
+    return card.read_text(encoding="utf-8") if card is not None and card.is_file() else None
 
 
 def _member_info(member) -> dict:

@@ -55,6 +55,10 @@ async function loadModel() {
       el("span", { textContent: `${predicts}${members}` }), el("br"),
       el("span", { textContent: `encoders: ${shortName(enc.speech)} (speech) · ${shortName(enc.text)} (text) · ` +
                                 `${shortName(enc.asr)} (ASR)` }));
+    if (m.card) {  // shown as text: a card is the model's own words, never markup to run
+      $("model-card").textContent = m.card;
+      $("card-section").hidden = false;
+    }
   } catch (err) {
     $("model-info").textContent = "could not load the model description";
   }
