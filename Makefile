@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # instead of resolving a multi-GB CUDA build.
 PIP_INSTALL := $(BIN)/pip install --quiet --progress-bar off --disable-pip-version-check
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs docs-serve clean
 
 install: $(VENV)/.installed
 
@@ -58,5 +58,14 @@ bench: install
 	$(PY) benchmarks/crema_targets.py --manifest $(R)/manifests/crema-d.csv $(R)/crema_cv $(R)/crema_cv_soft $(R)/crema_cv_intensity $(R)/crema_cv_multitask --seeds 0 --out $(R)/crema_targets/seed0.json
 	$(PY) benchmarks/crema_targets.py --manifest $(R)/manifests/crema-d.csv $(R)/crema_cv $(R)/crema_cv_soft --out $(R)/crema_targets/three_seeds.json
 
+# The documentation site: the generated reference pages (from config.py and the CLI parsers), then the
+# site into site/, strict (a broken link or reference fails the build).
+docs: install
+	$(BIN)/python tools/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site

@@ -246,7 +246,7 @@ def test_members_with_different_encoders(runs, tmp_path, tiny_encoders, monkeypa
 
 
 def test_a_retrained_model_dir_drops_the_old_thresholds(runs, tmp_path):
-    """docs/robustness.md: training again into a run folder whose model was tuned (a resumed run: its
+    """docs/reference/robustness.md: training again into a run folder whose model was tuned (a resumed run: its
     metrics.json is gone) replaces the model directory whole, and the old thresholds.json (tuned for the
     old weights) goes with it; the same command on a finished run changes nothing."""
     import shutil

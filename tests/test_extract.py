@@ -49,7 +49,7 @@ def test_two_process_extraction_builds_the_same_store(tiny_encoders, tmp_path):
 
 def test_a_damaged_shard_is_skipped_with_a_warning_and_its_entries_recomputed(tiny_encoders, tmp_path, caplog,
                                                                             monkeypatch):
-    """docs/robustness.md: a truncated shard is not fatal; the next extraction warns and recomputes
+    """docs/reference/robustness.md: a truncated shard is not fatal; the next extraction warns and recomputes
     exactly its entries, and every item has readable features again."""
     from dmha.config import load
     from dmha.experiment import extract

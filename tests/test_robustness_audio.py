@@ -1,7 +1,7 @@
 """The bad-audio matrix: every row is a file (or array) a real corpus may hold, and what the loader does with it.
 
 Each case ends in a correct result (checked) or an AudioError whose one-line message is
-`<path>: <reason>`. docs/robustness.md ("Audio input") lists the rows with these test names.
+`<path>: <reason>`. docs/reference/robustness.md ("Audio input") lists the rows with these test names.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 and transcripts from empty to 10,000 words.
 
 Each case ends in the right items (checked) or a one-line error naming the manifest (and the row).
-docs/robustness.md ("Manifests and transcripts") lists the rows with these test names.
+docs/reference/robustness.md ("Manifests and transcripts") lists the rows with these test names.
 """
 from __future__ import annotations
 

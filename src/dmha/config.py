@@ -64,16 +64,16 @@ POSITIVE, NON_NEGATIVE, FRACTION = {"above": 0}, {"at_least": 0}, {"at_least": 0
 class EncodersConfig:
     """Frozen encoders, each a registry name, a Hugging Face id or a local directory."""
 
-    speech: str = "whisper-base"
-    text: str = "minilm"
-    asr: str = "tiny.en"
+    speech: str = "whisper-base"  # registry name (whisper-base, whisper-tiny.en), HF id or local dir
+    text: str = "minilm"  # registry name (minilm), HF id or local dir; none = speech only (no text branch, no ASR)
+    asr: str = "tiny.en"  # ASR for missing transcripts: tiny.en, base, or a CTranslate2 Whisper dir
     asr_window_s: float = rule(30.0, at_least=1.0, at_most=30.0)  # ASR window for clips up to 30 s (< 30: faster)
     # the language spoken, a Whisper code (en, de, es, ca, ...); tiny.en is English-only, base is multilingual
     asr_language: str = "en"
     speech_pad_to_s: float = rule(0.0, **NON_NEGATIVE)  # Whisper window: 0 = true length, 30 = Whisper's padded one
     # > 0: the speech encoder's top N transformer layers train, run live on the cached state L-1-N (0 = frozen)
     finetune_layers: int = rule(0, **NON_NEGATIVE)
-    device: str = "cpu"
+    device: str = "cpu"  # where the encoders run in train/extract/cv (a machine setting, recorded as provenance)
 
 
 @dataclass
@@ -81,10 +81,10 @@ class ModelConfig:
     """The DMHA head (paper §3-4)."""
 
     attention: str = rule("standard", choices=("standard", "subvector"))  # standard (eqs 1-2) | subvector (eqs 3-4)
-    heads: int = rule(4, **POSITIVE)
-    hidden_layers: int = rule(4, **NON_NEGATIVE)
-    hidden_dim: int = rule(512, **POSITIVE)
-    dropout: float = rule(0.1, **FRACTION)
+    heads: int = rule(4, **POSITIVE)  # H, heads of the first attention layer
+    hidden_layers: int = rule(4, **NON_NEGATIVE)  # N hidden layers of the classifier (each LayerNorm, GELU, dropout)
+    hidden_dim: int = rule(512, **POSITIVE)  # width of the classifier's hidden layers
+    dropout: float = rule(0.1, **FRACTION)  # dropout of the classifier's layers
     dim: int = rule(128, **NON_NEGATIVE)  # common width D of speech and text; 0 = the speech encoder's (the paper)
     # speaker (standardised per speaker, shrunk to the train-set statistics) | standardize (train-set mean/std
     # per layer and dim) | layernorm | none
@@ -125,7 +125,7 @@ class FeaturesConfig:
     cache_dir: str = ""  # empty = $DMHA_HOME/features
     # utterance: each waveform's own mean/std | train: the training split's (paper §5.2) | none
     normalize: str = rule("utterance", choices=("utterance", "train", "none"))
-    batch_size: int = rule(8, **POSITIVE)
+    batch_size: int = rule(8, **POSITIVE)  # utterances per encoder call during extraction
     # cached | online (encoders run in the training step) | auto: online iff aug is on
     mode: str = rule("auto", choices=("auto", "cached", "online"))
     layers: list[int] = field(default_factory=list)  # speech hidden states to keep (0 = embeddings); [] = all
@@ -140,18 +140,18 @@ class FeaturesConfig:
 class TrainConfig:
     """Optimisation recipe (paper §5.2)."""
 
-    max_epochs: int = rule(20, **POSITIVE)
-    batch_size: int = rule(32, **POSITIVE)
-    lr: float = rule(5e-4, **POSITIVE)
-    weight_decay: float = rule(0.01, **NON_NEGATIVE)
+    max_epochs: int = rule(20, **POSITIVE)  # at most this many epochs (early stopping may end sooner)
+    batch_size: int = rule(32, **POSITIVE)  # utterances per training step
+    lr: float = rule(5e-4, **POSITIVE)  # AdamW learning rate of the head
+    weight_decay: float = rule(0.01, **NON_NEGATIVE)  # AdamW decoupled weight decay
     crop_s: float = rule(5.5, **NON_NEGATIVE)  # random training crops of clips longer than this; 0 = full length
     # clips shorter than the crop: keep whole | repeat (the paper's repetition padding)
     crop_short: str = rule("keep", choices=("keep", "repeat"))
     length_buckets: bool = True  # batch utterances of similar length (less padding); false = plain random batches
     lr_patience: int = rule(5, **POSITIVE)  # halve the LR after this many epochs without dev macro-F1 gain
-    lr_factor: float = rule(0.5, above=0.0, below=1.0)
-    early_stop_patience: int = rule(10, **POSITIVE)
-    focal_gamma: float = rule(2.0, **NON_NEGATIVE)
+    lr_factor: float = rule(0.5, above=0.0, below=1.0)  # the plateau schedule multiplies the LR by this
+    early_stop_patience: int = rule(10, **POSITIVE)  # stop after this many epochs without dev gain
+    focal_gamma: float = rule(2.0, **NON_NEGATIVE)  # γ of the focal loss (loss = focal)
     label_smoothing: float = rule(0.1, **FRACTION)  # target mass ε spread evenly over all classes (0 = the paper)
     frame_dropout: float = rule(0.3, **FRACTION)  # fraction of speech frames each training step drops (0 = paper)
     layer_lr: float = rule(0.01, **NON_NEGATIVE)  # LR of the layer-sum weights, no decay; 0 = train.lr with decay
@@ -180,13 +180,13 @@ class TrainConfig:
     # (e.g. votes_ for CREMA-D's votes_angry, ...); empty = the hard label
     soft_targets: str = ""
     soft_target_weight: float = rule(1.0, at_least=0.0, at_most=1.0)  # share of votes in the target (rest: label)
-    num_workers: int = rule(0, **NON_NEGATIVE)
+    num_workers: int = rule(0, **NON_NEGATIVE)  # DataLoader worker processes (0: batches built in the training process)
     # per-epoch curves: csv (RUN_DIR/logs/metrics.csv, always written: reports read it) | tensorboard (also
     # TensorBoard event files in RUN_DIR/logs/, for `tensorboard --logdir RUN_DIR/logs`; needs dmha[tensorboard])
     logger: str = rule("csv", choices=("csv", "tensorboard"))
-    accelerator: str = "cpu"
-    devices: int = rule(1, **POSITIVE)
-    num_nodes: int = rule(1, **POSITIVE)
+    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu, auto (a machine setting)
+    devices: int = rule(1, **POSITIVE)  # devices per node: > 1 trains with DDP (a machine setting)
+    num_nodes: int = rule(1, **POSITIVE)  # nodes for multi-node DDP (a machine setting)
     # Lightning precision, or auto: bf16-mixed where the hardware has bf16 units
     precision: str = rule("32-true", choices=("32-true", "32", "auto", "bf16-mixed", "16-mixed", "bf16-true",
                                               "16-true", "64-true"))
@@ -199,14 +199,14 @@ AUGMENT_TECHNIQUES = ("speed", "reverb", "noise")
 class AugmentConfig:
     """Online augmentation of training waveforms (paper §5.2); off by default."""
 
-    enabled: bool = False
+    enabled: bool = False  # augment the training waveforms online (encoders run in every step)
     p: float = rule(0.5, at_least=0.0, at_most=1.0)  # probability that a waveform is augmented at all
-    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
-    snr_db_min: float = 0.0
-    snr_db_max: float = 15.0
+    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed perturbation factors (soxr)
+    snr_db_min: float = 0.0  # lowest SNR of additive noise, dB
+    snr_db_max: float = 15.0  # highest SNR of additive noise, dB
     rir_dir: str = ""  # e.g. OpenSLR RIRS_NOISES; empty = synthetic shoebox rooms
     noise_dir: str = ""  # e.g. MUSAN; empty = coloured noise or babble of training utterances
-    techniques: list[str] = field(default_factory=lambda: list(AUGMENT_TECHNIQUES))
+    techniques: list[str] = field(default_factory=lambda: list(AUGMENT_TECHNIQUES))  # one drawn per augmented waveform
     cached_copies: int = rule(0, **NON_NEGATIVE)  # >0: K augmented copies per utterance encoded once
 
     def check(self, prefix: str) -> None:
@@ -239,7 +239,7 @@ class DecisionConfig:
 class Config:
     """Everything needed to train, and stored with the model to rebuild it."""
 
-    seed: int = 0
+    seed: int = 0  # seeds everything: seeded CPU runs are reproducible on one machine and thread count
     loss: str = rule("wce", choices=("wce", "focal"))  # wce (inverse-frequency weighted cross-entropy) | focal
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -346,9 +346,10 @@ class EmotionRecognizer:
             results.append(pred)
         return results
 
-    def predict(self, inputs, *, sample_rate: int | None = None, transcript: str | None = None,
+    def predict(self, inputs: "str | Path | np.ndarray | torch.Tensor | Sequence", *, sample_rate: int | None = None, transcript: str | None = None,
                 transcripts: Sequence[str | None] | None = None, batch_size: int = 1,
-                return_attention: bool = False, speaker: SpeakerProfile | None = None):
+                return_attention: bool = False,
+                speaker: SpeakerProfile | None = None) -> "Prediction | list[Prediction]":
         """Predict the emotion of one recording or of several.
 
         Args:
@@ -440,7 +441,7 @@ class EmotionRecognizer:
 
         Example:
             >>> timeline = rec.predict_long("meeting.flac", max_s=10)    # doctest: +SKIP
-            >>> [(s.start, s.label) for s in timeline.segments][:2]      # doctest: +SKIP
+            >>> [(s.start, s.label) for s in timeline.segments[:2]]      # doctest: +SKIP
             [(0.42, 'neutral'), (3.9, 'happy')]
         """
         from .recordings import predict_long

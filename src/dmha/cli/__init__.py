@@ -80,7 +80,8 @@ def config_options(p: argparse.ArgumentParser, config_help: str | None = "TOML c
     if config_help is not None:
         p.add_argument("--config", help=config_help)
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=set_help)
+                   help=set_help or "override config keys: KEY=VALUE ... (TOML values, e.g. model.attention=subvector "
+                                     "'aug.speeds=[0.9,1.1]'; later wins)")
 
 
 def errors_option(p: argparse.ArgumentParser) -> None:

@@ -58,10 +58,10 @@ def _prepare(args) -> int:
 
 def add_transcribe(sub) -> None:
     p = sub.add_parser("transcribe", help="fill the manifest's transcript column with ASR (given ones kept)")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="manifest CSV whose empty transcript cells ASR fills")
     p.add_argument("--out", help="manifest to write (default: overwrite the input)")
     p.add_argument("--asr", default=None, help="ASR model: tiny.en (default), base, or a CTranslate2 Whisper dir")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="clips per ASR batch")
     config_options(p, config_help="TOML config file (its encoders.asr*, features.cache_dir apply)",
                     set_help="config keys, e.g. encoders.asr_window_s=10 features.cache_dir=DIR")
     errors_option(p)
@@ -86,7 +86,7 @@ def _transcribe(args) -> int:
 
 def add_extract(sub) -> None:
     p = sub.add_parser("extract", help="fill the feature store for a manifest, as train would (resumable)")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", required=True, help="manifest CSV whose items to extract features of")
     config_options(p, config_help="TOML config file (the one you will train with)")
     p.add_argument("--processes", type=int, default=1,
                    help="split the work over N processes (one per GPU with encoders.device=cuda)")

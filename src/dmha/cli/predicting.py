@@ -21,7 +21,7 @@ def add_predict(sub) -> None:
     p.add_argument("--manifest", metavar="MANIFEST", help="predict every file a manifest lists (with its transcripts)")
     p.add_argument("--transcripts", metavar="TABLE.csv",
                    help="a CSV with path and transcript columns; the files it does not list are transcribed by ASR")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="files per batch (length-sorted; the same results as 1)")
     p.add_argument("--format", choices=list(PREDICTION_FORMATS), default="table",
                    help="challenge: the Odyssey 2024 Task 1 submission CSV (FileName,EmoClass); challenge-task2: "
                         "Task 2's (FileName,EmoAct,EmoVal,EmoDom, 1-7, from a model with arousal, valence, dominance)")
@@ -227,7 +227,7 @@ def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="web service and page: POST /v1/predict, /v1/predict-long; GET / (FastAPI)")
     p.add_argument("model_dir", nargs="?", default=DEFAULT, help=MODEL_HELP + f"; default: the bundled {DEFAULT}")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     for flag, keywords, _ in cli_flags():  # one per ServeSettings field that has a help text
         p.add_argument(flag, **keywords)
     decision_options(p)

@@ -86,14 +86,14 @@ def _cv(args) -> int:
 
 def add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
-    p.add_argument("model_dir")
+    p.add_argument("model_dir", help="model or ensemble directory (or a bundled model's name)")
     p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST",
                    help="manifest CSV; repeat it for several corpora (figures per corpus)")
     p.add_argument("--labels", default=None, metavar="A,B,...",
                    help="score on these of the model's labels only (the prediction is the most probable of them); "
                         "default: the labels the model and the manifest share, with a note naming what is left out")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", help="the split to score")
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions, confusion and report.html")
     decision_options(p)
     p.add_argument("--no-report", action="store_true", help="skip report.html (figures take a few seconds)")
     p.set_defaults(func=_evaluate)
@@ -133,7 +133,7 @@ def _evaluate(args) -> int:
 def add_tune_thresholds(sub) -> None:
     p = sub.add_parser("tune-thresholds", help="search per-class decision thresholds; writes thresholds.json")
     p.add_argument("model_dir", help="model directory (or ensemble: every member is tuned)")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", required=True, help="manifest CSV holding the split")
     p.add_argument("--split", default="train", help="split to tune on (default: train, as in the paper)")
     p.add_argument("--objective", choices=["ovr", "multiclass"], default="ovr",
                    help="ovr: each class against the rest (the paper); multiclass: macro-F1 of the final rule")
@@ -159,7 +159,8 @@ def add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="fit the temperature of a model's probabilities on held-out speakers; "
                                          "writes calibration.json")
     p.add_argument("model_dir", help="model directory (or ensemble: every member is calibrated)")
-    p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST")
+    p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST",
+                   help="manifest CSV holding the split (repeat it for several corpora)")
     p.add_argument("--split", default="dev", help="labelled split of speakers the model did not train on (default: dev)")
     p.set_defaults(func=_calibrate)
 
@@ -178,7 +179,7 @@ def _calibrate(args) -> int:
 
 def add_ensemble(sub) -> None:
     p = sub.add_parser("ensemble", help="combine model directories into a hard-voting ensemble directory")
-    p.add_argument("model_dirs", nargs="+")
+    p.add_argument("model_dirs", nargs="+", help="two or more model directories (tie-breaks follow dev macro-F1)")
     p.add_argument("--out", required=True, help="ensemble directory to create")
     p.set_defaults(func=_ensemble)
 
