@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # instead of resolving a multi-GB CUDA build.
 PIP_INSTALL := $(BIN)/pip install --quiet --progress-bar off --disable-pip-version-check
 
-.PHONY: install demo test test-fast bench docs docs-serve clean
+.PHONY: install demo demo-train ready-model test test-fast bench docs docs-serve clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import dmha, torch, faster_whisper, opensmile; assert torch.__version__.startswith('2.13.0')"
 	touch $@
 
+# The bundled model on the shipped CREMA-D example clips: each alone, then joined into one recording
+# (timeline); prints a table and writes demo_out/report.html.
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/dmha demo --out demo_out
+	HF_HUB_OFFLINE=1 $(BIN)/dmha examples --out demo_out
+
+# The synthetic corpus (eSpeak NG) through transcribe → train → evaluate → predict, offline.
+demo-train: install
+	HF_HUB_OFFLINE=1 $(BIN)/dmha demo --out demo_out/synthetic
+
+# Train the bundled models from ../shared/data (configs/ready/) into src/dmha/pretrained/, with their cards.
+ready-model: install
+	HF_HUB_OFFLINE=1 $(BIN)/python tools/ready_model.py
 
 # The whole suite, integration tests on the embedded models and ../shared/data/ravdess included.
 test: install

@@ -52,7 +52,7 @@ def predict_long(rec: "EmotionRecognizer", inputs, *, sample_rate: int | None = 
 
     Example:
         >>> timeline = rec.predict_long("meeting.flac", max_s=10)    # doctest: +SKIP
-        >>> [(s.start, s.label) for s in timeline.segments][:2]      # doctest: +SKIP
+        >>> [(s.start, s.label) for s in timeline.segments[:2]]      # doctest: +SKIP
         [(0.42, 'neutral'), (3.9, 'happy')]
         >>> timeline.write_csv("meeting.csv"); timeline.plot("meeting.png")   # doctest: +SKIP
     """

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     for add in (data.add_demo, data.add_prepare, data.add_transcribe, training.add_train, training.add_cv,
                 data.add_extract, training.add_evaluate, training.add_tune_thresholds, training.add_calibrate,
                 training.add_ensemble, data.add_cache, training.add_compare, predicting.add_predict,
-                predicting.add_export, predicting.add_serve, predicting.add_models):
+                predicting.add_export, predicting.add_serve, predicting.add_models,
+                predicting.add_examples):
         add(sub)
     return parser
 

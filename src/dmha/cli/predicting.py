@@ -272,3 +272,21 @@ def _models(args) -> int:
         if info.get("summary"):
             print(f"  {info['summary']}")
     return 0
+
+
+def add_examples(sub) -> None:
+    p = sub.add_parser("examples", help="the bundled model (or MODEL) on the shipped CREMA-D example clips: one by one "
+                                        "and joined into one recording (timeline); a table and OUT/report.html")
+    p.add_argument("model_dir", nargs="?", help=MODEL_HELP + f"; a bundled model's name; default: {DEFAULT}")
+    p.add_argument("--out", default="demo_out", help="folder for predictions.jsonl, the timeline and report.html "
+                                                     "(default: demo_out)")
+    p.set_defaults(func=_examples)
+
+
+def _examples(args) -> int:
+    from ..showcase import format_table, run
+
+    show = run(args.model_dir, args.out)
+    print(format_table(show))
+    print(f"wrote {Path(args.out) / 'report.html'}, predictions.jsonl and timeline.csv/.json/.png there")
+    return 0

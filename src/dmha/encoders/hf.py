@@ -29,7 +29,12 @@ def _label(name_or_path: str | Path, name: str | None) -> str:
 
 
 def _pretrained(cls, name_or_path: str | Path, revision: str | None) -> torch.nn.Module:
-    """Weights from safetensors only, no remote code (see trust.py)."""
+    """Weights from safetensors only, no remote code (see trust.py). transformers' per-load progress bar
+    ("Loading weights") is shown only when dmha logs details (-v): a predict of one file prints results."""
+    if not logger.isEnabledFor(logging.INFO):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         return cls.from_pretrained(name_or_path, revision=revision, **weights_kwargs())
     except OSError as err:
