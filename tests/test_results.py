@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-LINK = re.compile(r"\[(?P<text>[^\]\[]+)\]\((?P<target>[^)\s#]*benchmarks/results/[^)\s#]+\.json)#(?P<key>[^)\s]+)\)")
+# the README links benchmarks/results/...; the docs site links ../results/... (docs/results is a symlink to it)
+LINK = re.compile(r"\[(?P<text>[^\]\[]+)\]\((?P<target>[^)\s#]*results/[^)\s#]+\.json)#(?P<key>[^)\s]+)\)")
 NUMBER = re.compile(r"^(?P<sign>[+\-−]?)(?P<digits>\d+(?:,\d{3})*(?:\.(?P<decimals>\d+))?)(?P<unit>\s*(?:%|×|x|s|ms|MB|GB)?)$")
 MACHINE_PATH = re.compile(r"(^|[\s\"'=])(/(?:work|home|root|tmp|Users|mnt|var|opt)/|[A-Za-z]:\\\\)")
 
@@ -79,6 +80,7 @@ def test_every_cited_figure_equals_its_committed_json():
     for doc, text, path, key in cited:
         where = f"{doc.relative_to(ROOT)}: [{text}]({path.relative_to(ROOT)}#{key})"
         assert path.is_file(), f"{where}: the result file does not exist"
+        assert RESULTS.resolve() in path.parents, f"{where}: not a committed benchmark result"
         value = lookup(json.loads(path.read_text(encoding="utf-8")), key)
         assert isinstance(value, (int, float)), f"{where}: {key} is not a number ({value!r})"
         if not _matches(text, float(value)):
