@@ -17,7 +17,7 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "EmotionRecognizer": "dmha.inference",
-    "Prediction": "dmha.inference",
+    "Prediction": "dmha.prediction",
     "Timeline": "dmha.timeline",
     "Segment": "dmha.timeline",
     "AudioError": "dmha.audio",

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +20,7 @@ from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_t
 from .speaker_norm import Moments, batch_moments
 from .targets import attributes_of, predicts_category
 from .timeline import Timeline
+from .prediction import Prediction, SpeakerProfile  # noqa: F401  (dmha.inference.Prediction stays importable)
 
 # Whole-recording prediction holds every frame of every layer (10 min of Whisper base: ~0.4 GB of
 # features, ~1.5 GB peak); longer recordings go through predict_long / --segment, whose memory is flat.
@@ -29,52 +28,6 @@ DEFAULT_MAX_DURATION_S = 600.0
 
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prediction:
-    """One utterance's result; `attention` holds both stages' weights when asked for.
-
-    For an ensemble, `probs` is the mean of the members' probabilities and `votes` holds each
-    member's label; `label` is the hard vote, so it need not be the argmax of `probs`. A model that
-    predicts emotional attributes gives them in `attributes` ({name: value} in each attribute's own
-    scale; an ensemble's are the members' mean); an attribute-only model has no label (None, probs {}).
-    """
-
-    label: str | None
-    probs: dict[str, float]
-    transcript: str
-    path: str | None = None
-    attention: dict[str, np.ndarray] | None = field(default=None, repr=False)
-    votes: dict[str, str] | None = None
-    attributes: dict[str, float] | None = None
-
-    def top(self, k: int | None = None) -> list[dict[str, float | str]]:
-        """The `k` most probable labels (all when None), as [{"label", "score"}], most probable first."""
-        ranked = sorted(self.probs.items(), key=lambda kv: -kv[1])
-        return [{"label": label, "score": score} for label, score in ranked[:k]]
-
-    def to_dict(self) -> dict:
-        """The `predict --format jsonl` record."""
-        record = {"path": self.path, "label": self.label, "probs": self.probs, "transcript": self.transcript}
-        if self.attributes is not None:
-            record["attributes"] = self.attributes
-        if self.votes is not None:
-            record["votes"] = self.votes
-        return record
-
-
-@dataclass
-class SpeakerProfile:
-    """One speaker's frame statistics under each speech encoder of a model (`EmotionRecognizer.enrol`).
-
-    A model trained with `model.feature_norm=speaker` normalises a recording by its speaker's
-    statistics when given a profile, and by the recording's own (shrunk toward the training
-    corpus's) when not. Only moments are kept, never the audio or the features."""
-
-    moments: dict = field(repr=False)  # speech-encoder key → Moments
-    recordings: int = 0
-    seconds: float = 0.0
 
 
 class EmotionRecognizer:

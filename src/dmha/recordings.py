@@ -13,7 +13,8 @@ from .segment import SegmentStream, stream_audio
 from .timeline import Segment, Timeline
 
 if TYPE_CHECKING:
-    from .inference import EmotionRecognizer, Prediction, SpeakerProfile
+    from .inference import EmotionRecognizer
+    from .prediction import Prediction, SpeakerProfile
 
 log = logging.getLogger(__name__)
 PREDICT_WINDOW_BATCHES = 8  # files are length-sorted within windows of this many batches
