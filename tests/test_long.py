@@ -246,3 +246,11 @@ def test_long_files_go_in_small_batches_with_the_same_results(rec, tmp_path, mon
     assert not errors and sizes == [[SAMPLE_RATE] * 2, [3 * SAMPLE_RATE] * 2]
     for a, b in zip(alone, batched):
         assert a.label == b.label and all(abs(a.probs[k] - b.probs[k]) < 1e-4 for k in a.probs)
+
+
+def test_decoding_audio_does_not_load_torch():
+    """`predict --segment` moves large allocations off the heap before torch loads (its hour-long
+    memory bound depends on it), so the modules it imports first must not import torch."""
+    code = "import sys, dmha.audio, dmha.segment, dmha.cli; print('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "False", run.stderr[-1000:]

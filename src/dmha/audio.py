@@ -5,13 +5,13 @@ import hashlib
 import logging
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
-import torch
 import soxr
 
 SAMPLE_RATE = 16_000
@@ -305,14 +305,23 @@ def compute_wave_norm(items: Sequence, progress: bool = True) -> WaveNorm:
     return WaveNorm(float(mean), std)
 
 
+def _is_tensor(x) -> bool:
+    """A torch tensor, without importing torch: `dmha predict --segment` tunes the allocator before torch
+    loads (cli.predicting), so decoding audio must not be what loads it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def is_waveform(x) -> bool:
     """A waveform given as an array (numpy or torch), not a path."""
-    return isinstance(x, (np.ndarray, torch.Tensor))
+    return isinstance(x, np.ndarray) or _is_tensor(x)
 
 
 def as_array(wave) -> np.ndarray:
     """A numpy array or torch tensor → numpy (n,) or (n, channels): a 2-D input's shorter axis is its channels."""
-    if isinstance(wave, torch.Tensor):
+    if _is_tensor(wave):
+        import torch
+
         wave = wave.detach().cpu()
         if wave.is_floating_point() and wave.dtype not in (torch.float32, torch.float64):
             wave = wave.float()  # numpy has no bfloat16
