@@ -9,7 +9,8 @@ Rows:
   CREMA-D's `fear`); the probe (b) and the speaker-normalised probe (c) likewise (layer and C chosen on
   the source's dev speakers), their prediction the most probable of the shared labels.
 - both → each: a `dmha cv` over both manifests (folds within each corpus) and its `cv_peers.py`,
-  per corpus; beside it that corpus's single-corpus cv on the same folds (same K), fold by fold.
+  per corpus; beside it that corpus's single-corpus cv: fold by fold when it has the same K (the same
+  folds), else the two means, unpaired.
 
     python benchmarks/cross_corpus.py --ravdess R.csv --crema C.csv [--seeds 0,1,2] \\
         [--joint JOINT_CV_DIR ...] [--single ravdess=CV_DIR --single crema-d=CV_DIR] [--out DIR]
@@ -99,9 +100,15 @@ def joint_rows(joint: Sequence[Path], single: dict[str, Path]) -> list[dict]:
                 if len(own["folds"]) == len(cv["folds"]):
                     alone = [own["summary"]["per_fold"][str(f["fold"])]["macro_f1"] for f in own["folds"]]
                     diff = [a - b for a, b in zip(figures["macro_f1"]["per_fold"], alone)]
-                    row["single_corpus"] = {"cv": single[corpus].name, "alone_per_fold": alone,
+                    row["single_corpus"] = {"cv": single[corpus].name, "paired": True, "alone_per_fold": alone,
+                                            "alone": own["summary"]["macro_f1"],
                                             "joint_minus_single": {"per_fold": diff, **cv_peers.interval(diff),
                                                                    **cv_peers.fold_tests(diff)}}
+                else:  # other folds (K differs): the two cv means, compared unpaired
+                    mean = own["summary"]["macro_f1"]["mean"]
+                    row["single_corpus"] = {"cv": single[corpus].name, "paired": False, "folds": len(own["folds"]),
+                                            "alone": own["summary"]["macro_f1"],
+                                            "joint_minus_single": {"mean": figures["macro_f1"]["mean"] - mean}}
             rows.append(row)
     return rows
 
@@ -151,7 +158,9 @@ def format_table(result: dict) -> str:
                 f"{row.get('probe_b', {}).get('mean', float('nan')):8.4f} {row.get('probe_c', {}).get('mean', float('nan')):8.4f}")
         if "single_corpus" in row:
             diff = row["single_corpus"]["joint_minus_single"]
-            line += f"  joint − {row['corpus']} alone: {diff['mean']:+.4f}, better on {diff['wins']}/{row['folds']} folds"
+            line += f"  joint − {row['corpus']} alone: {diff['mean']:+.4f}"
+            line += (f", better on {diff['wins']}/{row['folds']} folds" if row["single_corpus"]["paired"]
+                     else f" (unpaired: its own cv has {row['single_corpus']['folds']} folds)")
         lines.append(line)
     return "\n".join(lines)
 

@@ -218,11 +218,16 @@ def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
     cross = _load(RESULTS / spec.cross_corpus)
     lines += ["", "### Across corpora", ""]
     if cross:
-        lines += [f"`benchmarks/results/{spec.cross_corpus}` (`benchmarks/cross_corpus.py`): a model of the same "
-                  "recipe trained on one corpus and scored on the other, on the emotions both share:", ""]
-        lines += ["| train → test | dmha alone | probe (b) |", "|---|---|---|"]
-        for row in cross.get("rows", []):
-            lines.append(f"| {row['name']} | {_fmt(row.get('dmha_alone'))} | {_fmt(row.get('probe_b'))} |")
+        lines += [f"`benchmarks/results/{spec.cross_corpus}` (`benchmarks/cross_corpus.py`, mean over seeds "
+                  f"{', '.join(map(str, cross['seeds']))}): a model of this recipe trained on one corpus's split and "
+                  "scored on every clip of the other, on the emotions both share; both → each is the joint cv above.", ""]
+        lines += ["| trained on → tested on | dmha alone | dmha grouped | probe (b) |", "|---|---|---|---|"]
+        for pair, row in cross["transfer"].items():
+            lines.append(f"| {pair.replace('->', ' → ')} | {_fmt(row['dmha'].get('alone'))} | "
+                         f"{_fmt(row['dmha'].get('grouped'))} | {_fmt(row['probes'].get('b'))} |")
+        for row in cross.get("joint", []):
+            lines.append(f"| both → {row['corpus']} ({row['folds']}-fold cv) | {_fmt(row['alone']['mean'])} | "
+                         f"{_fmt((row.get('grouped') or {}).get('mean'))} | {_fmt(row.get('probe_b', {}).get('mean'))} |")
     else:
         lines.append("Not measured for this recipe.")
     lines += ["", "### Calibration", "",
