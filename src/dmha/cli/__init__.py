@@ -97,6 +97,14 @@ def decision_options(p: argparse.ArgumentParser) -> None:
                         "so the files after it stay files)")
 
 
+def model_location(name_or_dir: str) -> str:
+    """A model argument of a command that only reads the model (evaluate, export): a directory as given, a
+    bundled model's name or a Hub id resolved to its directory."""
+    from ..hub import resolve_model
+
+    return str(resolve_model(name_or_dir))
+
+
 def decision_prior(overrides: list[str]) -> str | None:
     """The decision.prior override, if any; only decision.* keys may change after training."""
     from ..config import load

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import CommandError, MODEL_HELP, decision_options, decision_prior, errors_option
+from . import CommandError, MODEL_HELP, decision_options, decision_prior, errors_option, model_location
 from ..outputs import PREDICTION_FORMATS, PredictionWriter, SegmentWriter, SkippedItems
 from ..pretrained import DEFAULT
 
@@ -206,7 +206,8 @@ def _predict_segments(args, rec) -> int:
 
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="export the fusion + classifier head to ONNX (the encoders stay outside)")
-    p.add_argument("model_dir", help="model directory (ensembles: export each member)")
+    p.add_argument("model_dir", help="model directory, a bundled model's name or a Hub id (ensembles: export each "
+                                     "member)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", required=True, help="the .onnx file; a .json sidecar (labels, input shapes) goes beside it")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
@@ -216,7 +217,7 @@ def add_export(sub) -> None:
 def _export(args) -> int:
     from ..export import export_onnx
 
-    sidecar = export_onnx(args.model_dir, args.out, opset=args.opset)
+    sidecar = export_onnx(model_location(args.model_dir), args.out, opset=args.opset)
     print(f"wrote {args.out} and {sidecar}")
     return 0
 

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import CommandError, config_options, decision_options, decision_prior, report_skipped
+from . import CommandError, MODEL_HELP, config_options, decision_options, decision_prior, model_location, report_skipped
 
 
 
@@ -86,7 +86,7 @@ def _cv(args) -> int:
 
 def add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model or ensemble directory on a manifest split")
-    p.add_argument("model_dir", help="model or ensemble directory (or a bundled model's name)")
+    p.add_argument("model_dir", help=MODEL_HELP + "; or a bundled model's name")
     p.add_argument("--manifest", action="append", required=True, metavar="MANIFEST",
                    help="manifest CSV; repeat it for several corpora (figures per corpus)")
     p.add_argument("--labels", default=None, metavar="A,B,...",
@@ -103,7 +103,7 @@ def _evaluate(args) -> int:
     from ..evaluation import evaluate
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
-    report = evaluate(args.model_dir, args.manifest, args.split, args.out, use_thresholds=not args.no_thresholds,
+    report = evaluate(model_location(args.model_dir), args.manifest, args.split, args.out, use_thresholds=not args.no_thresholds,
                       prior=decision_prior(args.overrides), report=not args.no_report, labels=labels)
     written = ["predictions.csv"]
     for note in report.get("notes", []):
