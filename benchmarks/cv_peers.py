@@ -30,6 +30,7 @@ test speaker's predictions swapped between them at random), for a two-sided p.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import hashlib
 import json
@@ -345,6 +346,16 @@ def difference(folds: Sequence[FoldTest], k: int, draws: int, permutations: int)
             "bootstrap": speaker_bootstrap(folds, k, draws), "permutation": speaker_permutation_test(folds, k, permutations)}
 
 
+def vote_difference(folds: dict[str, list[FoldTest]], k: int, draws: int, permutations: int) -> dict:
+    """The hard vote of each fold's seed models (what `dmha ensemble` of them predicts) − the peer, with the
+    same statistics; nothing for a cv of one seed."""
+    if len(next(iter(folds.values()))[0].a) < 2:
+        return {}
+    return {"difference_seed_vote": {variant: difference(
+        [dataclasses.replace(f, a=[seed_vote(f.a, k)]) for f in tests], k, draws, permutations)
+        for variant, tests in folds.items()}}
+
+
 # ---------------------------------------------------------------- the comparison
 
 
@@ -398,6 +409,7 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
             "system": SYSTEMS[tag], "paired_with": PAIRED_WITH[tag], "per_fold": runs,
             **interval([r["macro_f1"] for r in runs]),
             "difference": {variant: difference(folds[variant], k, draws, permutations) for variant in VARIANTS},
+            **vote_difference(folds, k, draws, permutations),
             "wall_s": round(time.perf_counter() - start, 1)}
     if len(corpora) > 1:
         result["per_corpus"] = {c: corpus_comparison(cv, items, splits, labels, c, peer_scores, draws, permutations)
@@ -425,6 +437,11 @@ def corpus_comparison(cv: dict, items, splits, labels: list[str], corpus: str, p
                           for f, t in zip(cv["folds"], tested)]
         per_fold = [float(np.mean([macro_f1_score(y, p, k) for p in seeds])) for y, seeds in zip(truth, preds[variant])]
         out["dmha"][variant] = {"per_fold": per_fold, **interval(per_fold)}
+    if len(cv["seeds"]) > 1:  # the hard vote of each fold's seed models, on this corpus's labels
+        out["dmha_seed_vote"] = {}
+        for variant in VARIANTS:
+            vote = [macro_f1_score(y, seed_vote(seeds, k), k) for y, seeds in zip(truth, preds[variant])]
+            out["dmha_seed_vote"][variant] = {"per_fold": vote, **interval(vote)}
     for tag, scores in peer_scores.items():
         peer = [s[r][:, columns].argmax(1) for s, r in zip(scores, rows)]
         per_fold = [macro_f1_score(y, p, k) for y, p in zip(truth, peer)]
@@ -432,7 +449,8 @@ def corpus_comparison(cv: dict, items, splits, labels: list[str], corpus: str, p
                  for variant in VARIANTS}
         out["peers"][tag] = {"system": SYSTEMS[tag], "paired_with": PAIRED_WITH[tag], "per_fold": per_fold,
                              **interval(per_fold),
-                             "difference": {v: difference(folds[v], k, draws, permutations) for v in VARIANTS}}
+                             "difference": {v: difference(folds[v], k, draws, permutations) for v in VARIANTS},
+                             **vote_difference(folds, k, draws, permutations)}
     return out
 
 

@@ -213,6 +213,10 @@ def test_compare_runs_peers_on_the_cv_folds(tmp_path: Path, old_layout: bool) ->
                                         np.roll(np.array(LABELS), -1)[[LABELS.index(v) for v in t]], t), average="macro")
                    for t, s in zip(truth, splits)]
     assert result["dmha_seed_vote"]["alone"]["per_fold"] == pytest.approx(seed0_alone)
+    for tag in ("a", "b"):  # the vote against each peer, fold by fold
+        vote_diff = result["peers"][tag]["difference_seed_vote"]["alone"]
+        assert vote_diff["per_fold"] == pytest.approx([v - r["macro_f1"] for v, r in
+                                                       zip(seed0_alone, result["peers"][tag]["per_fold"])])
     table = bench.format_table(result)
     assert "dmha-a" in table and "Wilcoxon" in table and "permutation p=" in table and "hard vote" in table
     assert len(table.splitlines()) == 1 + 4 + 4 + 2
