@@ -13,8 +13,8 @@ def test_demo_runs_offline_and_beats_chance(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     summary = json.loads(capsys.readouterr().out)
     out = tmp_path / "demo"
-    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "labels.json", "model.safetensors",
-                                                            "training_log.csv"]
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["calibration.json", "config.json", "labels.json",
+                                                            "model.safetensors", "training_log.csv"]
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("macro_f1", "accuracy", "uar", "per_class", "n"):
         assert key in metrics
