@@ -51,11 +51,17 @@ bench: install
 	$(PY) benchmarks/asr.py
 	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out $(R)/manifests/ravdess.csv
 	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out $(R)/manifests/crema-d.csv
+	# recipe candidates on RAVDESS's dev folds (one seed; the choice is read on dev only)
+	$(PY) benchmarks/screening.py
 	# speaker cross-validation (resumes) and the peers on exactly its folds
 	$(DMHA) cv --manifest $(R)/manifests/ravdess.csv --out $(R)/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
 	$(PY) benchmarks/cv_peers.py $(R)/ravdess_cv
 	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv --folds 5 --seeds 0,1,2 --jobs 2
 	$(PY) benchmarks/cv_peers.py $(R)/crema_cv
+	# a model trained on one corpus scored on the other (shared labels), beside each corpus's own cv
+	$(PY) benchmarks/cross_corpus.py --ravdess $(R)/manifests/ravdess.csv --crema $(R)/manifests/crema-d.csv --seeds 0 --single ravdess=$(R)/ravdess_cv --single crema-d=$(R)/crema_cv
+	# how fast the bundled models answer (run alone)
+	$(PY) benchmarks/ready_speed.py
 	# CREMA-D's own split (one fold) and its peers; then what partial fine-tuning costs per epoch
 	$(DMHA) train --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_split
 	$(PY) benchmarks/cv_peers.py $(R)/crema_split --out $(R)/crema_split/peers.json

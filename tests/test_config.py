@@ -64,14 +64,13 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         load(None, ["train.precision=fp8"])
 
 
-def _readme_config_table() -> dict[str, str]:
-    """{key: default cell} from the README's configuration table; `a.x` / `y` rows share a's section,
+def _documented_config_table() -> dict[str, str]:
+    """{key: default cell} from the configuration table (docs/guide/configuration.md); `a.x` / `y` rows share a's section,
     and a default cell `v1 / v2` gives one value per key (one value alone: every key of the row)."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### Configuration"):text.index("### Design choices")]
+    section = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "configuration.md").read_text(encoding="utf-8")
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -87,7 +86,7 @@ def _readme_config_table() -> dict[str, str]:
 
 
 def _as_written(value) -> set[str]:
-    """The ways the README may write a default."""
+    """The ways the configuration page may write a default."""
     import json
 
     if isinstance(value, bool):
@@ -101,20 +100,20 @@ def _as_written(value) -> set[str]:
     return {f"`{value}`", value, '""' if value == "" else value}
 
 
-def test_the_readme_configuration_table_lists_every_key_with_its_default():
+def test_the_configuration_page_lists_every_key_with_its_default():
     from dmha.config import Config
 
-    documented = _readme_config_table()
+    documented = _documented_config_table()
     flat = {}
     for section, values in to_dict(Config()).items():
         if isinstance(values, dict):
             flat.update({f"{section}.{k}": v for k, v in values.items()})
         else:
             flat[section] = values
-    assert sorted(set(flat) - set(documented)) == [], "keys missing from the README's table"
-    assert sorted(set(documented) - set(flat)) == [], "the README's table names keys that do not exist"
+    assert sorted(set(flat) - set(documented)) == [], "keys missing from the configuration table"
+    assert sorted(set(documented) - set(flat)) == [], "the configuration table names keys that do not exist"
     written_elsewhere = {"features.cache_dir": "`$DMHA_HOME/features`"}  # the empty default means this folder
     for key, value in flat.items():
         cell = documented[key]
         assert cell == written_elsewhere.get(key) or cell.strip("`") in _as_written(value) or cell in _as_written(value), \
-            f"README: {key} default {cell!r}, the code's is {value!r}"
+            f"docs/guide/configuration.md: {key} default {cell!r}, the code's is {value!r}"

@@ -54,6 +54,6 @@ def test_the_default_recipe_on_ravdess_beats_chance_by_far_alone_and_grouped(rav
     metrics = train(ravdess_manifest, tmp_path / "run", config, progress=False)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["n"] == 240 and saved["test_grouped"]["n"] == 240
-    # chance is 0.125; measured on a 2-core EPYC: see the note in the README's Tests section
+    # chance is 0.125; measured on a 2-core EPYC: see docs/development/tests.md
     assert metrics["macro_f1"] > 0.5, metrics["macro_f1"]  # each test clip alone: the headline
     assert metrics["test_grouped"]["macro_f1"] > 0.5, metrics["test_grouped"]["macro_f1"]

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Recipe screening on the dev folds only (issue 27's rule: choose on dev, report test once).
+
+Each candidate is a `dmha cv` of RAVDESS (6 speaker folds, one seed) with a few `--set` changes; its
+cv.json is copied to benchmarks/results/ravdess_screening/<name>.json and the table printed here shows
+the **dev** figures only (each dev clip alone, and grouped), so a choice is never read off the test
+folds. The test figures stay in the JSON, to be looked at once the choice is fixed.
+
+    python benchmarks/screening.py [--manifest benchmarks/results/manifests/ravdess.csv] [--only NAME]
+
+Resumable: `dmha cv` resumes each candidate's finished runs (under benchmarks/results/ravdess_screening/runs/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "ravdess_screening"
+CANDIDATES = {
+    "default": [],
+    "subsets": ["train.speaker_stats=subsets"],
+    "subsets_notext": ["train.speaker_stats=subsets", "encoders.text=none"],
+}
+
+
+def dev_row(name: str, cv: dict) -> str:
+    s = cv["summary"]
+    per_fold = [round(v["dev_macro_f1_alone"], 3) for _, v in sorted(s["per_fold"].items(), key=lambda kv: int(kv[0]))]
+    alone, grouped = s["dev_macro_f1_alone"], s["dev_macro_f1_grouped"]
+    return (f"{name:16} dev alone {alone['mean']:.4f} [{alone['ci95'][0]:.3f}, {alone['ci95'][1]:.3f}]  "
+            f"dev grouped {grouped['mean']:.4f}  per fold {per_fold}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default=str(ROOT / "benchmarks/results/manifests/ravdess.csv"))
+    parser.add_argument("--only", choices=sorted(CANDIDATES))
+    args = parser.parse_args(argv)
+    for name, changes in CANDIDATES.items():
+        if args.only not in (None, name):
+            continue
+        runs = OUT / "runs" / name
+        command = [sys.executable, "-m", "dmha.cli", "cv", "--manifest", args.manifest, "--out", str(runs),
+                   "--folds", "6", "--seeds", "0", "--jobs", "2"]
+        if changes:
+            command += ["--set", *changes]
+        subprocess.run(command, check=True, cwd=ROOT)
+        cv = json.loads((runs / "cv.json").read_text(encoding="utf-8"))
+        cv["manifest"] = "../manifests/ravdess.csv"
+        (OUT / f"{name}.json").write_text(json.dumps(cv, indent=2) + "\n", encoding="utf-8")
+    for name in CANDIDATES:
+        path = OUT / f"{name}.json"
+        if path.is_file():
+            print(dev_row(name, json.loads(path.read_text(encoding="utf-8"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
