@@ -26,5 +26,5 @@ def test_the_committed_screening_files_are_the_candidates():
         cv = json.loads((ROOT / f"benchmarks/results/ravdess_screening/{name}.json").read_text())
         assert cv["summary"]["folds_done"] == 6 and cv["seeds"] == [0]
         changes = dict(c.split("=") for c in screening.CANDIDATES[name])
-        assert cv["config"]["train"]["speaker_stats"] == changes.get("train.speaker_stats", "all")
+        assert cv["config"]["train"]["speaker_stats"] == changes["train.speaker_stats"]
         assert cv["config"]["encoders"]["text"] == changes.get("encoders.text", "minilm")

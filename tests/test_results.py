@@ -110,3 +110,12 @@ def test_committed_results_name_no_machine_folder():
             elif isinstance(node, str):
                 assert not MACHINE_PATH.search(node), f"{path.relative_to(ROOT)}{where}: a machine path: {node!r}"
         walk(json.loads(path.read_text(encoding="utf-8")), "")
+
+
+def test_make_bench_can_run_twice():
+    """`dmha cv` refuses a folder that holds another cv (config, folds, manifest) or fewer seeds, so in
+    `make bench` every cv writes its own folder, once: a second `make bench` then only resumes."""
+    recipe = (ROOT / "Makefile").read_text(encoding="utf-8").split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    outs = [m.group(1) for m in re.finditer(r"\$\(DMHA\) cv .*?--out (\S+)", recipe)]
+    assert len(outs) >= 3, recipe
+    assert len(outs) == len(set(outs)), f"a cv folder is written by two lines of make bench: {outs}"
