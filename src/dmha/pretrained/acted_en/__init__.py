@@ -1,0 +1,1 @@
+"""The bundled model dmha-acted-en (see MODEL_CARD.md)."""

@@ -1,0 +1,1 @@
+"""The bundled model dmha-crema-en (see MODEL_CARD.md)."""
