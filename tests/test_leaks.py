@@ -80,6 +80,14 @@ def test_test_labels_and_the_test_split_never_reach_the_model(tiny_encoders, cor
     assert _probs(reference) == _probs(root / "test_shuffled")  # the same probabilities, to the printed digit
     assert _probs(reference, "test_grouped") == _probs(root / "test_shuffled", "test_grouped")
 
+    # shuffling keeps each class's count; one label for every test clip changes them (a leak through class
+    # weights or priors computed over more than the train split would show here)
+    one_label = _write([{**r, "label": "low"} if r["split"] == "test" else r for r in rows],
+                       root / "corpus" / "test_one_label.csv")
+    train(one_label, root / "test_one_label", load(None, _overrides(tiny_encoders, root / "cache")), progress=False)
+    relabelled = load_file(root / "test_one_label" / "model" / "model.safetensors")
+    assert all(np.array_equal(weights[k], relabelled[k]) for k in weights)
+
     without = _write([r for r in rows if r["split"] != "test"], root / "corpus" / "no_test.csv")
     train(without, root / "no_test", load(None, _overrides(tiny_encoders, root / "cache")), progress=False)
     alone = load_file(root / "no_test" / "model" / "model.safetensors")
