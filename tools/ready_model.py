@@ -264,8 +264,9 @@ def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
     lines += ["", "### Across corpora", ""]
     if cross:
         lines += [f"`benchmarks/results/{spec.cross_corpus}` (`benchmarks/cross_corpus.py`, mean over seeds "
-                  f"{', '.join(map(str, cross['seeds']))}): a model of this recipe trained on one corpus's split and "
-                  "scored on every clip of the other, on the emotions both share; both → each is the joint cv above.", ""]
+                  f"{', '.join(map(str, cross['seeds']))}): dmha's default recipe (with its text branch; not this model's) "
+                  "trained on one corpus's split and scored on every clip of the other, on the emotions both share; "
+                  "both → each: a speaker cv over both corpora.", ""]
         lines += ["| trained on → tested on | dmha alone | dmha grouped | probe (b) |", "|---|---|---|---|"]
         for pair, row in cross["transfer"].items():
             lines.append(f"| {pair.replace('->', ' → ')} | {_fmt(row['dmha'].get('alone'))} | "
@@ -290,13 +291,17 @@ def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
         lines.append(f"On {speed['machine']}: `dmha predict CLIP` (a new process, loading included) gave its first "
                      f"result in {s['first_result_s']:.1f} s; real-time factor {s['rtf']:.4f} (seconds of compute "
                      f"per second of audio, one clip at a time, after loading; no ASR: the model is speech-only). "
-                     f"Source: `benchmarks/results/{spec.speed}` (`benchmarks/ready_speed.py`).")
+                     + (f"ASR (faster-whisper tiny.en), which a multimodal model runs on every clip without a "
+                        f"transcript, would add a real-time factor of {speed['asr_tiny_en_rtf']:.3f} on its own. "
+                        if speed.get("asr_tiny_en_rtf") else "")
+                     + f"Source: `benchmarks/results/{spec.speed}` (`benchmarks/ready_speed.py`).")
     else:
         lines.append("Not measured yet (`benchmarks/ready_speed.py`).")
     lines += ["", "## Known failure modes", "",
               "- It has heard only acted, often exaggerated portrayals of fixed neutral sentences: quality on subtle, "
               "mixed or spontaneous emotion is unknown and expected to be much lower.",
               *_weak_points(metrics),
+              *_transfer_point(cross),
               "- Each clip alone is harder than grouped: when you have several recordings of one speaker, "
               "`dmha predict --same-speaker` or `--enrol` normalises by that speaker (models with speaker statistics).",
               "- Words are not used (speech-only): emotion carried only by what is said is invisible to it.", ""]
@@ -306,6 +311,19 @@ def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
               + " Weights differ at the last digits between machines (floating-point order), the figures by a "
               "little more; the cv figures above are the ones to compare.", ""]
     return "\n".join(lines)
+
+
+def _transfer_point(cross: dict | None) -> list[str]:
+    """How far quality falls on a corpus never heard (measured: benchmarks/cross_corpus.py)."""
+    if not cross or not cross.get("transfer"):
+        return []
+    alone = [row["dmha"]["alone"] for row in cross["transfer"].values() if "alone" in row["dmha"]]
+    grouped = [row["dmha"]["grouped"] for row in cross["transfer"].values() if row["dmha"].get("grouped") is not None]
+    line = (f"- Recordings unlike its training corpora: a model trained on one of them and scored on the other falls to "
+            f"macro-F1 {min(alone):.2f}-{max(alone):.2f} with each clip alone")
+    if grouped:
+        line += f" ({min(grouped):.2f}-{max(grouped):.2f} grouped by speaker)"
+    return [line + ", not far above chance (about 0.17 for six classes): expect a large drop on other voices, microphones and rooms."]
 
 
 def _weak_points(metrics: dict | None) -> list[str]:
