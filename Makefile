@@ -58,8 +58,12 @@ bench: install
 	$(PY) benchmarks/cv_peers.py $(R)/ravdess_cv
 	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv --folds 5 --seeds 0,1,2 --jobs 2
 	$(PY) benchmarks/cv_peers.py $(R)/crema_cv
-	# a model trained on one corpus scored on the other (shared labels), beside each corpus's own cv
-	$(PY) benchmarks/cross_corpus.py --ravdess $(R)/manifests/ravdess.csv --crema $(R)/manifests/crema-d.csv --seeds 0 --single ravdess=$(R)/ravdess_cv --single crema-d=$(R)/crema_cv
+	# both corpora in one training (6 folds within each corpus, masked losses), what the union of labels
+	# costs each corpus, and a model trained on one corpus scored on the other, beside each corpus's own cv
+	$(DMHA) cv --manifest $(R)/manifests/ravdess.csv --manifest $(R)/manifests/crema-d.csv --out $(R)/joint_cv --folds 6 --seeds 0 --jobs 2
+	$(PY) benchmarks/cv_peers.py $(R)/joint_cv --only b
+	$(PY) benchmarks/label_set.py $(R)/joint_cv
+	$(PY) benchmarks/cross_corpus.py --ravdess $(R)/manifests/ravdess.csv --crema $(R)/manifests/crema-d.csv --seeds 0 --joint $(R)/joint_cv --single ravdess=$(R)/ravdess_cv --single crema-d=$(R)/crema_cv
 	# how fast the bundled models answer (run alone)
 	$(PY) benchmarks/ready_speed.py
 	# CREMA-D's own split (one fold) and its peers; then what partial fine-tuning costs per epoch
