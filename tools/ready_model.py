@@ -88,8 +88,9 @@ MODELS = [
          cv_note="Not this model's exact recipe: dmha's cv of each corpus alone with the same speaker statistics "
                  "(`train.speaker_stats=subsets`) but with the text branch (MiniLM over Whisper tiny.en "
                  "transcripts) and each corpus's own classes (8 on RAVDESS). Speech only scored 0.008 below it "
-                 "on RAVDESS's dev folds (`benchmarks/results/ravdess_screening/`); the joint, speech-only, "
-                 "six-class recipe has not been cross-validated yet."),
+                 "on RAVDESS's dev folds (`benchmarks/results/ravdess_screening/`); the joint speaker cv of the default "
+                 "recipe (both corpora, 8 classes, masked) is under Across corpora; this model's joint, speech-only, "
+                 "six-class recipe has not been cross-validated itself."),
     Spec("dmha-crema-en", "crema_en", ["crema-d"],
          "ODbL 1.0 / DbCL 1.0, inherited from CREMA-D (commercial use allowed, with attribution)",
          "6 emotions of acted English speech (CREMA-D only: usable commercially), speech only, calibrated", SIX,
