@@ -58,6 +58,8 @@ bench: install
 	$(PY) benchmarks/cv_peers.py $(R)/ravdess_cv
 	$(DMHA) cv --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_cv --folds 5 --seeds 0,1,2 --jobs 2
 	$(PY) benchmarks/cv_peers.py $(R)/crema_cv
+	# temperature or a per-class calibration map, read off both cvs' dev and test predictions
+	$(PY) benchmarks/calibration_methods.py $(R)/ravdess_cv $(R)/crema_cv
 	# both corpora in one training (6 folds within each corpus, masked losses), what the union of labels
 	# costs each corpus, and a model trained on one corpus scored on the other, beside each corpus's own cv
 	$(DMHA) cv --manifest $(R)/manifests/ravdess.csv --manifest $(R)/manifests/crema-d.csv --out $(R)/joint_cv --folds 6 --seeds 0 --jobs 2
