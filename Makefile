@@ -53,6 +53,8 @@ bench: install
 	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out $(R)/manifests/crema-d.csv
 	# recipe candidates on RAVDESS's dev folds (one seed; the choice is read on dev only)
 	$(PY) benchmarks/screening.py
+	# a change kept on RAVDESS dev must not lose on CREMA-D's dev folds (its baseline: seed 0 of crema_cv)
+	$(PY) benchmarks/screening.py --corpus crema-d --only subsets_prior3000
 	# speaker cross-validation (resumes) and the peers on exactly its folds
 	$(DMHA) cv --manifest $(R)/manifests/ravdess.csv --out $(R)/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
 	$(PY) benchmarks/cv_peers.py $(R)/ravdess_cv
