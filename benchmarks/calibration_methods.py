@@ -34,11 +34,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import cv_peers  # noqa: E402  (the interval over folds every cv benchmark reports)
+from dmha.calibration import softmax  # noqa: E402
 from dmha.metrics import brier_score, expected_calibration_error, macro_f1_score  # noqa: E402
 
 METHODS = ("temperature", "bias", "vector")
@@ -46,21 +49,15 @@ TIE = 0.005  # a richer map must lower the dev ECE by more than this to be chose
 RIDGE = 1e-3  # a small pull toward the identity map, so a class absent from half the dev split stays finite
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def apply_map(method: str, params: np.ndarray, z: np.ndarray) -> np.ndarray:
     """The calibrated probabilities of log-probabilities z (N, K) under a fitted map."""
     k = z.shape[1]
     if method == "temperature":
-        return _softmax(params[0] * z)
+        return softmax(params[0] * z)
     if method == "bias":
-        return _softmax(z + params)
+        return softmax(z + params)
     if method == "vector":
-        return _softmax(params[:k] * z + params[k:])
+        return softmax(params[:k] * z + params[k:])
     raise ValueError(f"unknown calibration map {method!r}")
 
 
@@ -138,12 +135,6 @@ def choose(dev_ece: list[float], dev_brier: list[float]) -> str:
     return METHODS[chosen]
 
 
-def interval(values: list[float]) -> dict:
-    v = np.asarray(values, dtype=float)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return {"mean": float(v.mean()), "ci95": [float(v.mean() - half), float(v.mean() + half)], "n_folds": len(v)}
-
-
 def summarise(cv_dir: Path) -> dict:
     """Fold means (seeds averaged within a fold) of every map's scores, over the cv's runs."""
     cv = json.loads((cv_dir / "cv.json").read_text(encoding="utf-8"))
@@ -161,7 +152,8 @@ def summarise(cv_dir: Path) -> dict:
     for method in out:
         for part in out[method]:
             for metric, folds in out[method][part].items():
-                out[method][part][metric] = {**interval(list(folds.values())), "per_fold": folds}
+                out[method][part][metric] = {**cv_peers.interval(list(folds.values())), "n_folds": len(folds),
+                                             "per_fold": folds}
     chosen = choose([out[m]["dev"]["ece"]["mean"] for m in METHODS], [out[m]["dev"]["brier"]["mean"] for m in METHODS])
     return {"cv": str(cv_dir.relative_to(ROOT)) if cv_dir.is_relative_to(ROOT) else cv_dir.name,
             "runs": len(cv["runs"]), "seeds": cv["seeds"], "chosen_on_dev": chosen, "methods": out}

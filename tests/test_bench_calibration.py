@@ -12,11 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import calibration_methods as cm  # noqa: E402
 
+from dmha.calibration import softmax  # noqa: E402
 from dmha.metrics import expected_calibration_error  # noqa: E402
 
 
 def _draw(logits: np.ndarray, rng) -> np.ndarray:
-    p = cm._softmax(logits)
+    p = softmax(logits)
     return np.array([rng.choice(len(row), p=row) for row in p])
 
 
@@ -66,7 +67,7 @@ def test_a_cv_folder_is_summarised_from_its_predictions(tmp_path):
             logits = rng.normal(size=(60, 3)) * 3
             targets = _draw(logits / 3, rng)  # over-confident by 3
             names = [f"{part}{fold}_{i}.wav" for i in range(60)]
-            probs = cm._softmax(logits)
+            probs = softmax(logits)
             _write_predictions(fold_dir / "seed0" / f"eval_{part}" / "predictions.csv", labels, probs, targets, names)
             rows += [{"path": f"audio/{n}", "speaker": f"s{i % 6}"} for i, n in enumerate(names)]
             if part == "test":

@@ -35,7 +35,9 @@ def test_the_committed_screening_files_are_the_candidates():
 
 def test_the_committed_crema_confirmations_are_candidates_on_crema_folds():
     """CREMA-D confirmations (--corpus crema-d) are named candidates, run on CREMA-D's 5 folds with one seed."""
-    for path in (ROOT / "benchmarks/results/crema_screening").glob("*.json"):
+    paths = sorted((ROOT / "benchmarks/results/crema_screening").glob("*.json"))
+    assert paths, "no CREMA-D confirmation is committed (benchmarks/results/crema_screening/)"
+    for path in paths:
         assert path.stem in screening.CANDIDATES
         cv = json.loads(path.read_text())
         assert cv["summary"]["folds_done"] == 5 and cv["seeds"] == [0] and cv["manifest"] == "../manifests/crema-d.csv"
