@@ -1,11 +1,40 @@
-"""benchmarks/screening.py prints the dev figures of each candidate, never a test figure."""
+"""benchmarks/screening.py chooses on dev only: its cvs compute no test figure, its records hold none."""
 import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import screening  # noqa: E402
+from dmha.cv import figures_about_test  # noqa: E402
+
+SCREENING = sorted(ROOT.glob("benchmarks/results/*_screening/*.json"))
+
+
+def test_screening_runs_dev_only_cvs():
+    command = screening.cv_command("m.csv", Path("runs/x"), 6, ["a.b=1"])
+    assert command[2:4] == ["dmha.cli", "cv"] and "--dev-only" in command and command[-2:] == ["--set", "a.b=1"]
+
+
+@pytest.mark.parametrize("path", SCREENING, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_committed_screening_record_holds_a_test_figure(path):
+    cv = json.loads(path.read_text())
+    assert figures_about_test(cv) == [], f"{path.name} holds test figures: a choice must be made on dev only"
+    assert cv.get("dev_only"), f"{path.name} does not say it is dev-only"
+
+
+def test_there_are_screening_records():
+    assert len(SCREENING) >= 7, "the screening records are missing: the parametrised check above ran on nothing"
+
+
+def test_a_record_with_a_test_figure_is_refused(tmp_path):
+    cv = json.loads(SCREENING[0].read_text())
+    cv["runs"][0]["macro_f1"] = 0.5  # one test figure slipped in
+    with pytest.raises(SystemExit, match="test figures"):
+        screening.write_choice(tmp_path / "x.json", cv)
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_the_screening_row_shows_dev_figures_only():
@@ -41,3 +70,4 @@ def test_the_committed_crema_confirmations_are_candidates_on_crema_folds():
         assert path.stem in screening.CANDIDATES
         cv = json.loads(path.read_text())
         assert cv["summary"]["folds_done"] == 5 and cv["seeds"] == [0] and cv["manifest"] == "../manifests/crema-d.csv"
+    assert "subsets" in {p.stem for p in paths}, "the confirmations' baseline (the subsets recipe) is missing"

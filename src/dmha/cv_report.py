@@ -49,8 +49,9 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
     if corpora and per_fold:
         summary["per_corpus"] = {c: _corpus_summary(runs, c, sorted(per_fold), len(seeds)) for c in corpora}
     complete = [s for s in seeds if sum(r["seed"] == s for r in runs) == n_folds]
-    main = "macro_f1" if runs and "macro_f1" in runs[0] else "mean_ccc"
-    if complete:
+    main = next((m for m in ("macro_f1", "mean_ccc", "dev_macro_f1_alone", "dev_mean_ccc_alone")
+                 if runs and m in runs[0]), None)
+    if complete and main:
         means = [float(np.mean([r[main] for r in runs if r["seed"] == s])) for s in complete]
         summary[f"seed_{main}"] = dict(zip(map(str, complete), means))
         summary["seed_std"] = float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
@@ -96,11 +97,12 @@ def format_summary(result: dict) -> str:
     rows = [summary["per_fold"][str(f["fold"])] for f in result["folds"] if str(f["fold"]) in summary["per_fold"]]
     columns = table_columns(rows)
     heads = [display(c) for c in columns]
-    lines = [f"{'fold':>6} {'test speakers':28} " + " ".join(f"{h:>9}" for h in heads)]
+    role = "test" if not result.get("dev_only") else "dev"  # a dev-only cv names no test speaker
+    lines = [f"{'fold':>6} {role + ' speakers':28} " + " ".join(f"{h:>9}" for h in heads)]
     for fold in result["folds"]:
         row = summary["per_fold"].get(str(fold["fold"]))
         if row:
-            lines.append(f"{fold['name']:>6} {','.join(fold['test'])[:28]:28} "
+            lines.append(f"{fold['name']:>6} {','.join(fold[role])[:28]:28} "
                          + " ".join(f"{row[c]:9.4f}" for c in columns))
     for key, name in (("macro_f1", "macro-F1"), ("mean_ccc", "mean CCC")):
         if key in summary:
@@ -112,12 +114,20 @@ def format_summary(result: dict) -> str:
             m = summary[f"{key}_grouped"]
             lines.append(f"{name} grouped by test speaker (transductive: uses each test speaker's other unlabelled "
                          f"recordings): {m['mean']:.4f}, 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]")
+    if result.get("dev_only") and "dev_macro_f1_alone" in summary:
+        m, g = summary["dev_macro_f1_alone"], summary.get("dev_macro_f1_grouped")
+        lines.append(f"dev macro-F1 over {summary['folds_done']} folds, each dev clip alone: {m['mean']:.4f} ± "
+                     f"{m['std']:.4f} (std), 95% interval [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+                     + (f"; grouped by dev speaker {g['mean']:.4f}" if g else "")
+                     + " (dev only: the held-out folds were never trained on, scored or written)")
+    prefix = "dev_" if result.get("dev_only") else ""
     for corpus, figures in summary.get("per_corpus", {}).items():
-        alone, grouped = figures["macro_f1"], figures.get("macro_f1_grouped")
-        lines.append(f"  {corpus} (on its own labels): macro-F1 alone {alone['mean']:.4f} "
+        alone = figures[f"{prefix}macro_f1_alone" if prefix else "macro_f1"]
+        grouped = figures.get(f"{prefix}macro_f1_grouped")
+        lines.append(f"  {corpus} (on its own labels): {prefix.replace('_', ' ')}macro-F1 alone {alone['mean']:.4f} "
                      f"[{alone['ci95'][0]:.4f}, {alone['ci95'][1]:.4f}]"
                      + (f", grouped {grouped['mean']:.4f}" if grouped else ""))
-    for key in ("seed_macro_f1", "seed_mean_ccc"):
+    for key in ("seed_macro_f1", "seed_mean_ccc", "seed_dev_macro_f1_alone", "seed_dev_mean_ccc_alone"):
         if len(summary.get(key, {})) > 1:  # one seed has no spread to report
             seeds = ", ".join(f"{k}: {v:.4f}" for k, v in summary[key].items())
             lines.append(f"cv mean per seed: {seeds} (std {summary['seed_std']:.4f})")

@@ -48,7 +48,8 @@ CALIBRATION = ("ece", "brier")
 HIGHER_IS_BETTER = {**{m: True for m in (*CATEGORY, "mean_ccc")}, **{m: False for m in CALIBRATION}}
 DISPLAY = {"macro_f1": "macro-F1", "uar": "UAR", "accuracy": "acc", "ece": "ECE", "brier": "Brier",
            "mean_ccc": "mean CCC", "macro_f1_grouped": "grouped", "mean_ccc_grouped": "CCC grp",
-           "dev_macro_f1": "dev F1", "dev_macro_f1_alone": "dev alone", "dev_ccc": "dev CCC", "dev_sum": "dev sum"}
+           "dev_macro_f1": "dev F1", "dev_macro_f1_alone": "dev alone",
+           "dev_macro_f1_grouped": "dev grp", "dev_ece_alone": "dev ECE", "dev_ccc": "dev CCC", "dev_sum": "dev sum"}
 MONITORS = {"macro_f1": "val_macro_f1", "ccc": "val_ccc", "sum": "val_sum"}
 
 
@@ -83,6 +84,27 @@ def run_figures(metrics: dict) -> dict:
     return result
 
 
+def dev_figures(metrics: dict) -> dict:
+    """One dev-only run's figures (`dmha cv --dev-only`): the dev split's, each clip alone and grouped,
+    every name prefixed `dev_`, so a cv.json made of them holds no test figure; a run with a test split
+    is refused (its test figures would be read by whoever chooses)."""
+    if "test" in metrics or "test_grouped" in metrics:
+        raise ValueError("a dev-only cv run must have no test split (its metrics.json has one)")
+    alone, grouped = split_reports(metrics, "dev")
+    result = {"n_dev": alone["n"], **{f"dev_{m}_alone": float(alone[m]) for m in (*CATEGORY, *CALIBRATION) if m in alone}}
+    if "attributes" in alone:
+        result["dev_mean_ccc_alone"] = float(alone["mean_ccc"])
+    if grouped is not None:
+        result.update({f"dev_{m}_grouped": float(grouped[m]) for m in (*CATEGORY, "mean_ccc") if m in grouped})
+    if "per_corpus" in alone:
+        result["per_corpus"] = {c: {f"dev_{m}_alone": float(r[m]) for m in CATEGORY} for c, r in alone["per_corpus"].items()}
+        for c, r in (grouped or {}).get("per_corpus", {}).items():
+            result["per_corpus"][c].update({f"dev_{m}_grouped": float(r[m]) for m in CATEGORY})
+    result.update({k: float(v) for k, v in metrics.items() if k.startswith("dev_") and isinstance(v, (int, float))})
+    result.update({"best_epoch": int(metrics["best_epoch"]), "features_computed": metrics.get("features_computed", 0)})
+    return result
+
+
 def averaged_figures(run: dict) -> list[str]:
     """The figures of a run that a cv averages over folds and seeds."""
     base = (*CATEGORY, *CALIBRATION, "mean_ccc")
@@ -93,6 +115,6 @@ def table_columns(rows: Sequence[dict]) -> list[str]:
     """The figures to tabulate, in a fixed order: the headline's, grouped, attributes', calibration, dev."""
     present = [k for k in (rows[0] if rows else {}) if all(k in r for r in rows)]
     order = ["macro_f1", "uar", "accuracy", "macro_f1_grouped", "mean_ccc", "mean_ccc_grouped",
-             *sorted(k for k in present if k.startswith("ccc_")), "ece", "dev_macro_f1_alone", "dev_macro_f1",
-             "dev_ccc", "dev_sum"]
+             *sorted(k for k in present if k.startswith("ccc_")), "ece", "dev_macro_f1_alone", "dev_macro_f1_grouped",
+             "dev_ece_alone", "dev_macro_f1", "dev_ccc", "dev_sum"]
     return [k for k in order if k in present]
