@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,29 @@ def assert_batch_invariant(rec, items) -> None:
     for a, b in zip(one, many):
         assert a.label == b.label and a.path == b.path
         assert max(abs(a.probs[k] - b.probs[k]) for k in a.probs) <= 1e-4
+
+
+# A real browser (test_web_page, test_docs_site, test_serve_page): Playwright driving Debian's Chromium
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The machine has no internet: without these Chromium stalls on network and update services.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def browser_or_skip():
+    """Playwright's sync_playwright and Debian chromium, or a skip (a failure when DMHA_REQUIRE_BROWSER=1)."""
+    import pytest
+
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem, sync_playwright = "the playwright package is not installed", None
+    if problem is None and not CHROMIUM.exists():
+        problem = f"{CHROMIUM} not found (apt-get install chromium)"
+    if problem:
+        if os.environ.get("DMHA_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (DMHA_REQUIRE_BROWSER=1) but {problem}")
+        pytest.skip(f"browser test skipped: {problem}")
+    return sync_playwright

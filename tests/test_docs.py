@@ -45,6 +45,7 @@ def test_site_builds_strict(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (tmp_path / "site" / "reference" / "api" / "index.html").is_file()
-    api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text(encoding="utf-8")
+    api = tmp_path / "site" / "reference" / "api.html"  # page.html, not page/index.html: the site works from disk
+    assert api.is_file()
+    api = api.read_text(encoding="utf-8")
     assert "EmotionRecognizer" in api and "predict_long" in api  # mkdocstrings rendered the docstrings

@@ -1,7 +1,6 @@
 """The web page at `/`, driven end to end in real headless Chromium against the real uvicorn server."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -18,33 +17,15 @@ from dmha.inference import EmotionRecognizer  # noqa: E402
 from dmha.serve.app import create_app  # noqa: E402
 from dmha.serve.server import BackgroundServer  # noqa: E402
 from conftest import train_tiny_model  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, browser_or_skip  # noqa: E402
 
 # Slow: a real browser against the real server, and the real ASR (the page shows its transcript).
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-# The machine has no internet: without these Chromium stalls on network and update services.
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a fake microphone
+# A fake microphone for the recording test.
+ARGS = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 CLIP = "audio/Actor_01/03-01-05-02-01-01-01.flac"  # angry, "Kids are talking by the door"
-
-
-def _browser_or_skip():
-    """Playwright and Debian chromium, or a skip (a failure when DMHA_REQUIRE_BROWSER=1)."""
-    problem = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem, sync_playwright = "the playwright package is not installed", None
-    if problem is None and not CHROMIUM.exists():
-        problem = f"{CHROMIUM} not found (apt-get install chromium)"
-    if problem:
-        if os.environ.get("DMHA_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (DMHA_REQUIRE_BROWSER=1) but {problem}")
-        pytest.skip(f"browser test skipped: {problem}")
-    return sync_playwright
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +37,7 @@ def server(tiny_encoders, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield chromium

@@ -47,14 +47,19 @@ async function loadModel() {
     const response = await fetch("/v1/model");
     state.model = await response.json();
     const m = state.model, enc = m.encoders;
+    // A speech-only model (encoders.text = none) reads no transcript and runs no ASR: say so, and hide the
+    // transcript field and outputs, which would only ever be empty.
+    const speechOnly = m.reads_text === false;
+    document.body.classList.toggle("speech-only", speechOnly);
+    const text = speechOnly ? "speech only (no transcript, no ASR)"
+                            : `${shortName(enc.text)} (text) · ${shortName(enc.asr)} (ASR)`;
     const members = m.ensemble ? ` · ensemble of ${m.members.length}` : "";
     const attributes = Object.keys(m.attributes || {});
     const predicts = [m.labels.length ? `${m.labels.length} emotions: ${m.labels.join(", ")}` : "",
                       attributes.length ? `attributes: ${attributes.join(", ")}` : ""].filter(Boolean).join(" · ");
     $("model-info").replaceChildren(
       el("span", { textContent: `${predicts}${members}` }), el("br"),
-      el("span", { textContent: `encoders: ${shortName(enc.speech)} (speech) · ${shortName(enc.text)} (text) · ` +
-                                `${shortName(enc.asr)} (ASR)` }));
+      el("span", { textContent: `encoders: ${shortName(enc.speech)} (speech) · ${text}` }));
     if (m.card) {  // shown as text: a card is the model's own words, never markup to run
       $("model-card").textContent = m.card;
       $("card-section").hidden = false;
@@ -195,7 +200,7 @@ function showTimeline(t) {
       el("td", { className: "emotion" }, el("span", { className: "swatch", style: { background: colour(s.label) } }),
         s.label),
       el("td", { className: "num", textContent: `${(100 * (s.probs[s.label] ?? 0)).toFixed(0)}%` }),
-      el("td", { textContent: s.transcript || "" })));
+      el("td", { className: "needs-text", textContent: s.transcript || "" })));
   }
   $("timeline-axis").replaceChildren(...[0, 0.25, 0.5, 0.75, 1].map(
     (f) => el("span", { textContent: fmtTime(f * t.duration) })));
