@@ -1,5 +1,6 @@
 """Batch jobs on a corpus of good files mixed with bad ones: every good item gets its result, every bad one
-is listed with its reason on stderr and in the errors file, and the exit code stays 0 (3: predict --strict)."""
+is listed with its reason on stderr and in the errors file, and the exit code is 3 (dmha.cli.EXIT_SKIPPED; 0 when
+nothing was bad; predict --strict stops at the first bad file)."""
 from __future__ import annotations
 
 import csv
@@ -127,13 +128,13 @@ def test_extract_keeps_every_good_item_and_lists_the_bad(corpus, tiny_encoders, 
     errors = tmp_path / "out" / "extract_errors.tsv"
     args = ["extract", "--manifest", str(corpus["manifest"]), "--set",
             *encoder_overrides(tiny_encoders, tmp_path / "cache")]
-    assert main([*args, "--errors", str(errors)]) == 0
+    assert main([*args, "--errors", str(errors)]) == 3
     out, err = capsys.readouterr()
     good = len(corpus["tones"]) + len(corpus["odd"])
     assert f"features ready for {good} items ({good} speech entries computed here)" in out
     assert_bad_reported(corpus["bad"], errors, err)
     # the features of every good item are in the store: a second run computes nothing
-    assert main([*args, "--errors", str(errors)]) == 0
+    assert main([*args, "--errors", str(errors)]) == 3
     assert f"features ready for {good} items (0 speech entries computed here)" in capsys.readouterr().out
 
 
@@ -142,7 +143,7 @@ def test_evaluate_scores_the_good_and_writes_errors_tsv(corpus, model_dir, tiny_
     code = main(["evaluate", str(model_dir), "--manifest", str(corpus["manifest"]), "--split", "test",
                  "--out", str(out_dir), "--no-report"])
     out, err = capsys.readouterr()
-    assert code == 0, err
+    assert code == 3, err
     good = [p.resolve() for p in corpus["test_tones"]] + corpus["odd"]
     assert f"n={len(good)}" in out
     with open(out_dir / "predictions.csv", newline="", encoding="utf-8") as f:
@@ -164,12 +165,12 @@ def test_predict_keeps_every_good_file_and_lists_the_bad(corpus, model_dir, tmp_
     folder.mkdir()
     dangling = tmp_path / "dangling.wav"
     dangling.symlink_to(tmp_path / "deleted.wav")
-    expected = {**corpus["bad"], missing.resolve(): "file not found", folder.resolve(): "not a regular file",
+    expected = {**corpus["bad"], missing.resolve(): "file not found", folder.resolve(): "no audio files in this folder",
                 (tmp_path / "deleted.wav").resolve(): "file not found"}
     good = corpus["odd"] + [p.resolve() for p in corpus["tones"][:4]]
     files = [*corpus["bad"], missing, *good, folder, dangling]
     errors = tmp_path / "predict_errors.tsv"
-    assert main([*predict_args(model_dir, files), "--errors", str(errors)]) == 0
+    assert main([*predict_args(model_dir, files), "--errors", str(errors)]) == 3
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert sorted(Path(r["path"]).resolve() for r in records) == sorted(good)
@@ -184,10 +185,10 @@ def test_predict_keeps_every_good_file_and_lists_the_bad(corpus, model_dir, tmp_
         (line,) = [line for line in lines if line.startswith(f"  {given}: ")]
         assert expected[Path(given).resolve()] in line
 
-    strict = tmp_path / "strict_errors.tsv"
+    strict = tmp_path / "strict_errors.tsv"  # --strict: the first bad file ends the run
     assert main([*predict_args(model_dir, files), "--strict", "--errors", str(strict)]) == 3
-    capsys.readouterr()
-    assert read_errors(strict) == listed
+    assert capsys.readouterr().out == ""
+    assert read_errors(strict) == {Path(files[0]).resolve(): listed[Path(files[0]).resolve()]}
 
 
 def test_errors_file_is_fresh_and_empty_when_nothing_is_skipped(corpus, model_dir, tmp_path, capsys) -> None:
@@ -215,7 +216,7 @@ def test_transcribe_fills_the_good_and_lists_the_bad(tmp_path, monkeypatch, caps
     out_manifest, errors = tmp_path / "transcribed.csv", tmp_path / "asr_errors.tsv"
     code = main(["transcribe", str(manifest), "--out", str(out_manifest), "--errors", str(errors)])
     out, err = capsys.readouterr()
-    assert code == 0, err
+    assert code == 3, err
     with open(out_manifest, newline="", encoding="utf-8") as f:
         written = {(tmp_path / row["path"]).resolve(): row["transcript"] for row in csv.DictReader(f)}
     assert set(written) == set(rows)  # every row is kept, bad ones with an empty transcript
@@ -237,11 +238,11 @@ def test_identical_bad_files_are_each_reported(tiny_encoders, model_dir, tmp_pat
     code = main(["evaluate", str(model_dir), "--manifest", str(manifest), "--split", "test", "--out",
                  str(tmp_path / "eval"), "--no-report"])
     err = capsys.readouterr().err
-    assert code == 0, err
+    assert code == 3, err
     assert_bad_reported(expected, tmp_path / "eval" / "errors.tsv", err)
     errors = tmp_path / "extract_errors.tsv"
     assert main(["extract", "--manifest", str(manifest), "--errors", str(errors), "--set",
-                 *encoder_overrides(tiny_encoders, tmp_path / "cache")]) == 0
+                 *encoder_overrides(tiny_encoders, tmp_path / "cache")]) == 3
     assert_bad_reported(expected, errors, capsys.readouterr().err)
 
 

@@ -111,7 +111,7 @@ def test_cli_predict_segment_writes_timelines_and_jsonl(model_dir, recording, tm
     code = main(["predict", str(model_dir), str(path), str(tmp_path / "bad.wav"), "--segment", "--format", "jsonl",
                  "--no-asr", "--max-segment-s", "10", "--timeline-dir", str(out), "--batch-size", "4"])
     captured = capsys.readouterr()
-    assert code == 0
+    assert code == 3  # bad.wav skipped, the recording's timeline written
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert records and all(list(r) == ["path", "start", "end", "label", "probs", "transcript"] for r in records)
     assert all(r["path"] == str(path) and r["end"] - r["start"] <= 10 + 1e-3 for r in records)
@@ -202,7 +202,7 @@ def test_whole_recording_predict_fits_a_memory_limit(model_dir, tmp_path):
 def test_inputs_over_the_duration_limit_point_to_segment(model_dir, tmp_path, capsys):
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(2 * SAMPLE_RATE, dtype=np.float32) + 0.01, SAMPLE_RATE)
-    assert main(["predict", str(model_dir), str(path), "--no-asr", "--max-duration-s", "1.5"]) == 0
+    assert main(["predict", str(model_dir), str(path), "--no-asr", "--max-duration-s", "1.5"]) == 3  # skipped
     err = capsys.readouterr().err
     assert f"{path}: lasts 2 s, over the 2 s limit" in err and "--segment" in err
     rec = EmotionRecognizer.load(model_dir, max_duration_s=1.5)

@@ -122,7 +122,7 @@ def test_cli_predict_skips_bad_files(trained, tmp_path, capsys):
     code = main(["predict", str(root / "run" / "model"), str(good.path), str(bad), "--format", "jsonl",
                  "--transcript", "hello", "--transcript", "hello"])
     out, err = capsys.readouterr()
-    assert code == 0
+    assert code == 3  # a bad file: the good one predicted, the bad one listed
     record = json.loads(out.strip().splitlines()[0])
     assert set(record) == {"path", "label", "probs", "transcript"} and record["transcript"] == "hello"
     assert "skipped 1 bad file" in err and "empty.wav" in err

@@ -231,9 +231,9 @@ def test_enrol_and_same_speaker_report_bad_recordings(tiny_encoders, tmp_path, c
     model = str(root / "run" / "model")
     assert main(["predict", model, good, "--enrol", str(bad), "--no-asr"]) == 1
     assert f"--enrol {bad}" in capsys.readouterr().err
-    # --same-speaker leaves the bad file out of the statistics and predict skips it as usual
+    # --same-speaker leaves the bad file out of the statistics and predict skips it as usual (exit 3)
     assert main(["predict", model, good, str(bad), "--same-speaker", "--no-asr", "--format", "csv",
-                 "--out", str(tmp_path / "p.csv")]) == 0
+                 "--out", str(tmp_path / "p.csv")]) == 3
     assert len(_csv_probs(tmp_path / "p.csv", ["low", "high"])) == 1
     assert main(["predict", model, good, "--segment", "--same-speaker"]) == 1
     assert "--segment" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def cli_page() -> str:
     out = [GENERATED, "", "# Command line", "",
            "Every `dmha` subcommand with its options, from the parsers themselves. Every command prints a one-line "
            "error and exits non-zero on failure; `-v` logs details and shows tracebacks; `--version` prints the "
-           "version.", ""]
+           "version.", "", *exit_codes_section()]
     for name, p in sub.choices.items():
         usage = " ".join(p.format_usage().replace("usage: ", "").split())
         out += [f"## dmha {name}", "", helps.get(name) or "", "", "```", usage, "```", "",
@@ -124,6 +124,14 @@ def cli_page() -> str:
             out.append(f"| {names} | {_cell(shown)} | {_cell(text)} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def exit_codes_section() -> list[str]:
+    """The exit codes a script can rely on (dmha.cli.EXIT_CODES), as a table."""
+    from dmha.cli import EXIT_CODES
+
+    return ["## Exit codes", "", "The same for every command (`dmha --help` lists them too):", "",
+            "| code | meaning |", "|---|---|", *(f"| {code} | {_cell(text)} |" for code, text in EXIT_CODES.items()), ""]
 
 
 def pages() -> dict[str, str]:

@@ -16,6 +16,7 @@ from .model import unpad_attention
 from .ensemble import Member, combine, load_members, mean_attributes
 from .modeldir import ModelBundle, for_this_machine
 from .pretrained import DEFAULT as DEFAULT_MODEL
+from .encoders.fingerprint import mismatch, same_encoder
 from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_text
 from .speaker_norm import Moments, batch_moments
 from .targets import attributes_of, predicts_category
@@ -28,6 +29,16 @@ DEFAULT_MAX_DURATION_S = 600.0
 
 
 log = logging.getLogger(__name__)
+
+
+def _check_encoder(member: str, kind: str, found: str, expected: str) -> None:
+    """Warn, saying what to do, when the encoder loaded here is not the one the head was trained on:
+    its features differ, so the head's predictions may be off (encoders.fingerprint.same_encoder)."""
+    if not same_encoder(found, expected):
+        log.warning("%s: the %s encoder here is not the one the model was trained with: %s. Its features "
+                    "differ, so predictions may be off: install the encoder (or package version) it was trained "
+                    "with, or retrain the model here (dmha train re-extracts the features)",
+                    member, kind, mismatch(found, expected))
 
 
 class EmotionRecognizer:
@@ -62,15 +73,14 @@ class EmotionRecognizer:
         """Each distinct encoder once (members that share one share it), on the members' device."""
         self._speech, self._text, self._asr = {}, {}, None
         for member in self.members:
-            enc, spec = member.bundle.config.encoders, member.bundle.speech
+            enc, trained = member.bundle.config.encoders, member.bundle
             if self._speech_key(member) not in self._speech:
                 self._speech[self._speech_key(member)] = speech_encoder(enc, member.bundle.config.features.layers)
             if self._text_key(member) not in self._text:
                 self._text[self._text_key(member)] = text_encoder(enc)
-            encoder = self._speech[self._speech_key(member)]
-            if encoder.info.identity != spec.identity:
-                log.warning("%s: speech encoder identity differs from training: %s vs %s",
-                            member.name, encoder.info.identity, spec.identity)
+            _check_encoder(member.name, "speech", self._speech[self._speech_key(member)].info.identity,
+                           trained.speech.identity)
+            _check_encoder(member.name, "text", self._text[self._text_key(member)].info.identity, trained.text.identity)
 
     def to(self, device: str) -> "EmotionRecognizer":
         """Move the heads and the encoders to `device` ("cpu", "cuda", "cuda:1"), as torch modules move;

@@ -8,14 +8,17 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .audio import is_audio_file
+from .audio import AUDIO_EXTENSIONS, is_audio_file
 from .data.manifest import ManifestError, read_manifest
+
+# Why a folder given as an input yields nothing (the folder's path comes before it, as for any bad item).
+NO_AUDIO = f"no audio files in this folder or below (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})"
 
 
 def audio_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The given paths, each folder replaced by the audio files under it (recursively, sorted; by
     extension, dmha.audio.AUDIO_EXTENSIONS). A folder with none stays as it is, so the batch reports it
-    as a bad item beside the others instead of failing."""
+    as a bad item beside the others (reason NO_AUDIO) instead of failing."""
     out: list[Path] = []
     for given in map(Path, paths):
         found = sorted(p for p in given.rglob("*") if p.is_file() and is_audio_file(p)) if given.is_dir() else []

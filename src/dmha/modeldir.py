@@ -109,15 +109,17 @@ def build_model(config: Config, dims: HeadDims, speech: EncoderSpec, speech_enco
 def top_layers(config: Config, speech: EncoderSpec, speech_encoder=None):
     """The trainable copies of the speech encoder's top layers, checked against the encoder the head was
     trained on: the cached states below them must come from the same weights."""
+    from .encoders.fingerprint import mismatch, same_encoder
     from .encoders.registry import speech_encoder as load_speech
     from .encoders.top_layers import TopLayers
 
     if config.features.layers:
         raise ValueError("encoders.finetune_layers needs every hidden state (features.layers = [])")
     encoder = speech_encoder or load_speech(config.encoders, config.features.layers)
-    if encoder.info.identity != speech.identity:
+    if not same_encoder(encoder.info.identity, speech.identity):
         raise ValueError(f"the speech encoder {encoder.info.name} is not the one the head was trained on "
-                         f"({speech.identity}): the fine-tuned layers need the same frozen layers below them")
+                         f"({mismatch(encoder.info.identity, speech.identity)}): the fine-tuned layers need the "
+                         "same frozen layers below them")
     return TopLayers(encoder, config.encoders.finetune_layers)
 
 

@@ -1,4 +1,4 @@
-"""Where dmha keeps things it builds itself (joined model files, feature cache)."""
+"""Where dmha keeps things it builds itself (joined model files, feature cache, weight digests)."""
 from __future__ import annotations
 
 import os
@@ -22,3 +22,8 @@ def models_dir() -> Path:
 def features_dir() -> Path:
     """Default feature cache."""
     return home() / "features"
+
+
+def digests_dir() -> Path:
+    """SHA-256 digests of encoder weight files, one small file per version of each (encoders.fingerprint)."""
+    return home() / "digests"

@@ -3,7 +3,7 @@
 One parser builder and one handler per subcommand, grouped by what they work on: dmha.cli.data
 (demo, prepare, transcribe, extract, cache), dmha.cli.training (train, cv, evaluate, tune-thresholds,
 calibrate, ensemble, compare), dmha.cli.predicting (predict, export, serve). Library errors become one
-line on stderr and exit code 1 (`-v` shows the traceback).
+line on stderr and exit code 1 (`-v` shows the traceback); EXIT_CODES lists every code.
 """
 from __future__ import annotations
 
@@ -21,6 +21,22 @@ log = logging.getLogger(__name__)
 
 class CommandError(Exception):
     """A failure to report as one line and exit code 1."""
+
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# What a script can rely on (`dmha --help` and docs/reference/cli.md show this table).
+EXIT_CODES = {
+    EXIT_OK: "success (a batch command: every input was processed)",
+    EXIT_ERROR: "error: the command could not do its work (model, config, manifest, no input, full disk, ...); "
+                "one line `dmha COMMAND: error: ...` on stderr",
+    EXIT_USAGE: "bad command line (unknown option, bad value; argparse prints the usage); `cache verify`: damage "
+                "found (and not --fix'ed)",
+    EXIT_SKIPPED: "some inputs were bad (predict, evaluate, extract, transcribe): the command ran over the "
+                  "others and wrote their results; each bad one is listed on stderr (`  PATH: reason`) and in "
+                  "--errors FILE / OUT/errors.tsv. predict --strict: stops at the first bad input (the results "
+                  "before it are written)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); results written so far are kept",
+}
 
 
 MODEL_HELP = "model or ensemble directory, or a Hugging Face Hub repository id (owner/name) holding one"
@@ -47,18 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("dmha: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as err:  # library errors become one line; -v shows the traceback
         if args.verbose:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"dmha {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
     """The parser: global flags, then one small builder per subcommand, each beside its handler."""
-    parser = argparse.ArgumentParser(prog="dmha", description="Double Multi-Head Attention speech emotion recognition")
+    parser = argparse.ArgumentParser(prog="dmha", description="Double Multi-Head Attention speech emotion recognition",
+                                     epilog=exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dmha {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details and show tracebacks")
     parser.add_argument("--allow-pickle", action="store_true",
@@ -73,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
                 predicting.add_examples):
         add(sub)
     return parser
+
+
+def exit_codes_text() -> str:
+    """EXIT_CODES as the `dmha --help` epilog: one wrapped entry per code."""
+    import textwrap
+
+    entries = (textwrap.fill(text, 100, initial_indent=f"  {code:<4d}", subsequent_indent=" " * 6)
+               for code, text in EXIT_CODES.items())
+    return "exit codes:\n" + "\n".join(entries)
 
 
 def config_options(p: argparse.ArgumentParser, config_help: str | None = "TOML config file",
@@ -118,11 +144,16 @@ def decision_prior(overrides: list[str]) -> str | None:
 
 def report_skipped(errors, errors_file: str | None = None) -> int:
     """For commands that learn their skipped items all at once: the same file and stderr lines as
-    SkippedItems; skipping is not a failure (use --strict where offered)."""
+    SkippedItems; the exit code, EXIT_SKIPPED when any item was skipped."""
     from ..outputs import SkippedItems
 
     with SkippedItems(errors_file) as skipped:
         for path, reason in errors:
             skipped.add(path, reason)
-    return 0
+    return exit_code(skipped)
+
+
+def exit_code(skipped) -> int:
+    """EXIT_SKIPPED when a batch skipped any item (a SkippedItems), else EXIT_OK."""
+    return EXIT_SKIPPED if skipped.items else EXIT_OK
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import CommandError, MODEL_HELP, decision_options, decision_prior, errors_option, model_location
+from . import CommandError, MODEL_HELP, decision_options, decision_prior, errors_option, exit_code, model_location
 from ..outputs import PREDICTION_FORMATS, PredictionWriter, SegmentWriter, SkippedItems
 from ..pretrained import DEFAULT
 
@@ -28,7 +28,9 @@ def add_predict(sub) -> None:
     p.add_argument("--out", help="write the predictions to this file instead of stdout")
     p.add_argument("--transcript", action="append", default=None,
                    help="transcript for the files, in order (repeat once per file); default: ASR (see --transcripts)")
-    p.add_argument("--strict", action="store_true", help="exit with code 3 when any file was skipped")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first bad file (exit 3, the results before it written); without it every good "
+                        "file is predicted and a bad one still makes the exit code 3")
     errors_option(p)
     p.add_argument("--no-asr", action="store_true", help="empty transcripts instead of ASR (speech evidence only)")
     p.add_argument("--labels", default=None, metavar="A,B,...",
@@ -71,6 +73,7 @@ def _inputs(args) -> None:
             args.files, args.model_dir = [first, *args.files], None
     args.model_dir = args.model_dir or DEFAULT
     files = audio_files(args.files)
+    no_audio = {str(f) for f in files if f.is_dir()}  # folders given that hold no audio file
     transcripts = None
     if args.manifest:
         listed, given = manifest_inputs(args.manifest)
@@ -85,6 +88,15 @@ def _inputs(args) -> None:
         table = read_transcripts(args.transcripts, files)
         transcripts = [t if t is not None else g for t, g in zip(table, transcripts or [None] * len(files))]
     args.files, args.transcript = [str(f) for f in files], transcripts
+    args.no_audio = no_audio
+
+
+def _bad_reason(args, path: str, reason: str) -> str:
+    """Why `path` was skipped: a folder given as an input that holds no audio says so (the loader only
+    sees a directory)."""
+    from ..inputs import NO_AUDIO
+
+    return NO_AUDIO if path in args.no_audio else reason
 
 
 def is_audio_name(name: str) -> bool:
@@ -102,8 +114,6 @@ def _predict(args) -> int:
         except ValueError as err:
             raise CommandError(f"--min-segment-s/--max-segment-s: {err}") from None
         _large_tensors_off_the_heap()  # before torch allocates anything
-    from tqdm.auto import tqdm
-
     from ..inference import EmotionRecognizer
 
     if args.segment and (args.transcript is not None or args.transcripts or args.format.startswith("challenge")):
@@ -127,9 +137,15 @@ def _predict(args) -> int:
                                       strict=bool(args.enrol))
     except ValueError as err:
         raise CommandError(f"{'--same-speaker:' if args.same_speaker else '--enrol'} {err}") from None
+    return _write_predictions(args, rec, transcripts, speaker)
+
+
+def _write_predictions(args, rec, transcripts, speaker) -> int:
+    """Predict args.files, each result written (and flushed) as soon as it is known, so a crash or kill
+    keeps every earlier one; the errors file likewise. Returns the exit code."""
+    from tqdm.auto import tqdm
+
     kept = 0
-    # Each result is written (and flushed) as soon as it is known, so a crash or kill keeps every
-    # earlier one; the errors file likewise.
     with contextlib.ExitStack() as stack:
         skipped = stack.enter_context(SkippedItems(args.errors))  # closed last: listed after "wrote"
         out = stack.enter_context(open(args.out, "w", encoding="utf-8", newline="")) if args.out else sys.stdout
@@ -144,12 +160,15 @@ def _predict(args) -> int:
             if pred is not None:
                 writer.write(pred)
                 kept += 1
-            else:
-                skipped.add(args.files[i], reason)
+                continue
+            skipped.add(args.files[i], _bad_reason(args, args.files[i], reason))
+            if args.strict:
+                print(f"stopped at the first bad file (--strict): {args.files[i]}", file=sys.stderr)
+                break
         bar.close()
         if args.out:
             print(f"wrote {args.out}: {kept} predictions")
-    return 3 if skipped.items and args.strict else 0
+    return exit_code(skipped)
 
 
 def _large_tensors_off_the_heap() -> None:
@@ -194,14 +213,17 @@ def _predict_segments(args, rec) -> int:
                                                 batch_size=args.batch_size, progress=bar.update,
                                                 transcribe=not args.no_asr)
             except AudioError as err:
-                skipped.add(path, err.reason)
+                skipped.add(path, _bad_reason(args, path, err.reason))
+                if args.strict:
+                    print(f"stopped at the first bad file (--strict): {path}", file=sys.stderr)
+                    break
                 continue
             written = writer.write(timeline, source=path)
             print(f"{path}: {len(timeline.segments)} segments in {timeline.duration:.1f} s; wrote "
                   + ", ".join(str(p) for p in written), file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}: {writer.segments} segments")
-    return 3 if skipped.items and args.strict else 0
+    return exit_code(skipped)
 
 
 def add_export(sub) -> None:
