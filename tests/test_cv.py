@@ -91,8 +91,16 @@ def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_pat
     assert result["features_computed_before_folds"] == 12  # every clip once, before the folds
     assert all(r["features_computed"] == 0 for r in result["runs"])  # no fold extracts again
     assert {tuple(f["test"]) for f in result["folds"]} == {("s0", "s1"), ("s2", "s3"), ("s4", "s5")}
-    for run in result["runs"]:
-        assert 0.0 <= run["macro_f1"] <= 1.0 and run["n_test"] == 4
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    for run in result["runs"]:  # each run's figures are scikit-learn's of the predictions it wrote
+        for variant, suffix in (("eval_test", ""), ("eval_test_grouped", "_grouped")):
+            rows = list(csv.DictReader(open(out / run["run"] / variant / "predictions.csv", newline="")))
+            truth, predicted = [r["label"] for r in rows], [r["prediction"] for r in rows]
+            assert len(rows) == run["n_test"] == 4
+            assert run[f"macro_f1{suffix}"] == pytest.approx(f1_score(truth, predicted, average="macro"), abs=1e-9)
+            assert run[f"accuracy{suffix}"] == pytest.approx(accuracy_score(truth, predicted), abs=1e-9)
+            assert run[f"uar{suffix}"] == pytest.approx(balanced_accuracy_score(truth, predicted), abs=1e-9)
     with open(out / "fold0" / "manifest.csv", newline="") as f:
         roles = {(r["speaker"], r["split"]) for r in csv.DictReader(f)}
     assert roles == {("s0", "test"), ("s1", "test"), ("s2", "dev"), ("s3", "dev"), ("s4", "train"), ("s5", "train")}
@@ -103,8 +111,6 @@ def test_cv_end_to_end_extracts_once_resumes_and_compares(tiny_encoders, tmp_pat
     assert "macro-F1 over 3 folds" in printed.out
     # the default head normalises per speaker: each run is also scored with every test clip alone, and
     # that figure is scikit-learn's macro-F1 of the predictions the run made without speaker statistics
-    from sklearn.metrics import f1_score
-
     per_fold = {}
     for run in result["runs"]:
         folder = out / run["run"]

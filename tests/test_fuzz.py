@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dmha.audio import AudioError, audio_duration, load_audio, load_audio_array
+from dmha.audio import AUDIO_EXTENSIONS, AudioError, audio_duration, load_audio, load_audio_array
 from dmha.data.manifest import Item, ManifestError, read_manifest, write_manifest
 
 # database=None: nothing is written outside pytest's tmp dirs; deadline=None: libsndfile's first call is slow.
@@ -122,9 +122,28 @@ def originals(work: Path) -> dict[str, bytes]:
 MUTATED_SUFFIXES = [".wav", ".flac", ".ogg", ".aiff"] + ([".mp3"] if "MP3" in sf.available_formats() else [])
 
 
-def test_mp3_is_fuzzed_where_libsndfile_writes_it():
-    """The mutation fuzz draws only formats this libsndfile can write: say so when MP3 is not one."""
-    if "MP3" not in sf.available_formats():
+def _writes_mp3() -> bool:
+    """Whether this libsndfile really encodes MP3 (tried, not read from its list of formats)."""
+    try:
+        sf.write(io.BytesIO(), np.zeros(SR // 10, np.float32), SR, format="MP3", subtype="MPEG_LAYER_III")
+    except (sf.LibsndfileError, TypeError, ValueError, RuntimeError):
+        return False
+    return True
+
+
+def test_the_mutation_fuzz_starts_from_valid_files_of_every_format(originals, tmp_path):
+    """Every format the mutations draw is one the loader reads and the fixture made a valid file of (the tone
+    decodes back: 0.3 s at 440 Hz), MP3 included wherever this libsndfile can encode it; else the fuzz would
+    mutate garbage, or skip a format, and still pass."""
+    assert set(MUTATED_SUFFIXES) <= AUDIO_EXTENSIONS and set(originals) == set(MUTATED_SUFFIXES)
+    for suffix in MUTATED_SUFFIXES:
+        path = tmp_path / f"original{suffix}"
+        path.write_bytes(originals[suffix])
+        wave = load_audio(path)
+        assert abs(wave.size / SR - 0.3) < 0.1, (suffix, wave.size)  # mp3 pads a frame or two
+        peak = np.fft.rfftfreq(wave.size, 1 / SR)[np.abs(np.fft.rfft(wave)).argmax()]
+        assert abs(peak - 440) < 10, (suffix, peak)
+    if not _writes_mp3():
         pytest.skip("this libsndfile has no MP3 encoder: mutated MP3 files are not fuzzed here")
     assert ".mp3" in MUTATED_SUFFIXES
 

@@ -1,9 +1,12 @@
 """Training-recipe options: frame dropout, zero-init queries, the layer weights' own LR, label smoothing, EMA."""
+import csv
+
 import pytest
 import torch
 
 from conftest import write_tone_corpus
 from dmha.config import ConfigError, ModelConfig, TrainConfig, load
+from dmha.evaluation import evaluate
 from dmha.experiment import train
 from dmha.frame_dropout import drop_frames
 from dmha.losses import build_loss
@@ -101,7 +104,23 @@ def test_recipe_options_train_and_the_saved_head_is_the_average(tiny_encoders, t
     metrics, bundle, ckpts = _train(tiny_encoders, tmp_path / "a", "train.frame_dropout=0.3", "train.layer_lr=0.5",
                                     "model.query_init=zero", "train.label_smoothing=0.1", "train.ema_decay=0.5",
                                     "train.batch_size=1")  # several steps per epoch: the average lags
-    assert 0 <= metrics["macro_f1"] <= 1 and bundle.config.train.ema_decay == 0.5
+    assert bundle.config.train.ema_decay == 0.5
+    # the run's test figures are the saved head's: `dmha evaluate` of the model (each clip alone, from the
+    # audio) gives the probabilities the run wrote, and the figure is scikit-learn's of those predictions
+    from sklearn.metrics import f1_score
+
+    run = ckpts.parent
+    written = list(csv.DictReader(open(run / "eval_test" / "predictions.csv", newline="")))
+    again = evaluate(run / "model", tmp_path / "a" / "corpus" / "manifest.csv", "test", tmp_path / "eval",
+                     progress=False, report=False)
+    fresh = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv", newline="")))
+    assert [r["path"] for r in written] == [r["path"] for r in fresh] and len(written) == metrics["n"] == 2
+    for a, b in zip(written, fresh):
+        assert [float(a[k]) for k in a if k.startswith("p_")] == pytest.approx(
+            [float(b[k]) for k in a if k.startswith("p_")], abs=1e-5)
+    truth, predicted = [r["label"] for r in written], [r["prediction"] for r in written]
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"), abs=1e-9)
+    assert again["macro_f1"] == pytest.approx(metrics["macro_f1"], abs=1e-9)
     best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=True)
     averaged, current = best["state_dict"], best["current_model_state"]
     name = "model.layer_sum.logits"

@@ -380,6 +380,16 @@ def test_one_bad_item_does_not_fail_its_batch(rec, clips, monkeypatch):
         assert_same(response.json(), rec.predict(clip, transcript=TRANSCRIPT), tol=1e-4)
 
 
+def wait_until(condition, timeout_s: float = 10.0) -> bool:
+    """Poll `condition` until it holds (True) or the deadline passes (False): ordering by events, not sleeps."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def test_batcher_windows_caps_skips_cancelled_and_closes():
     calls, gate = [], threading.Event()
 
@@ -391,18 +401,25 @@ def test_batcher_windows_caps_skips_cancelled_and_closes():
     batcher = MicroBatcher(predict, window_s=0.0, max_batch=1, queue_size=8)
     batcher.start()
     futures = [batcher.submit(np.zeros(1), str(i)) for i in range(4)]
-    time.sleep(0.05)
+    assert wait_until(lambda: calls == [["0"]])  # the worker holds the first; the others wait in the queue
     assert futures[3].cancel()  # a timed-out request: never predicted
     gate.set()
     assert [f.result(5) for f in futures[:3]] == ["r0", "r1", "r2"]
     assert calls == [["0"], ["1"], ["2"]]  # max_batch=1: no batching at all
     gate.clear()
     held = batcher.submit(np.zeros(1), "held")
-    time.sleep(0.05)
+    assert wait_until(lambda: calls[-1] == ["held"])  # being predicted when close() comes
     waiting = batcher.submit(np.zeros(1), "waiting")
     call = batcher.submit_call(lambda: "long job")
-    threading.Timer(0.2, gate.set).start()
+
+    def release_once_close_failed_the_waiting():  # only then may the running batch end
+        wait_until(lambda: waiting.done() and call.done())
+        gate.set()
+
+    releaser = threading.Thread(target=release_once_close_failed_the_waiting)
+    releaser.start()
     batcher.close()
+    releaser.join(15)
     assert held.result(5) == "rheld"
     with pytest.raises(RuntimeError, match="shutting down"):
         waiting.result(5)
@@ -411,13 +428,16 @@ def test_batcher_windows_caps_skips_cancelled_and_closes():
     with pytest.raises(RuntimeError):
         batcher.submit(np.zeros(1), "late")
 
-    order = []
+    order, busy = [], threading.Event()
     batcher = MicroBatcher(lambda w, t: order.append(("batch", list(t))) or list(t), window_s=0.2, max_batch=8,
                            queue_size=8)
     batcher.start()
+    blocker = batcher.submit_call(lambda: busy.wait(5))  # the worker waits while the rest is queued behind it
     items = [batcher.submit(np.zeros(1), "a"), batcher.submit(np.zeros(1), "b")]
     job = batcher.submit_call(lambda: order.append(("call",)) or "done")
     items.append(batcher.submit(np.zeros(1), "c"))
+    busy.set()
+    assert blocker.result(5) is True
     assert job.result(5) == "done" and [f.result(5) for f in items] == ["a", "b", "c"]
     assert order == [("batch", ["a", "b"]), ("call",), ("batch", ["c"])]  # long jobs run alone, in order
     batcher.close()

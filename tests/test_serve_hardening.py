@@ -85,6 +85,25 @@ def temp_files(server) -> list[Path]:
     return sorted(server.app.state.service.tmp_dir.iterdir())
 
 
+def read_until_closed(sock: socket.socket, read_s: float = 5.0,
+                      start: float | None = None) -> tuple[bytes, float | None]:
+    """Read until the server closes `sock` or `read_s` passes since `start` (default: now): (bytes read,
+    seconds from `start` until closed, or None)."""
+    sock.settimeout(0.1)
+    start, got = time.monotonic() if start is None else start, b""
+    while time.monotonic() - start < read_s:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return got, time.monotonic() - start
+        if not chunk:
+            return got, time.monotonic() - start
+        got += chunk
+    return got, None
+
+
 def raw_exchange(port: int, data: bytes, *, then=None, read_s: float = 5.0) -> tuple[bytes, float | None]:
     """Send `data` (then call `then(sock)`), read until the server closes: (bytes read, seconds until closed)."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -93,18 +112,7 @@ def raw_exchange(port: int, data: bytes, *, then=None, read_s: float = 5.0) -> t
         sock.sendall(data)
         if then is not None:
             then(sock)
-        got = b""
-        while time.monotonic() - start < read_s:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                continue
-            except ConnectionResetError:
-                return got, time.monotonic() - start
-            if not chunk:
-                return got, time.monotonic() - start
-            got += chunk
-        return got, None
+        return read_until_closed(sock, read_s, start)
 
 
 def parse(raw: bytes) -> tuple[int, dict[str, str], dict]:
@@ -218,11 +226,18 @@ def test_stalled_connections_beyond_the_connection_limit_get_503_then_recover(re
     with BackgroundServer(create_app(rec, settings)) as running:
         idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(4)]
         try:
-            time.sleep(0.1)
-            busy = httpx.post(running.url + "/v1/predict", content=GOOD, headers=MULTIPART, timeout=10)
+            # the server counts a connection once it has accepted it: ask until it refuses (deadline 5 s)
+            deadline = time.monotonic() + 5
+            while True:
+                busy = httpx.post(running.url + "/v1/predict", content=GOOD, headers=MULTIPART, timeout=10)
+                if busy.status_code != 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
             assert_refused(busy, 503, "too many open connections (limit 4)")
             assert busy.headers["retry-after"] == "1"
-            time.sleep(1.5)  # the head deadline drops the idle ones
+            for sock in idle:  # the head deadline drops each idle one: the server closes it, unanswered
+                raw, closed_after = read_until_closed(sock, read_s=10)
+                assert raw == b"" and closed_after is not None, (raw, closed_after)
             assert_serves(running)
         finally:
             for sock in idle:
@@ -484,9 +499,17 @@ def _proc_figures(pid: int) -> tuple[float, int]:
     return rss_kb / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _quiet_figures(pid: int, seconds: float = 2.0) -> tuple[float, int]:
-    time.sleep(seconds)  # closed connections and finished requests settle
-    return _proc_figures(pid)
+def _settled_figures(pid: int, until=lambda fds: True, timeout_s: float = 30.0) -> tuple[float, int]:
+    """_proc_figures once the server has settled: `until(descriptors)` holds and the descriptor count is the
+    same over the last 10 reads, 0.1 s apart (closed connections and finished requests let go of theirs);
+    at the deadline the last figures, for the caller's assertions to judge."""
+    deadline, counts = time.monotonic() + timeout_s, []
+    while True:
+        rss, fds = _proc_figures(pid)
+        counts = [*counts[-9:], fds]
+        if (len(counts) == 10 and len(set(counts)) == 1 and until(fds)) or time.monotonic() > deadline:
+            return rss, fds
+        time.sleep(0.1)
 
 
 @pytest.fixture()
@@ -523,10 +546,11 @@ def test_memory_temp_files_and_descriptors_return_to_baseline(serve_process):
     url, pid, tmp_parent = serve_process
     warm = asyncio.run(_send_all(url, _burst_requests(60), concurrency=8))  # allocator, thread pool, ASR-free
     assert all(status in expected for _, status, expected in warm), warm
-    base_rss, base_fds = _quiet_figures(pid)
+    base_rss, base_fds = _settled_figures(pid)
     results = asyncio.run(_send_all(url, _burst_requests(200), concurrency=16))
     burst_rss, _ = _proc_figures(pid)
-    quiet_rss, quiet_fds = _quiet_figures(pid)
+    [service_dir] = tmp_parent.iterdir()
+    quiet_rss, quiet_fds = _settled_figures(pid, until=lambda fds: fds <= base_fds and not any(service_dir.iterdir()))
     wrong = [(kind, status) for kind, status, expected in results if status not in expected]
     assert not wrong, wrong
     assert sum(status == 200 for _, status, _ in results) >= 25
@@ -538,7 +562,6 @@ def test_memory_temp_files_and_descriptors_return_to_baseline(serve_process):
     # per request a descriptor each; 50 MB leaves 10x the noise and still catches a body-sized leak.
     assert quiet_rss - base_rss < 50, (base_rss, burst_rss, quiet_rss)
     assert quiet_fds <= base_fds, (base_fds, quiet_fds)  # no upload file or socket left open
-    [service_dir] = tmp_parent.iterdir()
     assert list(service_dir.iterdir()) == []  # every upload's temp file removed
     assert httpx.get(url + "/healthz").status_code == 200
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib import colormaps
 from matplotlib.image import imread
 
 from dmha.timeline import Segment, Timeline, _clock, timeline_figure
@@ -78,9 +79,65 @@ def test_plot_writes_a_readable_png(tmp_path):
     assert {t.get_text() for t in bottom.get_legend().get_texts()} == set(LABELS)
 
 
+def _picture(timeline, path):
+    """The PNG Timeline.plot writes (RGB in [0, 1]) and where a data point of each axis lands in it: a function
+    (axis 0 = labels, 1 = probabilities; x in s, y) -> (row, column), from the same figure laid out at 110 dpi."""
+    timeline.plot(path)
+    image = imread(path)[..., :3]
+    figure = timeline_figure(timeline)
+    figure.set_dpi(110)
+    figure.canvas.draw()
+
+    def pixel(axis, x, y):
+        px, py = figure.axes[axis].transData.transform((x, y))
+        return int(round(image.shape[0] - py)), int(round(px))
+
+    return image, pixel, figure
+
+
+def _inside(image, figure, axis):
+    """The pixels strictly inside an axis's frame (spines left out)."""
+    box = figure.axes[axis].get_window_extent()
+    height = image.shape[0]
+    return image[int(height - box.y1) + 3: int(height - box.y0) - 3, int(box.x0) + 3: int(box.x1) - 3]
+
+
+def _coloured(pixels):
+    """Pixels with a hue (not white, grey or black): bars, not grid lines or text."""
+    return pixels.max(-1) - pixels.min(-1) > 0.1
+
+
+TAB10 = [np.array(colormaps["tab10"](k)[:3]) for k in range(len(LABELS))]  # the labels' colours, in order
+
+
+def test_plot_draws_each_segment_in_its_labels_colour_on_its_row(tmp_path):
+    def certain(label):  # probability 1: an opaque bar, one colour in the stack
+        return {other: float(other == label) for other in LABELS}
+
+    timeline = Timeline("x.wav", 100.0, [Segment(10, 30, "happy", certain("happy"), ""),
+                                         Segment(60, 80, "angry", certain("angry"), "")], LABELS)
+    image, pixel, figure = _picture(timeline, tmp_path / "two.png")
+    assert image.shape == (int((1.6 + 0.32 * len(LABELS) + 2.2) * 110), 12 * 110, 3)  # 12 in wide at 110 dpi
+    rows = {label: len(LABELS) - 1 - k for k, label in enumerate(LABELS)}  # the first label on top
+    for x, drawn in ((23, "happy"), (73, "angry"), (47, None), (93, None)):  # inside the segments, in the gaps
+        for label in LABELS:
+            colour = image[pixel(0, x, rows[label])]
+            expected = TAB10[LABELS.index(label)] if label == drawn else np.ones(3)
+            assert np.abs(colour - expected).max() < 0.02, (x, label, colour)
+        stacked = image[pixel(1, x, 0.5)]  # probability 1 of the segment's label: the whole column its colour
+        assert np.abs(stacked - (TAB10[LABELS.index(drawn)] if drawn else np.ones(3))).max() < 0.02, (x, stacked)
+
+
 def test_plot_of_an_empty_timeline(tmp_path):
-    Timeline("silence.wav", 60.0, [], LABELS).plot(tmp_path / "empty.png")
-    assert imread(tmp_path / "empty.png").shape[0] > 0
+    """No segments: the same picture, with its axes and legend but nothing drawn inside them."""
+    image, _, figure = _picture(Timeline("silence.wav", 60.0, [], LABELS), tmp_path / "empty.png")
+    assert image.shape == (int((1.6 + 0.32 * len(LABELS) + 2.2) * 110), 12 * 110, 3)
+    for axis in (0, 1):
+        inside = _inside(image, figure, axis)
+        assert inside.size and not _coloured(inside).any(), f"axis {axis} has coloured pixels"
+    for colour in TAB10:  # the legend still names every label in its colour
+        assert (np.abs(image - colour).max(-1) < 0.02).any(), colour
+    assert (image.max(-1) < 0.3).sum() > 500  # the title, tick labels and axis labels (dark text)
 
 
 def test_clock_ticks():

@@ -22,6 +22,7 @@ try:
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline import FastAPIOffline  # /docs and /redoc with their scripts from the package, no CDN
     from pydantic import BaseModel, ConfigDict
 except ImportError as err:  # one line for the CLI; the rest of dmha works without the extra
     raise ImportError(f"dmha serve needs the [serve] extra ({err.name} is missing): "
@@ -29,6 +30,7 @@ except ImportError as err:  # one line for the CLI; the rest of dmha works witho
 
 from .. import __version__
 from ..audio import AudioError
+from ..encoders.registry import uses_text
 from .batcher import BatcherClosed, MicroBatcher, QueueFull
 from .decode import decode_upload, long_upload_input
 from .settings import ServeSettings
@@ -153,7 +155,7 @@ class Service:
         rec = self.recognizer
         return {"labels": rec.labels if rec.predicts_category else [],
                 "attributes": {name: list(bounds) for name, bounds in rec.attribute_ranges.items()},
-                "ensemble": len(members) > 1, "encoders": lead["encoders"],
+                "ensemble": len(members) > 1, "encoders": lead["encoders"], "reads_text": rec.reads_text,
                 "thresholds": lead["thresholds"] if len(members) == 1 else None, "members": members,
                 "limits": self.settings.public(), "dmha_version": __version__, "card": _card(self.recognizer)}
 
@@ -162,16 +164,22 @@ def _card(recognizer) -> str | None:
     """The lead model's MODEL_CARD.md (what it is for, its data and figures, its limits), when it has one."""
     directory = recognizer.members[0].bundle.directory
     card = directory / "MODEL_CARD.md" if directory is not None else None
-    return card.read_text(encoding="utf-8") if card is not None and card.is_file() else None
+    if card is None or not card.is_file():
+        return None
+    from ..pretrained import card_text
+
+    return card_text(card.read_text(encoding="utf-8"))
 
 
 def _member_info(member) -> dict:
-    """A member's encoders (names and weight identities, never a path of this machine) and the
-    decision rule it actually applies (thresholds may be switched off)."""
+    """A member's encoders (names and weight identities, never a path of this machine; `asr` None for a
+    speech-only model, which runs none) and the decision rule it actually applies (thresholds may be
+    switched off)."""
     enc, rule, bundle = member.bundle.config.encoders, member.rule, member.bundle
     thresholds = None if rule.thresholds is None else dict(zip(rule.labels, map(float, rule.thresholds)))
+    asr = public_name(enc.asr) if uses_text(enc) else None
     return {"name": member.name,
-            "encoders": {"speech": public_name(enc.speech), "text": public_name(enc.text), "asr": public_name(enc.asr)},
+            "encoders": {"speech": public_name(enc.speech), "text": public_name(enc.text), "asr": asr},
             "identities": {"speech": public_identity(bundle.speech.identity),
                            "text": public_identity(bundle.text.identity)},
             "thresholds": thresholds, "prior_correction": rule.prior_target is not None,
@@ -267,8 +275,10 @@ def create_app(recognizer, settings: ServeSettings | None = None) -> FastAPI:
         finally:
             service.close()
 
-    app = FastAPI(title="dmha", version=__version__, lifespan=lifespan,
-                  description="Speech emotion recognition (Double Multi-Head Attention). The web page is at /.")
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN, so offline they are blank pages;
+    # FastAPIOffline serves the same pages with the scripts from the fastapi-offline package.
+    app = FastAPIOffline(title="dmha", version=__version__, lifespan=lifespan,
+                         description="Speech emotion recognition (Double Multi-Head Attention). The web page is at /.")
     app.state.service = service
     if service.settings.allowed_hosts is not None and "*" not in service.settings.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(service.settings.allowed_hosts))
@@ -318,7 +328,7 @@ def _add_info_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/model")
     async def model():
-        """Labels, encoders, thresholds, ensemble members and the service's limits."""
+        """Labels, encoders, whether the model reads transcripts, thresholds, ensemble members and the limits."""
         return service.model_info()
 
 
