@@ -61,7 +61,8 @@ def summarize(runs: Sequence[dict], n_folds: int, seeds: Sequence[int]) -> dict:
 def _corpus_summary(runs: Sequence[dict], corpus: str, folds: Sequence[int], n_seeds: int) -> dict:
     """One corpus's figures in a cv of several corpora: per fold (mean over seeds), mean, std, interval."""
     out: dict = {}
-    for metric in next(r["per_corpus"][corpus] for r in runs if corpus in r.get("per_corpus", {})):
+    reports = [r["per_corpus"][corpus] for r in runs if corpus in r.get("per_corpus", {})]
+    for metric in [m for m in reports[0] if all(m in report for report in reports)]:  # runs of older dmha lack some
         values = []
         for fold in folds:
             done = [r["per_corpus"][corpus][metric] for r in runs if r["fold"] == fold and corpus in r.get("per_corpus", {})]

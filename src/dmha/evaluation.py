@@ -114,7 +114,8 @@ def _item_corpora(items: Sequence[Item]) -> Corpora:
 def corpus_reports(probs: np.ndarray, targets: Sequence[int], labels: Sequence[str], items: Sequence[Item],
                    corpora: Corpora) -> dict[str, dict]:
     """Each corpus's figures on its own labels: its clips only, the prediction the most probable of the
-    labels that corpus offered (as a user of that corpus would ask: `predict --labels`)."""
+    labels that corpus offered (as a user of that corpus would ask: `predict --labels`), and the
+    calibration of those renormalised probabilities."""
     out = {}
     targets = np.asarray(targets)
     for corpus in sorted({corpus_of(i) for i in items} - {None}):
@@ -122,9 +123,10 @@ def corpus_reports(probs: np.ndarray, targets: Sequence[int], labels: Sequence[s
         offered = corpora.offered(items[rows[0]], labels) or [True] * len(labels)
         own = [label for label, on in zip(labels, offered) if on]
         index = {label: k for k, label in enumerate(own)}
-        preds = restrict(probs[rows], offered)[:, offered].argmax(axis=1)
-        report = classification_report([index[labels[t]] for t in targets[rows]], preds.tolist(), own)
-        out[corpus] = {k: v for k, v in report.items() if k != "confusion"}
+        own_probs = restrict(probs[rows], offered)[:, offered]  # (N_corpus, K_own)
+        own_targets = [index[labels[t]] for t in targets[rows]]
+        report = classification_report(own_targets, own_probs.argmax(axis=1).tolist(), own)
+        out[corpus] = {**{k: v for k, v in report.items() if k != "confusion"}, **calibration_scores(own_probs, own_targets)}
     return out
 
 

@@ -76,7 +76,8 @@ def run_figures(metrics: dict) -> dict:
     if dev_grouped is not None and "macro_f1" in dev_grouped:
         result["dev_macro_f1_grouped"] = float(dev_grouped["macro_f1"])
     if "per_corpus" in alone:  # several corpora: each on its own labels, alone and grouped
-        result["per_corpus"] = {c: {m: float(r[m]) for m in CATEGORY} for c, r in alone["per_corpus"].items()}
+        result["per_corpus"] = {c: {m: float(r[m]) for m in (*CATEGORY, *CALIBRATION) if m in r}
+                                for c, r in alone["per_corpus"].items()}
         for c, r in (grouped or {}).get("per_corpus", {}).items():
             result["per_corpus"][c].update({f"{m}_grouped": float(r[m]) for m in CATEGORY})
     result.update({k: float(v) for k, v in metrics.items() if k.startswith("dev_") and isinstance(v, (int, float))})

@@ -10,6 +10,7 @@ They are trained by `make ready-model` from the corpora in ../shared (configs/re
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -48,11 +49,20 @@ def default_model() -> Path:
     return path
 
 
+_LINK = re.compile(r"\[([^\]\[]+)\]\(([^)\s]+)\)")
+
+
+def card_text(markdown: str) -> str:
+    """A model card as a reader sees it outside the repository (terminal, service page): each cited figure
+    `[0.687](../results/cv.json#summary...)` becomes `0.687`, since its link points into a checkout."""
+    return _LINK.sub(lambda m: m[1] if "#" in m[2] or not m[2].startswith(("http://", "https://")) else m[0], markdown)
+
+
 def describe(name: str) -> dict:
-    """bundled.json of a bundled model, with its card's text under `card`."""
+    """bundled.json of a bundled model, with its card's text under `card` (figures without their links)."""
     path = path_of(name)
     if path is None:
         raise NoBundledModel(f"no bundled model {name!r} (bundled: {', '.join(bundled()) or 'none'})")
     info = json.loads((path / INFO_FILE).read_text(encoding="utf-8"))
     card = path / CARD_FILE
-    return {**info, "default": info["name"] == DEFAULT, "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
+    return {**info, "default": info["name"] == DEFAULT, "card": card_text(card.read_text(encoding="utf-8")) if card.is_file() else ""}
