@@ -51,9 +51,10 @@ bench: install
 	$(PY) benchmarks/asr.py
 	$(BIN)/dmha prepare ravdess ../shared/data/ravdess --out $(R)/manifests/ravdess.csv
 	$(BIN)/dmha prepare crema-d ../shared/data/crema-d --out $(R)/manifests/crema-d.csv
-	# recipe candidates on RAVDESS's dev folds (one seed; the choice is read on dev only)
+	# recipe candidates on RAVDESS's dev folds (`dmha cv --dev-only`, one seed: no test figure is computed)
 	$(PY) benchmarks/screening.py
-	# a change kept on RAVDESS dev must not lose on CREMA-D's dev folds (its baseline: seed 0 of crema_cv)
+	# a change kept on RAVDESS dev must not lose on CREMA-D's dev folds (baseline: the subsets candidate, dev-only)
+	$(PY) benchmarks/screening.py --corpus crema-d --only subsets
 	$(PY) benchmarks/screening.py --corpus crema-d --only subsets_prior3000
 	# speaker cross-validation (resumes) and the peers on exactly its folds
 	$(DMHA) cv --manifest $(R)/manifests/ravdess.csv --out $(R)/ravdess_cv --folds 6 --seeds 0,1,2 --jobs 2
@@ -70,6 +71,12 @@ bench: install
 	$(PY) benchmarks/cross_corpus.py --ravdess $(R)/manifests/ravdess.csv --crema $(R)/manifests/crema-d.csv --seeds 0 --joint $(R)/joint_cv --single ravdess=$(R)/ravdess_cv --single crema-d=$(R)/crema_cv
 	# how fast the bundled models answer (run alone)
 	$(PY) benchmarks/ready_speed.py
+	# each bundled model's own recipe in speaker cv (3 seeds, the probe on the same folds) and the bundled weights
+	# on their own test speakers; then the cards are written from those JSONs
+	$(PY) benchmarks/bundled_cv.py
+	$(PY) tools/ready_model.py --card-only
+	# the differences, wins and fold-level tests the docs derive from the results above
+	$(PY) benchmarks/derived.py
 	# CREMA-D's own split (one fold) and its peers; then what partial fine-tuning costs per epoch
 	$(DMHA) train --manifest $(R)/manifests/crema-d.csv --out $(R)/crema_split
 	$(PY) benchmarks/cv_peers.py $(R)/crema_split --out $(R)/crema_split/peers.json
