@@ -30,14 +30,47 @@ def test_every_bundled_model_is_complete_and_the_default_is_one():
             assert (folder / file).is_file(), f"{name}: {file} missing"
         info = describe(name)
         assert info["classes"] and info["licence"] and info["training_data"]
-        card = info["card"]
-        for section in ("## Intended use", "## Out of scope", "## Training data", "## Licence", "## Quality",
-                        "### Calibration", "## Speed", "## Known failure modes", "## Reproduce"):
-            assert section in card, f"{name}: the card has no {section!r}"
-        assert "not measured" not in card.lower(), f"{name}: its card still misses a measured figure"
         temperature = json.loads((folder / "calibration.json").read_text())["temperature"]
         assert temperature > 0 and temperature != 1.0
         assert "/work/" not in (folder / "config.json").read_text() and "/home/" not in (folder / "config.json").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(bundled()))
+def test_each_card_is_written_from_the_committed_results_of_its_own_recipe(name):
+    """The card is exactly what tools/ready_model.py writes from the committed JSONs (every figure a link that
+    tests/test_results.py checks), and it leads with the cv of this model's own recipe and classes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import ready_model
+
+    spec = next(s for s in ready_model.MODELS if s.name == name)
+    folder = bundled()[name]
+    text = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert text == ready_model.card(spec, folder), f"{name}: MODEL_CARD.md is stale: python tools/ready_model.py --card-only"
+    assert "not measured" not in text.lower(), f"{name}: its card misses a measured figure"
+    sections = ["### Speaker cross-validation of this recipe", "### This model on its own test speakers", "### Across corpora"]
+    assert all(h in text for h in sections) and [text.index(h) for h in sections] == sorted(text.index(h) for h in sections)
+    cv = json.loads(ready_model.evidence(spec)["cv"].read_text(encoding="utf-8"))
+    import tomllib
+
+    recipe = tomllib.loads(spec.config.read_text(encoding="utf-8"))
+    for section, values in recipe.items():  # the cv ran this model's config ...
+        for key, value in values.items():
+            assert cv["config"][section][key] == value, f"{name}: the cv's {section}.{key} is not the model's"
+    assert cv["summary"]["folds_done"] >= 5 and cv["seeds"]
+    if len(cv["seeds"]) < 3:  # the protocol's 3 seeds: a card with fewer says so
+        assert f"{len(cv['seeds'])} seed" in text and "dmha's protocol is 3" in text
+    heldout = json.loads(ready_model.evidence(spec)["heldout"].read_text(encoding="utf-8"))
+    labels = json.loads((folder / "labels.json").read_text())
+    labels = labels["labels"] if isinstance(labels, dict) else labels
+    assert heldout["labels"] == labels and sorted(heldout["per_class"]) == sorted(labels)  # ... and its classes
+    assert heldout["model"] == f"pretrained/{spec.folder}"  # the bundled weights themselves
+    for page, link in ready_model.PAGES.items():  # the README's and the Results page's rows are current
+        rows = "\n".join(ready_model.summary_rows(link))
+        assert rows in (ready_model.ROOT / page).read_text(encoding="utf-8"), f"{page}: stale rows (--card-only)"
+    cited = text.count("](../../../../benchmarks/results/bundled_cv/")
+    assert cited >= 10 * len(spec.corpora), f"{name}: only {cited} figures of its own cv and held-out run are cited"
 
 
 def test_dmha_models_lists_names_classes_and_licences(capsys):
@@ -51,12 +84,15 @@ def test_dmha_models_lists_names_classes_and_licences(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(json.loads(REFERENCE.read_text())) if REFERENCE.is_file() else [])
+@pytest.mark.parametrize("name", sorted({DEFAULT, *bundled()}))  # the models, not the reference: none missing
 def test_the_example_clips_get_their_reference_probabilities(name):
     from dmha.inference import EmotionRecognizer
 
+    assert REFERENCE.is_file(), f"{REFERENCE.name} is missing: run tools/ready_model.py"
+    expected = reference().get(name)
+    assert expected, f"{REFERENCE.name} has no probabilities for {name}: run tools/ready_model.py"
+    assert set(expected) == {clip.path.name for clip in clips()}, f"{REFERENCE.name} is stale for {name}"
     rec = EmotionRecognizer.from_pretrained(name)
-    expected = reference()[name]
     for clip in clips():
         got = rec.predict(str(clip.path)).probs
         assert set(got) == set(expected[clip.path.name])
@@ -95,7 +131,14 @@ def test_the_default_model_in_every_path(tmp_path, capsys):
         writer.writerows([str(c.path), c.label, "test", c.speaker] for c in clips())
     assert main(["evaluate", DEFAULT, "--manifest", str(manifest), "--out", str(tmp_path / "eval"), "--no-report"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["n"] == len(clips()) and 0 <= metrics["macro_f1"] <= 1 and "ece" in metrics
+    # the figures of the reference's predictions (each clip alone, argmax), scored by scikit-learn
+    from sklearn.metrics import accuracy_score, f1_score
+
+    truth = [c.label for c in clips()]
+    predicted = [max(expected[c.path.name], key=expected[c.path.name].get) for c in clips()]
+    assert metrics["n"] == len(clips()) and "ece" in metrics
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"), abs=1e-9)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted), abs=1e-9)
 
     onnx = pytest.importorskip("onnxruntime")
     assert main(["export", DEFAULT, "--out", str(tmp_path / "head.onnx")]) == 0

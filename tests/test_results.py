@@ -15,15 +15,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# the README links benchmarks/results/...; the docs site links ../results/... (docs/results is a symlink to it)
-LINK = re.compile(r"\[(?P<text>[^\]\[]+)\]\((?P<target>[^)\s#]*results/[^)\s#]+\.json)#(?P<key>[^)\s]+)\)")
+PRETRAINED = ROOT / "src" / "dmha" / "pretrained"
+# the README links benchmarks/results/...; the docs site links ../results/... (docs/results is a symlink to it);
+# a bundled model's card links benchmarks/results/... and its own calibration.json
+LINK = re.compile(r"\[(?P<text>[^\]\[]+)\]\((?P<target>(?:[^)\s#]*results/[^)\s#]+|calibration)\.json)#(?P<key>[^)\s]+)\)")
 NUMBER = re.compile(r"^(?P<sign>[+\-−]?)(?P<digits>\d+(?:,\d{3})*(?:\.(?P<decimals>\d+))?)(?P<unit>\s*(?:%|×|x|s|ms|MB|GB)?)$")
 MACHINE_PATH = re.compile(r"(^|[\s\"'=])(/(?:work|home|root|tmp|Users|mnt|var|opt)/|[A-Za-z]:\\\\)")
 
 
 def documents() -> list[Path]:
-    """The Markdown files that may cite figures: the README, the docs site, the benchmarks' notes."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "benchmarks").glob("*.md"))]
+    """The Markdown files that may cite figures: the README, the docs site, the benchmarks' notes, the bundled
+    models' cards."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "benchmarks").glob("*.md")),
+            *sorted(PRETRAINED.glob("*/MODEL_CARD.md"))]
 
 
 def citations() -> list[tuple[Path, str, Path, str]]:
@@ -80,7 +84,8 @@ def test_every_cited_figure_equals_its_committed_json():
     for doc, text, path, key in cited:
         where = f"{doc.relative_to(ROOT)}: [{text}]({path.relative_to(ROOT)}#{key})"
         assert path.is_file(), f"{where}: the result file does not exist"
-        assert RESULTS.resolve() in path.parents, f"{where}: not a committed benchmark result"
+        assert RESULTS.resolve() in path.parents or (PRETRAINED.resolve() in path.parents and path.name == "calibration.json"), \
+            f"{where}: not a committed benchmark result"
         value = lookup(json.loads(path.read_text(encoding="utf-8")), key)
         assert isinstance(value, (int, float)), f"{where}: {key} is not a number ({value!r})"
         if not _matches(text, float(value)):
@@ -97,7 +102,7 @@ def test_cited_results_are_committed_not_ignored():
 
 
 def test_committed_results_name_no_machine_folder():
-    files = sorted(RESULTS.glob("*/*.json"))
+    files = sorted([*RESULTS.glob("*/*.json"), *RESULTS.glob("bundled_cv/*/*.json")])
     assert files, "no committed benchmark results under benchmarks/results/<benchmark>/"
     for path in files:
         def walk(node, where):

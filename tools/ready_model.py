@@ -12,8 +12,8 @@ which tests compare every later load against.
 
     python tools/ready_model.py [--shared ../shared] [--only NAME] [--card-only]
 
---card-only rewrites the cards and references from the trained runs and the committed results (after
-new benchmark results), without training.
+--card-only rewrites the cards and references from the installed models and the committed results (after
+new benchmark results, e.g. `python benchmarks/bundled_cv.py`), without training.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,9 +63,6 @@ class Spec:
     licence: str
     summary: str
     classes: tuple[str, ...] = ()  # the label set: each corpus's clips of other labels are left out (empty: all)
-    cv: dict[str, str] = field(default_factory=dict)  # corpus → cv.json of the same recipe (per corpus)
-    peers: dict[str, str] = field(default_factory=dict)  # corpus → peers.json on the same folds
-    cv_note: str = ""  # how the cv's recipe differs from this model's, when it does (said above the table)
     cross_corpus: str = "cross_corpus/cross_corpus.json"
     speed: str = "ready_speed/speed.json"
 
@@ -82,23 +79,10 @@ SIX = ("angry", "disgust", "fear", "happy", "neutral", "sad")
 MODELS = [
     Spec("dmha-acted-en", "acted_en", ["ravdess", "crema-d"],
          "CC BY-NC-SA 4.0, inherited from RAVDESS (non-commercial use only; share-alike)",
-         "6 emotions of acted English speech (RAVDESS + CREMA-D), speech only, calibrated", SIX,
-         cv={"ravdess": "ravdess_cv/cv.json", "crema-d": "crema_cv/cv.json"},
-         peers={"ravdess": "ravdess_cv/peers.json", "crema-d": "crema_cv/peers.json"},
-         cv_note="Not this model's exact recipe: dmha's cv of each corpus alone with the same speaker statistics "
-                 "(`train.speaker_stats=subsets`) but with the text branch (MiniLM over Whisper tiny.en "
-                 "transcripts) and each corpus's own classes (8 on RAVDESS). Speech only scored 0.008 below it "
-                 "on RAVDESS's dev folds (`benchmarks/results/ravdess_screening/`); the joint speaker cv of the default "
-                 "recipe (both corpora, 8 classes, masked) is under Across corpora; this model's joint, speech-only, "
-                 "six-class recipe has not been cross-validated itself."),
+         "6 emotions of acted English speech (RAVDESS + CREMA-D), speech only, calibrated", SIX),
     Spec("dmha-crema-en", "crema_en", ["crema-d"],
          "ODbL 1.0 / DbCL 1.0, inherited from CREMA-D (commercial use allowed, with attribution)",
-         "6 emotions of acted English speech (CREMA-D only: usable commercially), speech only, calibrated", SIX,
-         cv={"crema-d": "crema_cv/cv.json"}, peers={"crema-d": "crema_cv/peers.json"},
-         cv_note="Not this model's exact recipe: dmha's CREMA-D cv with the same speaker statistics "
-                 "(`train.speaker_stats=subsets`) but with the text branch (MiniLM over Whisper tiny.en "
-                 "transcripts); speech only scored 0.008 below it on RAVDESS's dev folds "
-                 "(`benchmarks/results/ravdess_screening/`)."),
+         "6 emotions of acted English speech (CREMA-D only: usable commercially), speech only, calibrated", SIX),
 ]
 
 
@@ -188,19 +172,50 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _interval(summary: dict, key: str) -> str:
-    m = summary.get(key)
-    if not m:
-        return "not measured"
-    return f"{m['mean']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+class Cite:
+    """Figures of committed JSON files as links `[0.687](…/cv.json#summary.macro_f1.mean)` (tests/test_results.py
+    checks each against its file); `dmha models NAME` and the service page show the number alone."""
+
+    def __init__(self, card_dir: Path, results_link: str | None = None):
+        self.card_dir = card_dir
+        self.results_link = results_link  # how the citing page names benchmarks/results/ (e.g. ../results/)
+
+    def __call__(self, data: dict | None, path: Path, key: str, digits: int = 3, sign: bool = False) -> str:
+        value = data
+        try:
+            for part in key.split("."):
+                value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return "not measured"
+        if value is None or (isinstance(value, float) and value != value):
+            return "n/a"
+        text = f"{value:+.{digits}f}".replace("-", "−") if sign else f"{value:.{digits}f}"
+        if self.results_link is not None and RESULTS in path.parents:
+            target = self.results_link + path.relative_to(RESULTS).as_posix()
+        else:
+            target = Path(shutil.os.path.relpath(path, self.card_dir)).as_posix()
+        return f"[{text}]({target}#{key})"
+
+    def interval(self, data: dict | None, path: Path, key: str) -> str:
+        return (f"{self(data, path, key + '.mean')} [{self(data, path, key + '.ci95.0')}, "
+                f"{self(data, path, key + '.ci95.1')}]")
 
 
-def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
-    """MODEL_CARD.md from what was measured (missing evidence is said to be missing)."""
-    metrics = _load(run_dir / "metrics.json")
+def evidence(spec: Spec) -> dict[str, Path]:
+    """The committed files a card is written from (benchmarks/bundled_cv.py, ready_speed.py, cross_corpus.py)."""
+    folder = RESULTS / "bundled_cv" / spec.name
+    return {"cv": folder / "cv.json", "peers": folder / "peers.json", "wall": folder / "wall_s.json",
+            "heldout": folder / "heldout.json", "cross": RESULTS / spec.cross_corpus, "speed": RESULTS / spec.speed}
+
+
+def card(spec: Spec, target: Path) -> str:
+    """MODEL_CARD.md from committed, measured figures only (a missing one is said to be missing): the speaker
+    cv of this model's own recipe first, then the model itself on its held-out speakers."""
+    files = evidence(spec)
+    data = {name: _load(path) for name, path in files.items()}
+    cite = Cite(target)
     labels = json.loads((target / "labels.json").read_text(encoding="utf-8"))
     labels = labels["labels"] if isinstance(labels, dict) else labels
-    calibration = _load(target / "calibration.json") or {}
     lines = [f"# {spec.name}", "", f"{spec.summary}. A head of the Double Multi-Head Attention system (Costa, India, "
              "Hernando, Odyssey 2024) on dmha's embedded Whisper base encoder (frozen, a learned weighted sum of its "
              "layers), trained by dmha. Loaded by name: `dmha predict CLIP`, "
@@ -209,8 +224,7 @@ def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
              "- Recognising which of its classes an **acted** emotion in a short English recording (2-5 s, one speaker, "
              "little noise) is closest to: research, teaching, demos, prototyping, and as a starting point for "
              "training on your own data.",
-             "- Probabilities are calibrated on held-out speakers (temperature scaling), so they can be read as "
-             "confidences on speech like the training data.", "",
+             *_calibration_claim(spec, data, files, cite), "",
              "## Out of scope", "",
              "- **Decisions about people**: hiring, assessment, health, policing, access to services, or anything "
              "that affects someone because of an inferred emotion. Emotion recognised from acted speech is not a "
@@ -230,88 +244,181 @@ def card(spec: Spec, run_dir: Path, target: Path, wall_s: float) -> str:
               "its training data and carries that data's terms (see NOTICE.md beside this card).", ""]
     lines += ["## Quality", "", "Macro-F1 (the mean of the per-class F1, so every class counts alike). **Alone**: each "
               "clip scored alone, as `dmha predict` sees one file (the figure to expect). **Grouped**: normalised with "
-              "the test speaker's other, unlabelled recordings (transductive; for a model without speaker statistics "
-              "it equals alone).", ""]
-    lines += ["### Speaker cross-validation (mean [95% interval over folds])", ""]
-    if spec.cv_note:
-        lines += [spec.cv_note, ""]
-    lines += ["| corpus | alone | grouped | linear probe (b), alone | ECE alone |", "|---|---|---|---|---|"]
-    any_cv = False
-    for corpus in spec.corpora:
-        cv = _load(RESULTS / spec.cv[corpus]) if corpus in spec.cv else None
-        if cv is None:
-            lines.append(f"| {corpus} | not measured | | | |")
-            continue
-        any_cv = True
-        summary = cv["summary"].get("per_corpus", {}).get(corpus, cv["summary"]) if len(spec.corpora) > 1 else cv["summary"]
-        peers = _load(RESULTS / spec.peers[corpus]) if corpus in spec.peers else None
-        probe = _peer_mean(peers, corpus)
-        grouped = _interval(summary, "macro_f1_grouped") if "macro_f1_grouped" in summary else "= alone"
-        seeds = len(cv.get("seeds") or [0])
-        lines.append(f"| {corpus} ({seeds} seed{'s' if seeds > 1 else ''}) | {_interval(summary, 'macro_f1')} | {grouped} | {_fmt(probe)} | "
-                     f"{_fmt(summary.get('ece', {}).get('mean'))} |")
-    if any_cv:
-        lines += ["", "Sources: " + ", ".join(f"`benchmarks/results/{spec.cv[c]}`" for c in spec.corpora if c in spec.cv)
-                  + " (`dmha cv`), peers by `benchmarks/cv_peers.py` on the same folds."]
-    lines += ["", "### This model on its own held-out speakers", ""]
-    lines += ["| split | corpus | macro-F1 alone | n |", "|---|---|---|---|"]
-    for split in ("dev", "test"):
-        report = metrics.get(split) if metrics else None
-        if not report:
-            continue
-        for corpus, r in (report.get("per_corpus") or {"all": report}).items():
-            lines.append(f"| {split} | {corpus} | {r['macro_f1']:.3f} | {r['n']} |")
-    cross = _load(RESULTS / spec.cross_corpus)
-    lines += ["", "### Across corpora", ""]
-    if cross:
-        lines += [f"`benchmarks/results/{spec.cross_corpus}` (`benchmarks/cross_corpus.py`, mean over seeds "
-                  f"{', '.join(map(str, cross['seeds']))}): dmha's default recipe (with its text branch; not this model's) "
-                  "trained on one corpus's split and scored on every clip of the other, on the emotions both share; "
-                  "both → each: a speaker cv over both corpora.", ""]
-        lines += ["| trained on → tested on | dmha alone | dmha grouped | probe (b) |", "|---|---|---|---|"]
-        for pair, row in cross["transfer"].items():
-            lines.append(f"| {pair.replace('->', ' → ')} | {_fmt(row['dmha'].get('alone'))} | "
-                         f"{_fmt(row['dmha'].get('grouped'))} | {_fmt(row['probes'].get('b'))} |")
-        for row in cross.get("joint", []):
-            lines.append(f"| both → {row['corpus']} ({row['folds']}-fold cv) | {_fmt(row['alone']['mean'])} | "
-                         f"{_fmt((row.get('grouped') or {}).get('mean'))} | {_fmt(row.get('probe_b', {}).get('mean'))} |")
-    else:
-        lines.append("Not measured for this recipe.")
-    lines += ["", "### Calibration", "",
-              f"Temperature {calibration.get('temperature', float('nan')):.3f}, fitted on {calibration.get('fitted_on', '?')} "
-              f"({calibration.get('n', '?')} clips, each alone). Expected calibration error (15 bins) there: "
-              f"{_fmt(calibration.get('ece_before'))} before, {_fmt(calibration.get('ece_after'))} after; Brier "
-              f"{_fmt(calibration.get('brier_before'))} → {_fmt(calibration.get('brier_after'))}."]
-    if metrics and metrics.get("test"):
-        lines.append(f"On the test speakers (not used for the fit): ECE {_fmt(metrics['test'].get('ece'))}, Brier "
-                     f"{_fmt(metrics['test'].get('brier'))}.")
-    speed = _load(RESULTS / spec.speed)
-    lines += ["", "## Speed", ""]
-    if speed and spec.name in speed.get("models", {}):
-        s = speed["models"][spec.name]
-        lines.append(f"On {speed['machine']}: `dmha predict CLIP` (a new process, loading included) gave its first "
-                     f"result in {s['first_result_s']:.1f} s; real-time factor {s['rtf']:.4f} (seconds of compute "
-                     f"per second of audio, one clip at a time, after loading; no ASR: the model is speech-only). "
-                     + (f"ASR (faster-whisper tiny.en), which a multimodal model runs on every clip without a "
-                        f"transcript, would add a real-time factor of {speed['asr_tiny_en_rtf']:.3f} on its own. "
-                        if speed.get("asr_tiny_en_rtf") else "")
-                     + f"Source: `benchmarks/results/{spec.speed}` (`benchmarks/ready_speed.py`).")
-    else:
-        lines.append("Not measured yet (`benchmarks/ready_speed.py`).")
+              "the test speaker's other, unlabelled recordings (transductive).", ""]
+    lines += _cv_section(spec, data, files, cite)
+    lines += _heldout_section(spec, data, files, cite, target)
+    lines += _cross_section(data["cross"], files["cross"], cite)
+    lines += _speed_section(spec, data["speed"], files["speed"], cite)
     lines += ["", "## Known failure modes", "",
               "- It has heard only acted, often exaggerated portrayals of fixed neutral sentences: quality on subtle, "
               "mixed or spontaneous emotion is unknown and expected to be much lower.",
-              *_weak_points(metrics),
-              *_transfer_point(cross),
+              *_weak_points(data["heldout"], files["heldout"], cite),
+              *_transfer_point(data["cross"]),
               "- Each clip alone is harder than grouped: when you have several recordings of one speaker, "
               "`dmha predict --same-speaker` or `--enrol` normalises by that speaker (models with speaker statistics).",
               "- Words are not used (speech-only): emotion carried only by what is said is invisible to it.", ""]
-    lines += ["## Reproduce", "", "```bash", "make ready-model      # python tools/ready_model.py", "```", "",
-              f"Config: `configs/ready/{spec.name}.toml`. "
-              + (f"Training took {wall_s / 60:.1f} min on the machine above." if wall_s else "")
-              + " Weights differ at the last digits between machines (floating-point order), the figures by a "
-              "little more; the cv figures above are the ones to compare.", ""]
+    lines += ["## Reproduce", "", "```bash", "make ready-model                        # python tools/ready_model.py",
+              f"python benchmarks/bundled_cv.py --only {spec.name}   # the figures above (then --card-only)", "```", "",
+              f"Config: `configs/ready/{spec.name}.toml`. Weights differ at the last digits between machines "
+              "(floating-point order), the held-out figures by a little more; the cv figures are the ones to compare.", ""]
     return "\n".join(lines)
+
+
+def summary_rows(results_link: str) -> list[str]:
+    """One table row per bundled recipe and corpus (its own speaker cv, each clip alone, beside probe (b)) for the
+    README and the Results page, its figures cited from the committed JSONs (`python tools/ready_model.py --rows`)."""
+    rows = []
+    for spec in MODELS:
+        files = evidence(spec)
+        cv, peers = _load(files["cv"]), _load(files["peers"])
+        if not cv:
+            continue
+        cite = Cite(ROOT, results_link)
+        for corpus in spec.corpora:
+            key = lambda k: _corpus_key(spec, corpus, k)  # noqa: E731
+            section = f"per_corpus.{corpus}." if len(spec.corpora) > 1 else ""
+            rows.append(f"| {corpus} · bundled `{spec.name}` recipe ({len(cv['seeds'])}) | **{cite.interval(cv, files['cv'], key('macro_f1'))}** | "
+                        f"{cite(cv, files['cv'], key('macro_f1_grouped.mean'))} | {cite(peers, files['peers'], section + 'peers.b.mean')} | "
+                        f"{cite(peers, files['peers'], section + 'peers.b.difference.alone.mean', sign=True)} "
+                        f"({cite(peers, files['peers'], section + 'peers.b.difference.alone.wins', digits=0)} of {cv['summary']['folds_done']}) | "
+                        f"{cite(cv, files['cv'], 'summary.ece.mean')} |")
+    return rows
+
+
+PAGES = {"README.md": "benchmarks/results/", "docs/benchmarks/results.md": "../results/"}
+
+
+def marker(link: str) -> str:
+    return f"<!-- bundled rows: python tools/ready_model.py --card-only (--rows {link}) -->"
+
+
+def fill_pages() -> None:
+    """The README's and the Results page's table of the bundled recipes: after the marker, its two header lines,
+    then summary_rows (the old rows replaced)."""
+    for page, link in PAGES.items():
+        path = ROOT / page
+        head, tail = path.read_text(encoding="utf-8").split(marker(link) + "\n")
+        lines = tail.split("\n")
+        k = 2
+        while k < len(lines) and lines[k].startswith("| "):
+            k += 1
+        path.write_text(head + marker(link) + "\n" + "\n".join([*lines[:2], *summary_rows(link), *lines[k:]]),
+                        encoding="utf-8")
+
+
+def _calibration_claim(spec: Spec, data: dict, files: dict, cite: Cite) -> list[str]:
+    """What the probabilities are worth, worded by what was measured (ECE of this recipe's cv, each clip alone)."""
+    cv, heldout = data["cv"], data["heldout"]
+    if not cv:
+        return ["- Probabilities are temperature-scaled on held-out (dev) speakers; how well calibrated they are "
+                "has not been measured for this recipe."]
+    own = (f", and {cite(heldout, files['heldout'], 'ece')} for these weights on their own test speakers"
+           if heldout else "")
+    return [f"- Probabilities are temperature-scaled on held-out (dev) speakers. Their expected calibration error "
+            f"(15 bins, each clip alone) is {cite(cv, files['cv'], 'summary.ece.mean')} in this recipe's speaker cv{own}: "
+            "there, a confidence of 0.8 is right roughly that often, **on speech like the training corpora**. On "
+            "other recordings it has not been measured for this recipe, and models of acted speech were overconfident "
+            "on corpora they never heard: read the probabilities as a ranking there, not as confidences."]
+
+
+def _corpus_key(spec: Spec, corpus: str, key: str) -> str:
+    return f"summary.per_corpus.{corpus}.{key}" if len(spec.corpora) > 1 else f"summary.{key}"
+
+
+def _cv_section(spec: Spec, data: dict, files: dict, cite: Cite) -> list[str]:
+    cv, peers = data["cv"], data["peers"]
+    lines = ["### Speaker cross-validation of this recipe (mean [95% interval over folds])", ""]
+    if not cv:
+        return lines + ["Not measured yet (`python benchmarks/bundled_cv.py`).", ""]
+    seeds, folds = cv["seeds"], cv["summary"]["folds_done"]
+    short = (f" **{len(seeds)} seed{'s' if len(seeds) > 1 else ''} only**: dmha's protocol is 3, and "
+             f"`python benchmarks/bundled_cv.py --only {spec.name}` adds them (it resumes)." if len(seeds) < 3 else "")
+    lines += [f"`dmha cv` of this model's own recipe and classes ({folds} speaker folds within each corpus, "
+              f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: each fold's figure is its seeds' mean), "
+              "and the linear probe (b) (logistic "
+              "regression on one mean-pooled layer of the same frozen encoder, layer and C chosen on each fold's dev "
+              "speakers) on exactly the same folds." + short, "",
+              "| corpus | alone | grouped (transductive) | probe (b), alone | this − probe (b), alone |",
+              "|---|---|---|---|---|"]
+    for corpus in spec.corpora:
+        key = lambda k: _corpus_key(spec, corpus, k)  # noqa: E731
+        section = f"per_corpus.{corpus}." if len(spec.corpora) > 1 and peers and "per_corpus" in peers else ""
+        probe = cite(peers, files["peers"], f"{section}peers.b.mean")
+        diff = cite(peers, files["peers"], f"{section}peers.b.difference.alone.mean", sign=True)
+        wins = cite(peers, files["peers"], f"{section}peers.b.difference.alone.wins", digits=0)
+        lines.append(f"| {corpus} | {cite.interval(cv, files['cv'], key('macro_f1'))} | "
+                     f"{cite.interval(cv, files['cv'], key('macro_f1_grouped'))} | {probe} | {diff} (better on {wins} of "
+                     f"{folds} folds) |")
+    wall = data["wall"]
+    lines += ["", f"Calibration, each clip alone, over each fold's test clips{' of both corpora' if len(spec.corpora) > 1 else ''}: "
+              f"ECE (15 bins) {cite.interval(cv, files['cv'], 'summary.ece')}, Brier {cite(cv, files['cv'], 'summary.brier.mean')}.",
+              "", f"Sources: `benchmarks/results/bundled_cv/{spec.name}/` (`python benchmarks/bundled_cv.py --only "
+              f"{spec.name}`: `dmha cv` then `benchmarks/cv_peers.py --only b`)"
+              + (f"; wall time {cite(wall, files['wall'], 'minutes', digits=1)} min on the 2-core machine with `--jobs "
+                 f"{wall.get('jobs', 1)}`, summed over the invocations that ran to their end (an interrupted one, whose "
+                 "finished runs the next resumes, is not counted)." if wall else "."), ""]
+    return lines
+
+
+def _heldout_section(spec: Spec, data: dict, files: dict, cite: Cite, target: Path) -> list[str]:
+    heldout, path = data["heldout"], files["heldout"]
+    lines = ["### This model on its own test speakers", ""]
+    if not heldout:
+        return lines + ["Not measured yet (`python benchmarks/bundled_cv.py --heldout-only`).", ""]
+    lines += ["`dmha evaluate` of the bundled weights on the test speakers of `dmha prepare`'s split (never seen in "
+              "training), each clip alone: one split and one seed, so less certain than the cv above.", "",
+              "| corpus | macro-F1 alone | UAR | ECE | Brier | n |", "|---|---|---|---|---|---|"]
+    rows = heldout.get("per_corpus") or {"all": heldout}
+    for corpus in rows:
+        base = f"per_corpus.{corpus}." if "per_corpus" in heldout else ""
+        lines.append(f"| {corpus} | {cite(heldout, path, base + 'macro_f1')} | {cite(heldout, path, base + 'uar')} | "
+                     f"{cite(heldout, path, base + 'ece')} | {cite(heldout, path, base + 'brier')} | "
+                     f"{cite(heldout, path, base + 'n', digits=0)} |")
+    if "per_corpus" in heldout:
+        lines.append(f"| all | {cite(heldout, path, 'macro_f1')} | {cite(heldout, path, 'uar')} | "
+                     f"{cite(heldout, path, 'ece')} | {cite(heldout, path, 'brier')} | {cite(heldout, path, 'n', digits=0)} |")
+    if "per_class" in heldout:
+        lines += ["", "Per class (all test clips): " + ", ".join(
+            f"`{label}` F1 {cite(heldout, path, f'per_class.{label}.f1', digits=2)}" for label in heldout["per_class"]) + "."]
+    calibration_path = target / "calibration.json"
+    calibration = _load(calibration_path)
+    if calibration:
+        lines += ["", f"Calibration: temperature {cite(calibration, calibration_path, 'temperature')}, fitted on the dev "
+                  f"speakers' {cite(calibration, calibration_path, 'n', digits=0)} clips, each alone (ECE there "
+                  f"{cite(calibration, calibration_path, 'ece_before')} before, "
+                  f"{cite(calibration, calibration_path, 'ece_after')} after; `calibration.json`)."]
+    return lines + [""]
+
+
+def _cross_section(cross: dict | None, path: Path, cite: Cite) -> list[str]:
+    lines = ["### Across corpora", ""]
+    if not cross:
+        return lines + ["Not measured."]
+    lines += [f"`benchmarks/results/{path.relative_to(RESULTS).as_posix()}` (`benchmarks/cross_corpus.py`, seeds "
+              f"{', '.join(map(str, cross['seeds']))}): **not this model's recipe**: dmha's default recipe (with its "
+              "text branch) trained on one corpus's split and scored on every clip of the other, on the emotions both "
+              "share. It says how a model of acted studio speech meets another studio; a leave-one-corpus-out "
+              "measure of this recipe is not made yet.", "",
+              "| trained on → tested on | dmha alone | dmha grouped | probe (b) |", "|---|---|---|---|"]
+    for pair in cross["transfer"]:
+        base = f"transfer.{pair}."
+        lines.append(f"| {pair.replace('->', ' → ')} | {cite(cross, path, base + 'dmha.alone')} | "
+                     f"{cite(cross, path, base + 'dmha.grouped')} | {cite(cross, path, base + 'probes.b')} |")
+    return lines
+
+
+def _speed_section(spec: Spec, speed: dict | None, path: Path, cite: Cite) -> list[str]:
+    lines = ["", "## Speed", ""]
+    if not speed or spec.name not in speed.get("models", {}):
+        return lines + ["Not measured yet (`benchmarks/ready_speed.py`)."]
+    base = f"models.{spec.name}."
+    return lines + [
+        f"On {speed['machine']}: `dmha predict CLIP` (a new process, loading included) gave its first result in "
+        f"{cite(speed, path, base + 'first_result_s', digits=1)} s; real-time factor {cite(speed, path, base + 'rtf', digits=4)} "
+        "(seconds of compute per second of audio, one clip at a time, after loading; no ASR: the model is speech-only). "
+        + (f"ASR (faster-whisper tiny.en), which a multimodal model runs on every clip without a transcript, would add "
+           f"a real-time factor of {cite(speed, path, 'asr_tiny_en_rtf')} on its own. " if speed.get("asr_tiny_en_rtf") else "")
+        + f"Source: `benchmarks/results/{spec.speed}` (`benchmarks/ready_speed.py`)."]
 
 
 def _transfer_point(cross: dict | None) -> list[str]:
@@ -327,31 +434,22 @@ def _transfer_point(cross: dict | None) -> list[str]:
     return [line + ", not far above chance (about 0.17 for six classes): expect a large drop on other voices, microphones and rooms."]
 
 
-def _weak_points(metrics: dict | None) -> list[str]:
+def _weak_points(heldout: dict | None, path: Path, cite: Cite) -> list[str]:
     """The weakest classes and the most confused pair on the model's own test speakers (measured, not assumed)."""
-    test = (metrics or {}).get("test")
-    if not test or "per_class" not in test:
+    if not heldout or "per_class" not in heldout:
         return []
-    f1 = sorted(((r["f1"], label) for label, r in test["per_class"].items()), key=lambda x: x[0])
-    out = [f"- Weakest classes on its test speakers: " + ", ".join(f"`{label}` (F1 {v:.2f})" for v, label in f1[:2])
-           + f"; strongest `{f1[-1][1]}` (F1 {f1[-1][0]:.2f})."]
-    if "confusion" in test:
-        labels, cm = test["labels"], test["confusion"]
+    f1 = sorted(((r["f1"], label) for label, r in heldout["per_class"].items()), key=lambda x: x[0])
+    show = lambda label: cite(heldout, path, f"per_class.{label}.f1", digits=2)  # noqa: E731
+    out = ["- Weakest classes on its test speakers: " + ", ".join(f"`{label}` (F1 {show(label)})" for _, label in f1[:2])
+           + f"; strongest `{f1[-1][1]}` (F1 {show(f1[-1][1])})."]
+    if "confusion" in heldout:
+        labels, cm = heldout["labels"], heldout["confusion"]
         pairs = [(cm[i][j], labels[i], labels[j]) for i in range(len(labels)) for j in range(len(labels)) if i != j]
         n, true, pred = max(pairs)
-        out.append(f"- The most frequent confusion there: `{true}` taken for `{pred}` ({n} of "
-                   f"{sum(cm[labels.index(true)])} `{true}` clips).")
+        i, j = labels.index(true), labels.index(pred)
+        out.append(f"- The most frequent confusion there: `{true}` taken for `{pred}` "
+                   f"({cite(heldout, path, f'confusion.{i}.{j}', digits=0)} of {sum(cm[i])} `{true}` clips).")
     return out
-
-
-def _peer_mean(peers: dict | None, corpus: str) -> float | None:
-    if not peers:
-        return None
-    section = peers.get("per_corpus", {}).get(corpus, peers)
-    probe = section.get("peers", {}).get("b") or section.get("b")
-    if isinstance(probe, dict):
-        return probe.get("mean") or probe.get("macro_f1", {}).get("mean")
-    return None
 
 
 def notice(spec: Spec) -> str:
@@ -395,26 +493,27 @@ def main(argv=None) -> int:
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
     parser.add_argument("--only", help="one model's name")
     parser.add_argument("--card-only", action="store_true", help="rewrite cards and references, train nothing")
+    parser.add_argument("--rows", metavar="LINK", help="print the bundled recipes' cv rows for a page that names "
+                        "benchmarks/results/ as LINK (README: benchmarks/results/, docs: ../results/), and stop")
     args = parser.parse_args(argv)
+    if args.rows:
+        print("\n".join(summary_rows(args.rows)))
+        return 0
     specs = [s for s in MODELS if args.only in (None, s.name)]
     if not specs:
         parser.error(f"no model {args.only!r}; models: {', '.join(s.name for s in MODELS)}")
     paths = {} if args.card_only else manifests(Path(args.shared))
     for spec in specs:
-        if args.card_only:
-            run_dir = RUNS / spec.name
-            if not (run_dir / "metrics.json").is_file():
-                print(f"{spec.name}: no trained run in {run_dir}; skipped")
-                continue
+        if args.card_only:  # the card is written from committed results and the installed model alone
             target = PRETRAINED / spec.folder
         else:
             run_dir, _ = train(spec, paths)
             target = install(spec, run_dir)
-        wall = (_load(run_dir / "wall_s.json") or {}).get("wall_s", 0.0)
         (target / "bundled.json").write_text(json.dumps(bundled_json(spec, target), indent=2) + "\n", encoding="utf-8")
         (target / "NOTICE.md").write_text(notice(spec), encoding="utf-8")
-        (target / "MODEL_CARD.md").write_text(card(spec, run_dir, target, wall), encoding="utf-8")
+        (target / "MODEL_CARD.md").write_text(card(spec, target), encoding="utf-8")
         print(f"{spec.name}: {target.relative_to(ROOT)}")
+    fill_pages()
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     REFERENCE.write_text(json.dumps(references(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {REFERENCE.relative_to(ROOT)}")
