@@ -49,6 +49,15 @@ def _fake_asr_unless_slow(request, monkeypatch):
     monkeypatch.setattr(transcription, "asr_identity", lambda enc: f"{FakeTranscriber.identity}|{real_identity(enc)}")
 
 
+@pytest.fixture(autouse=True)
+def _speech_check_off_for_tones(request, monkeypatch):
+    """The tests' corpora are tones, which the speech gate rightly refuses: tests run with the gate off
+    (DMHA_SPEECH_CHECK=0 reaches the CLI's and the server's subprocesses too), except those marked
+    speech_gate (the gate's own, on real speech and on non-speech signals)."""
+    if request.node.get_closest_marker("speech_gate") is None:
+        monkeypatch.setenv("DMHA_SPEECH_CHECK", "0")
+
+
 def require_ravdess() -> Path:
     """RAVDESS from ../shared, or a skip that says what is missing."""
     if not (RAVDESS / "manifest.csv").exists():

@@ -19,6 +19,7 @@ from .pretrained import DEFAULT as DEFAULT_MODEL
 from .encoders.fingerprint import mismatch, same_encoder
 from .encoders.registry import speech_encoder, text_encoder, transcriber, uses_text
 from .speaker_norm import Moments, batch_moments
+from .speech_gate import SpeechGate
 from .targets import attributes_of, predicts_category
 from .timeline import Timeline
 from .prediction import Prediction, SpeakerProfile  # noqa: F401  (dmha.inference.Prediction stays importable)
@@ -55,7 +56,7 @@ class EmotionRecognizer:
     """
 
     def __init__(self, members: Sequence[Member] | ModelBundle | None = None, device: str = "cpu",
-                 max_duration_s: float = DEFAULT_MAX_DURATION_S):
+                 max_duration_s: float = DEFAULT_MAX_DURATION_S, speech_check: bool | None = None):
         if members is None:  # EmotionRecognizer(): the bundled default model (dmha.pretrained)
             from .pretrained import default_model
 
@@ -66,6 +67,8 @@ class EmotionRecognizer:
         if not max_duration_s > 0:
             raise ValueError(f"max_duration_s (--max-duration-s) must be > 0, got {max_duration_s}")
         self.max_duration_s = max_duration_s  # predict() refuses longer inputs (predict_long has no limit)
+        # No speech, no emotion: inputs the detectors hear no speech in get a reason instead of a label.
+        self.speech_gate = SpeechGate(enabled=speech_check)
         self.bundle = self.members[0].bundle  # the lead member: labels, ASR, attention
         self._load_encoders()
 
@@ -120,7 +123,7 @@ class EmotionRecognizer:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu", use_thresholds: bool = True,
              prior: str | None = None, max_duration_s: float = DEFAULT_MAX_DURATION_S,
-             labels: Sequence[str] | None = None) -> "EmotionRecognizer":
+             labels: Sequence[str] | None = None, speech_check: bool | None = None) -> "EmotionRecognizer":
         """Load a model or ensemble directory (JSON + safetensors; never unpickles).
 
         Args:
@@ -133,6 +136,9 @@ class EmotionRecognizer:
                 refused with an AudioError that points to `predict_long`, whose memory is flat.
             labels: predict among these of the model's labels only (probabilities renormalised over
                 them), e.g. the emotions an application knows; None = all.
+            speech_check: check each input for speech first (dmha.speech_gate) and give an input
+                with none no emotion (`Prediction.reason` says why); False answers every input;
+                None: on unless the environment sets DMHA_SPEECH_CHECK=0.
 
         Returns:
             An EmotionRecognizer; its encoders are loaded now, the ASR on first use.
@@ -148,7 +154,7 @@ class EmotionRecognizer:
         members = load_members(model_dir, device, use_thresholds, prior)
         if labels:
             members = [dataclasses.replace(m, rule=m.rule.among(labels)) for m in members]
-        return cls(members, device, max_duration_s)
+        return cls(members, device, max_duration_s, speech_check)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path = DEFAULT_MODEL, revision: str | None = None, *,
@@ -265,9 +271,22 @@ class EmotionRecognizer:
         return SpeakerProfile(moments, used, seconds)
 
     def predict_waves(self, waves: Sequence[np.ndarray], transcripts: Sequence[str | None],
-                      return_attention: bool = False, speaker: SpeakerProfile | None = None) -> list[Prediction]:
+                      return_attention: bool = False, speaker: SpeakerProfile | None = None,
+                      check_speech: bool = True) -> list[Prediction]:
         """16 kHz mono waveforms (one batch) → predictions; missing transcripts come from ASR;
-        `speaker`: every waveform's speaker (models with feature_norm=speaker; else each one alone)."""
+        `speaker`: every waveform's speaker (models with feature_norm=speaker; else each one alone).
+        A waveform the speech gate hears no speech in gets no label, no probabilities and a `reason`
+        (`check_speech=False`: the caller's own detector already found speech, as predict_long's has)."""
+        checks = [self.speech_gate.check(w) for w in waves] if check_speech else []
+        if any(not c.has_speech for c in checks):
+            results = [Prediction(None, {}, transcripts[i] or "", reason=c.reason) for i, c in enumerate(checks)]
+            heard = [i for i, c in enumerate(checks) if c.has_speech]
+            if heard:
+                answered = self.predict_waves([waves[i] for i in heard], [transcripts[i] for i in heard],
+                                              return_attention, speaker, check_speech=False)
+                for i, pred in zip(heard, answered):
+                    results[i] = pred
+            return results
         missing = [i for i, t in enumerate(transcripts) if t is None] if self.reads_text else []
         texts = [t if t is not None or self.reads_text else "" for t in transcripts]
         for i, text in zip(missing, self.transcribe([waves[i] for i in missing]) if missing else []):

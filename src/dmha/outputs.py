@@ -21,7 +21,9 @@ def _top3(probs: dict[str, float]) -> str:
 
 class PredictionWriter:
     """One `Prediction` per record in a format (jsonl, csv, table, challenge, challenge-task2); CSV
-    headers first. A model's attributes (`attributes`) get a column each in csv and a field in table."""
+    headers first. A model's attributes (`attributes`) get a column each in csv and a field in table.
+    An input given no emotion (no speech heard) has an empty label and probabilities in csv, `-` and
+    its reason in table, and its `reason` in jsonl; csv's last column, `reason`, is empty otherwise."""
 
     def __init__(self, out: TextIO, labels: Sequence[str], fmt: str, attributes: Sequence[str] = (),
                  category: bool = True):
@@ -38,7 +40,7 @@ class PredictionWriter:
         self.csv = csv.writer(out) if fmt in ("csv", "challenge", "challenge-task2") else None
         if fmt == "csv":
             self.csv.writerow(["path", *(["label"] if category else []), *[f"p_{l}" for l in self.labels],
-                               *self.attributes, "transcript"])
+                               *self.attributes, "transcript", "reason"])
         elif fmt == "challenge":
             self.csv.writerow(["FileName", "EmoClass"])
         elif fmt == "challenge-task2":
@@ -57,10 +59,13 @@ class PredictionWriter:
 
             self.csv.writerow(challenge_task2_row(p.path, p.attributes, self.task2))
         elif self.fmt == "csv":
-            self.csv.writerow([p.path, *([p.label] if self.labels else []), *[f"{p.probs[l]:.6f}" for l in self.labels],
-                               *values, p.transcript])
+            probs = [f"{p.probs[l]:.6f}" if l in p.probs else "" for l in self.labels]
+            self.csv.writerow([p.path, *([p.label or ""] if self.labels else []), *probs, *values, p.transcript,
+                               p.reason or ""])
         else:
             said = [p.label, _top3(p.probs)] if self.labels else []
+            if p.reason is not None:
+                said = ["-", f"no emotion: {p.reason}"]
             shown = ["  ".join(f"{a} {v}" for a, v in zip(self.attributes, values))] if values else []
             print("\t".join([str(p.path), *said, *shown, repr(p.transcript)]), file=self.out)
         self.out.flush()

@@ -14,6 +14,8 @@ class Prediction:
     member's label; `label` is the hard vote, so it need not be the argmax of `probs`. A model that
     predicts emotional attributes gives them in `attributes` ({name: value} in each attribute's own
     scale; an ensemble's are the members' mean); an attribute-only model has no label (None, probs {}).
+    An input the speech gate heard no speech in has no label and no probabilities either, and
+    `reason` says why ("no speech found (...)"); `reason` is None whenever an emotion was given.
     """
 
     label: str | None
@@ -23,6 +25,7 @@ class Prediction:
     attention: dict[str, np.ndarray] | None = field(default=None, repr=False)
     votes: dict[str, str] | None = None
     attributes: dict[str, float] | None = None
+    reason: str | None = None
 
     def top(self, k: int | None = None) -> list[dict[str, float | str]]:
         """The `k` most probable labels (all when None), as [{"label", "score"}], most probable first."""
@@ -36,6 +39,8 @@ class Prediction:
             record["attributes"] = self.attributes
         if self.votes is not None:
             record["votes"] = self.votes
+        if self.reason is not None:
+            record["reason"] = self.reason
         return record
 
 

@@ -97,7 +97,8 @@ def _predict_segments(rec: "EmotionRecognizer", batch, transcribe: bool, stop=la
         return []
     if stop():
         raise PredictionStopped(f"{name}: stopped at {batch[0].start:.0f} s")
-    preds = rec.predict_waves([s.wave for s in batch], [None if transcribe else ""] * len(batch))
+    # the segments are silero's speech regions: the speech gate would only ask again
+    preds = rec.predict_waves([s.wave for s in batch], [None if transcribe else ""] * len(batch), check_speech=False)
     return [Segment(s.start, s.end, p.label, p.probs, p.transcript, p.votes) for s, p in zip(batch, preds)]
 
 def predict_files(rec: "EmotionRecognizer", paths: Sequence[str | Path], transcripts: Sequence[str | None] | None = None,

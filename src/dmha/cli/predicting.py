@@ -44,6 +44,10 @@ def add_predict(sub) -> None:
                               "e.g. the speaker's neutral speech)")
     p.add_argument("--segment", action="store_true",
                    help="long recordings: one prediction per speech segment (silero-vad) and a timeline per file")
+    p.add_argument("--no-speech-check", action="store_true",
+                   help="give every file an emotion, even one the speech detectors hear no speech in (by default "
+                        "such a file gets none and a reason; --format challenge implies this: a submission "
+                        "scores every file)")
     p.add_argument("--max-duration-s", type=float, default=600.0,
                    help="longest file predicted whole (default 600 s; its memory grows with length); longer "
                         "files are skipped with a message naming --segment, whose memory is flat")
@@ -125,7 +129,9 @@ def _predict(args) -> int:
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     rec = EmotionRecognizer.from_pretrained(args.model_dir, use_thresholds=not args.no_thresholds,
                                             prior=decision_prior(args.overrides), max_duration_s=args.max_duration_s,
-                                            labels=labels)
+                                            labels=labels,
+                                            speech_check=False if args.no_speech_check or args.format.startswith(
+                                                "challenge") else None)
     if args.segment:
         if not rec.predicts_category:
             raise CommandError(f"{args.model_dir}: --segment needs a model that predicts categories (this one predicts "

@@ -44,7 +44,8 @@ STATIC = Path(__file__).parent / "static"
 class PredictionOut(BaseModel):
     """One clip's result, the `predict --format jsonl` record; `votes` only for ensembles, `attributes`
     ({name: value} in each attribute's scale) only for models that predict them, `label` null for an
-    attribute-only model."""
+    attribute-only model; `reason` only when the clip was given no emotion (label null, probs empty:
+    the speech gate heard no speech in it)."""
 
     path: str
     label: str | None
@@ -52,6 +53,7 @@ class PredictionOut(BaseModel):
     transcript: str
     attributes: dict[str, float] | None = None
     votes: dict[str, str] | None = None
+    reason: str | None = None
 
 
 class SegmentOut(BaseModel):

@@ -134,7 +134,9 @@ function showPrediction(p) {
     chip.textContent = p.label;
     chip.style.background = colour(p.label);
   }
-  $("confidence").textContent = p.label !== null ? `p = ${(100 * (p.probs[p.label] ?? 0)).toFixed(1)}%` : "";
+  // No speech, no emotion: the service says why instead of showing a label (Prediction.reason).
+  $("confidence").textContent = p.reason ? `No emotion: ${p.reason}`
+    : p.label !== null ? `p = ${(100 * (p.probs[p.label] ?? 0)).toFixed(1)}%` : "";
   drawBars($("bars"), p.probs, p.label);
   drawAttributes($("attributes"), p.attributes || {});
   $("transcript-out").textContent = p.transcript || "(no speech recognised)";
