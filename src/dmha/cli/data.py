@@ -26,10 +26,14 @@ def _demo(args) -> int:
 
 def add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="turn a known corpus layout into a manifest CSV")
-    p.add_argument("corpus", choices=["ravdess", "crema-d", "msp-podcast", "folders"])
+    p.add_argument("corpus", choices=["ravdess", "crema-d", "emospeech", "msp-podcast", "folders"])
     p.add_argument("src", help="corpus root folder")
     p.add_argument("--out", required=True, help="manifest CSV to write")
-    p.add_argument("--no-transcripts", action="store_true", help="RAVDESS, CREMA-D: leave transcripts empty (use ASR)")
+    p.add_argument("--no-transcripts", action="store_true",
+                   help="RAVDESS, CREMA-D, EmoSpeech: leave transcripts empty (use ASR)")
+    p.add_argument("--calm-as", choices=["neutral", "calm"], default="neutral",
+                   help="EmoSpeech: the label of its `calm` (default neutral: the corpus has no neutral and calm "
+                        "is its no-emotion baseline; the corpus's name stays in source_label)")
     p.add_argument("--include-unlabelled", action="store_true",
                    help="MSP-Podcast: keep rows without a consensus label (label 'unknown'; for transcribe/predict)")
     p.set_defaults(func=_prepare)
@@ -37,6 +41,7 @@ def add_prepare(sub) -> None:
 
 def _prepare(args) -> int:
     from ..data.crema_d import prepare_crema_d
+    from ..data.emospeech import prepare_emospeech
     from ..data.folders import prepare_folders
     from ..data.msp_podcast import prepare_msp_podcast
     from ..data.ravdess import prepare_ravdess
@@ -45,6 +50,9 @@ def _prepare(args) -> int:
         items = prepare_ravdess(Path(args.src), Path(args.out), transcripts=not args.no_transcripts)
     elif args.corpus == "crema-d":
         items = prepare_crema_d(Path(args.src), Path(args.out), transcripts=not args.no_transcripts)
+    elif args.corpus == "emospeech":
+        items = prepare_emospeech(Path(args.src), Path(args.out), transcripts=not args.no_transcripts,
+                                  calm_as=args.calm_as)
     elif args.corpus == "msp-podcast":
         items = prepare_msp_podcast(Path(args.src), Path(args.out), include_unlabelled=args.include_unlabelled)
     else:
