@@ -142,3 +142,15 @@ def test_service_says_why(serve_model_dir, tmp_path):
         speech = client.post("/v1/predict", files={"file": (EXAMPLES[0].name, EXAMPLES[0].read_bytes(),
                                                             "audio/flac")}).json()
         assert speech["label"] is not None and "reason" not in speech
+
+
+def test_long_recordings_of_no_speech_have_no_segment_and_say_so(serve_model_dir, tmp_path):
+    from dmha.inference import EmotionRecognizer
+
+    rec = EmotionRecognizer.load(serve_model_dir)
+    noise = np.concatenate([SIGNALS["music-like arpeggio"], SIGNALS["white noise"], SIGNALS["tone 440 Hz"]] * 2)
+    timeline = rec.predict_long(noise, sample_rate=16000)
+    assert timeline.segments == [] and timeline.to_dict()["reason"] == "no speech found"
+    path = _write(tmp_path / "noise.wav", noise)
+    done = _cli("predict", serve_model_dir, path, "--segment", "--no-asr", "--timeline-dir", tmp_path / "t")
+    assert done.returncode == 0 and f"{path}: no speech found" in done.stderr, done.stderr

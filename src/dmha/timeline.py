@@ -53,13 +53,17 @@ class Timeline:
             self.labels = list(self.segments[0].probs)
 
     def to_dict(self) -> dict:
-        """{"path", "duration", "segments": [{start, end, label, probs, transcript}, ...]}."""
+        """{"path", "duration", "segments": [{start, end, label, probs, transcript}, ...]}, and `reason` when
+        there is no segment (no speech found: no emotion)."""
         segments = []
         for segment in self.segments:
             record = segment.to_dict()
             del record["path"]  # the timeline's own
             segments.append(record)
-        return {"path": self.path, "duration": round(self.duration, 3), "segments": segments}
+        record = {"path": self.path, "duration": round(self.duration, 3), "segments": segments}
+        if not segments:
+            record["reason"] = "no speech found"
+        return record
 
     @classmethod
     def from_dict(cls, payload: dict, labels: list[str] | None = None) -> "Timeline":

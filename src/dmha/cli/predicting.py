@@ -197,6 +197,9 @@ def _large_tensors_off_the_heap() -> None:
         pass
 
 
+NO_SPEECH_SEGMENTS = "silero-vad found no speech segment: no emotion"
+
+
 def _predict_segments(args, rec) -> int:
     """--segment: a timeline per file (CSV, JSON, PNG in --timeline-dir); segment records on stdout or --out."""
     from tqdm.auto import tqdm
@@ -225,7 +228,8 @@ def _predict_segments(args, rec) -> int:
                     break
                 continue
             written = writer.write(timeline, source=path)
-            print(f"{path}: {len(timeline.segments)} segments in {timeline.duration:.1f} s; wrote "
+            found = f"{len(timeline.segments)} segments" if timeline.segments else f"no speech found ({NO_SPEECH_SEGMENTS})"
+            print(f"{path}: {found} in {timeline.duration:.1f} s; wrote "
                   + ", ".join(str(p) for p in written), file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}: {writer.segments} segments")
