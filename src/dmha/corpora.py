@@ -142,7 +142,7 @@ def read_corpora(manifests: Sequence[str | os.PathLike[str]], *, require_label: 
         items += rows
     _check_distinct_paths(items)
     corpora = _corpora(items)
-    if corpora.several:
+    if len({corpus_of(i) for i in items if i.label is not None and i.split in ("train", "dev", "test")}) > 1:
         for item in items:
             if item.label is not None:
                 item.extra["corpus_label"] = item.label
@@ -151,11 +151,16 @@ def read_corpora(manifests: Sequence[str | os.PathLike[str]], *, require_label: 
 
 
 def _corpora(items: Sequence[Item]) -> Corpora:
-    """Each corpus's labels (canonical when there are several corpora) and its names for them."""
+    """Each corpus's labels (canonical when there are several corpora) and its names for them. A corpus
+    with no training item (the one leave-one-corpus-out holds out) offered the model nothing: it is not
+    recorded, so its clips are predicted among all the model's labels, as a user's would be."""
     by_corpus: dict[str, set[str]] = {}
     for item in items:
         if item.label is not None and item.split in ("train", "dev", "test"):
             by_corpus.setdefault(corpus_of(item) or "", set()).add(item.label)
+    trained = {corpus_of(i) or "" for i in items if i.label is not None and i.split == "train"}
+    if trained:
+        by_corpus = {c: own for c, own in by_corpus.items() if c in trained}
     if len(by_corpus) < 2:
         return Corpora()
     names = {c: {label: canonical(label) for label in sorted(own)} for c, own in by_corpus.items()}

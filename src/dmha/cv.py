@@ -9,6 +9,10 @@ no label and no test-fold audio.
 `dev_only=True` is the mode a recipe is chosen in (choose on dev, report test once): the folds and dev
 speakers are the same, but each fold's test speakers are left out of its manifest altogether, so no run
 trains on, scores or writes anything about them, and cv.json holds dev figures only.
+
+`leave_corpus_out=True` (`dmha cv --leave-corpus-out`, several corpora) is the protocol of
+generalisation (dmha.folds.corpus_out_folds): fold k trains on every other corpus (model selection on
+their dev speakers) and scores every clip of corpus k, each alone, as a model meets a user's recording.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from .cv_report import summarize, write_cv_report, write_pooled_confusion
 from .data.manifest import write_manifest
 from .figures import dev_figures, run_figures
 from .fileio import atomic_write_text
-from .folds import Fold, assign_corpus_folds, assign_folds, fold_items, make_folds
+from .folds import Fold, assign_corpus_folds, assign_folds, corpus_out_folds, corpus_out_items, fold_items, make_folds
 from .jobs import RunJob, quiet_lightning, run_jobs
 
 log = logging.getLogger(__name__)
@@ -80,13 +84,15 @@ def run_dir(out: Path, fold: Fold, seed: int) -> Path:
 
 def cross_validate(manifest: str | Path | Sequence[str | Path], out: str | Path, config: Config,
                    folds: int | None = 5, fold_column: str | None = None, seeds: Sequence[int] = (0, 1, 2),
-                   progress: bool = True, echo=print, jobs: int = 1, dev_only: bool = False) -> dict:
+                   progress: bool = True, echo=print, jobs: int = 1, dev_only: bool = False,
+                   leave_corpus_out: bool = False) -> dict:
     """Train and test one model per fold and seed; write DIR/cv.json, the pooled confusion matrix and
     report.html. Resumable: finished fold/seed runs are read back, an unfinished one resumes; seeds
     may be added to a finished cv. `jobs` > 1 trains that many runs at once in spawned processes,
     splitting the CPU threads between them (small heads use 2+ threads poorly, see README).
     `dev_only`: each fold's test speakers are held out of its manifest (never trained, scored or
-    written): cv.json holds the dev figures only, for choosing a recipe."""
+    written): cv.json holds the dev figures only, for choosing a recipe. `leave_corpus_out`: one fold per
+    corpus, tested on all of it after training on the others (`folds` and `fold_column` do not apply)."""
     from .extraction import features_for
 
     out = Path(out)
@@ -94,8 +100,21 @@ def cross_validate(manifest: str | Path | Sequence[str | Path], out: str | Path,
     manifests = [Path(manifest)] if isinstance(manifest, (str, os.PathLike)) else [Path(m) for m in manifest]
     items, corpora = read_corpora(manifests)
     config, notes = cv_config(config)
-    fold_list = _folds(items, corpora, folds, fold_column, manifests, notes)
-    header = _header(out, manifests, config, seeds, fold_column, fold_list, notes, dev_only)
+    left_out: dict[int, dict[str, int]] = {}
+    if leave_corpus_out:
+        if fold_column or folds is not None:
+            raise ConfigError("--leave-corpus-out makes one fold per corpus: --folds and --fold-column do not apply")
+        if dev_only:
+            raise ConfigError("--leave-corpus-out scores the corpus each fold leaves out, which is what a transfer "
+                              "recipe is developed on (the corpora that judge it are not among the manifests); "
+                              "--dev-only would score nothing but the training corpora's own dev speakers")
+        fold_list = corpus_out_folds(items, " + ".join(map(str, manifests)))
+        left_out = {f.index: corpus_out_items(items, f)[1] for f in fold_list}
+        notes.append(f"leave-one-corpus-out over {len(fold_list)} corpora: fold k tests every clip of corpus k, "
+                     "dev = the other corpora's dev speakers, train = the rest of them")
+    else:
+        fold_list = _folds(items, corpora, folds, fold_column, manifests, notes)
+    header = _header(out, manifests, config, seeds, fold_column, fold_list, notes, dev_only, left_out)
     _claim(out, header)
     _announce(echo, notes, fold_list, seeds, manifests, dev_only)
     quiet_lightning()
@@ -106,7 +125,8 @@ def cross_validate(manifest: str | Path | Sequence[str | Path], out: str | Path,
     for fold in fold_list:
         fold_manifest = out / f"fold{fold.index}" / "manifest.csv"
         if not fold_manifest.is_file():
-            fold_rows = fold_items(items, fold, fold_column, corpora.several)
+            fold_rows = (corpus_out_items(items, fold)[0] if leave_corpus_out
+                         else fold_items(items, fold, fold_column, corpora.several))
             if dev_only:  # the held-out speakers are not in the run's manifest at all
                 fold_rows = [item for item in fold_rows if item.split != "test"]
             write_manifest(fold_rows, fold_manifest)
@@ -152,16 +172,29 @@ DEV_ONLY_PROTOCOL = ("dev only: fold k held out (its speakers are in no run's ma
                      "other dev recordings")
 
 
+LEAVE_CORPUS_OUT_PROTOCOL = ("leave one corpus out: fold k scores every clip of corpus k (its labels that a "
+                             "training corpus offers; `left_out` counts the others), trained on the other corpora, "
+                             "dev = their dev speakers; each fold's figure is the mean over seeds; macro_f1 scores "
+                             "each clip alone, macro_f1_grouped with its speaker's other recordings (transductive)")
+
+
 def _header(out: Path, manifests: list[Path], config: Config, seeds, fold_column, fold_list: list[Fold],
-            notes: list[str], dev_only: bool = False) -> dict:
+            notes: list[str], dev_only: bool = False, left_out: dict[int, dict[str, int]] | None = None) -> dict:
     """What identifies a cv (a folder holds one): its manifests, config, folds and seeds, and its protocol.
-    A dev-only cv names each fold's held-out speakers `held_out` (they are no run's test split)."""
+    A dev-only cv names each fold's held-out speakers `held_out` (they are no run's test split). A
+    leave-one-corpus-out cv says, per fold, how many clips of each label no training corpus offers."""
     recorded = [manifest_from(out, m) for m in manifests]
     role = "held_out" if dev_only else "test"
+    folds = [{"fold": f.index, "name": f.name, role: list(f.test), "dev": list(f.dev)} for f in fold_list]
+    protocol = DEV_ONLY_PROTOCOL if dev_only else PROTOCOL
+    if left_out is not None and left_out:
+        for fold in folds:
+            fold["left_out"] = left_out[fold["fold"]]
+        protocol = LEAVE_CORPUS_OUT_PROTOCOL
     header = {"manifest": recorded[0] if len(recorded) == 1 else recorded, "config": to_dict(config),
-              "seeds": list(seeds), "fold_column": fold_column,
-              "folds": [{"fold": f.index, "name": f.name, role: list(f.test), "dev": list(f.dev)} for f in fold_list],
-              "protocol": DEV_ONLY_PROTOCOL if dev_only else PROTOCOL, "notes": notes}
+              "seeds": list(seeds), "fold_column": fold_column, "folds": folds, "protocol": protocol, "notes": notes}
+    if left_out:
+        header["leave_corpus_out"] = True
     if dev_only:
         header["dev_only"] = True
     return header

@@ -74,19 +74,22 @@ def _corpus_summary(runs: Sequence[dict], corpus: str, folds: Sequence[int], n_s
 
 
 def write_pooled_confusion(out: Path, runs: Sequence[dict]) -> np.ndarray:
-    """Sum of every run's test confusion matrix (all folds and seeds): CSV and row-normalised PNG."""
+    """Sum of every run's test confusion matrix (all folds and seeds): CSV and row-normalised PNG. Folds
+    whose models know different labels (leave-one-corpus-out) are summed over the union of their labels."""
     from .metrics import plot_confusion, write_confusion_csv
 
-    total, labels = None, None
+    matrices = []
     for r in runs:
         test = json.loads((out / f"fold{r['fold']}" / f"seed{r['seed']}" / "metrics.json").read_text(
             encoding="utf-8"))["test"]
         if "confusion" not in test:  # an attribute-only model has no confusion matrix
             return None
-        cm = np.asarray(test["confusion"], dtype=np.int64)
-        if labels is not None and test["labels"] != labels:
-            raise ValueError(f"{r['run']}: labels {test['labels']} differ from the other folds' {labels}")
-        labels, total = test["labels"], cm if total is None else total + cm
+        matrices.append((test["labels"], np.asarray(test["confusion"], dtype=np.int64)))
+    labels = list(dict.fromkeys(label for own, _ in matrices for label in own))
+    total = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for own, cm in matrices:
+        at = [labels.index(label) for label in own]
+        total[np.ix_(at, at)] += cm
     write_confusion_csv(total, labels, out / "confusion.csv")
     plot_confusion(total, labels, out / "confusion.png", title="cv: all test folds and seeds")
     return total

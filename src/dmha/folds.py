@@ -4,6 +4,11 @@ Speakers are grouped into K folds (never split): in natural order cut into K con
 as a manifest column gives them (a published protocol), or within each corpus when there are several
 (every fold then tests every corpus). For test fold k the dev speakers are fold k+1 (cyclic) and the
 other K-2 folds train.
+
+Leave-one-corpus-out is the protocol of generalisation: fold k tests every clip of corpus k, its dev
+speakers are the other corpora's own dev speakers (their importers' splits), and the rest of the other
+corpora trains. A test clip whose label no training corpus offers cannot be predicted right: it is left
+out, and the fold says how many were.
 """
 from __future__ import annotations
 
@@ -94,6 +99,55 @@ def make_folds(assignment: list[tuple[str, list[str]]]) -> list[Fold]:
     return [Fold(i, names[i], tuple(groups[i]), tuple(groups[(i + 1) % k]),
                  tuple(s for j, g in enumerate(groups) if j not in (i, (i + 1) % k) for s in g))
             for i in range(k)]
+
+
+def corpus_out_folds(items: Sequence[Item], manifest="manifest") -> list[Fold]:
+    """One fold per corpus (in natural order): its speakers tested, the other corpora's dev-split speakers
+    for model selection, the rest of them trained on. Speakers are `corpus/speaker`."""
+    by_corpus: dict[str, dict[str, set[str]]] = {}
+    for item in items:
+        corpus = corpus_of(item)
+        if not corpus:
+            raise ManifestError(f"{manifest}: {item.path} names no corpus; leave-one-corpus-out needs a corpus "
+                                "column or one manifest per corpus")
+        role = "dev" if item.split == "dev" else "train"
+        by_corpus.setdefault(corpus, {"dev": set(), "train": set()})[role].add(speaker_id(item, manifest, True))
+    if len(by_corpus) < 2:
+        raise ConfigError(f"leave-one-corpus-out needs at least 2 corpora, got {len(by_corpus)} ({manifest})")
+    names = sorted(by_corpus, key=natural_key)
+    for name in names:
+        if not by_corpus[name]["dev"]:
+            raise ManifestError(f"{manifest} ({name}): no speaker in the dev split; leave-one-corpus-out selects "
+                                "the model on the training corpora's dev speakers (the importers' splits)")
+    ordered = lambda speakers: tuple(sorted(speakers, key=natural_key))  # noqa: E731
+    folds = []
+    for k, name in enumerate(names):
+        others = [n for n in names if n != name]
+        folds.append(Fold(k, name, ordered(by_corpus[name]["dev"] | by_corpus[name]["train"]),
+                          ordered(set().union(*(by_corpus[n]["dev"] for n in others))),
+                          ordered(set().union(*(by_corpus[n]["train"] for n in others)))))
+    return folds
+
+
+LEFT_OUT = "left_out"  # the split of a test clip whose label no training corpus offers (never trained or scored)
+
+
+def corpus_out_items(items: Sequence[Item], fold: Fold) -> tuple[list[Item], dict[str, int]]:
+    """A leave-one-corpus-out fold's manifest rows (split set by the fold) and, by label, the test clips left
+    out because no training corpus offers their label: they stay in the manifest with split `left_out`
+    (every fold lists the same files, as the peers on the same folds need) and no run uses them."""
+    tested = set(fold.test)
+    rows = [dataclasses.replace(item, split="test" if (sid := speaker_id(item, "", True)) in tested
+                                else "dev" if sid in fold.dev else "train", extra=dict(item.extra)) for item in items]
+    trained = {item.label for item in rows if item.split == "train"}
+    left_out: dict[str, int] = {}
+    for item in rows:
+        if item.split == "test" and item.label not in trained:
+            left_out[item.label] = left_out.get(item.label, 0) + 1
+    for item in rows:
+        if item.split == "test" and item.label not in trained:
+            item.split = LEFT_OUT
+    return rows, dict(sorted(left_out.items()))
 
 
 def fold_items(items: Sequence[Item], fold: Fold, column: str | None, several: bool = False) -> list[Item]:

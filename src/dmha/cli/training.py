@@ -62,6 +62,10 @@ def add_cv(sub) -> None:
     p.add_argument("--dev-only", action="store_true",
                    help="for choosing a recipe: the same folds and dev speakers, but each fold's test speakers are "
                         "left out of its runs (never trained, scored or written); cv.json holds dev figures only")
+    p.add_argument("--leave-corpus-out", action="store_true",
+                   help="the protocol of generalisation (two or more --manifest corpora): one fold per corpus, "
+                        "trained on the others (model selection on their dev-split speakers) and scored on every "
+                        "clip of the corpus left out, each alone; --folds and --fold-column do not apply")
     config_options(p)
     p.set_defaults(func=_cv)
 
@@ -79,10 +83,10 @@ def _cv(args) -> int:
         raise CommandError(f"--seeds needs distinct integers, got {args.seeds!r}")
     if args.jobs < 1:
         raise CommandError(f"--jobs must be >= 1, got {args.jobs}")
-    folds = args.folds if args.folds is not None or args.fold_column else 5
+    folds = args.folds if args.folds is not None or args.fold_column or args.leave_corpus_out else 5
     result = cross_validate(args.manifest, args.out, load(args.config, args.overrides), folds, args.fold_column,
                             seeds, echo=lambda line: print(line, file=sys.stderr), jobs=args.jobs,
-                            dev_only=args.dev_only)
+                            dev_only=args.dev_only, leave_corpus_out=args.leave_corpus_out)
     print(format_summary(result))
     print(f"cv: {Path(args.out) / 'cv.json'}, report: {Path(args.out) / 'report.html'}")
     return 0
