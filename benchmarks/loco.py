@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Leave-one-corpus-out over the shared corpora (issue 35, item 2): the protocol a transfer recipe is developed on.
+
+For a bundled model's recipe (configs/ready/<name>.toml, its six classes): every shared corpus's manifest
+(RAVDESS, CREMA-D, EmoSpeech) restricted to those classes (EmoSpeech offers four of them), then
+`dmha cv --leave-corpus-out` (fold k trains on the other corpora, the epoch chosen on their dev speakers,
+and scores every clip of corpus k, each alone) and the linear probe (b) on exactly those folds
+(`benchmarks/cv_peers.py --only b`: layer and C chosen on the same dev speakers).
+
+    python benchmarks/loco.py [--recipe dmha-acted-en] [--seeds 0,1,2] [--jobs 2] [--set KEY=VALUE ...] [--tag NAME]
+
+`--set` varies the recipe (a candidate of item 3) and `--tag` names its folder. Writes
+benchmarks/results/loco/<tag>/{cv,peers,wall_s}.json (committed; run folders beside them are not).
+Resumable: `dmha cv` resumes finished runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bundled_cv  # noqa: E402  (the shared corpora's manifests, made portable JSON)
+import ready_model  # noqa: E402  (the bundled recipes and their classes)
+
+OUT = ROOT / "benchmarks" / "results" / "loco"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--recipe", default="dmha-acted-en", choices=[s.name for s in ready_model.MODELS])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a candidate's config change")
+    parser.add_argument("--tag", help="the result folder's name (default: the recipe's)")
+    args = parser.parse_args(argv)
+    spec = next(s for s in ready_model.MODELS if s.name == args.recipe)
+    paths = bundled_cv.manifests(args.shared)
+    out = OUT / (args.tag or spec.name)
+    command = [sys.executable, "-m", "dmha.cli", "cv", "--leave-corpus-out", "--out", str(out), "--config",
+               str(spec.config), "--seeds", args.seeds, "--jobs", str(args.jobs)]
+    for corpus in ready_model.CORPORA:
+        command += ["--manifest", str(ready_model.restricted(paths[corpus], spec.classes, spec.name, every_class=False))]
+    for override in args.set:
+        command += ["--set", override]
+    print("$", " ".join(command), flush=True)
+    start = time.time()
+    subprocess.run(command, check=True, cwd=ROOT)
+    wall = time.time() - start
+    timing = out / "wall_s.json"
+    previous = json.loads(timing.read_text()) if timing.is_file() else {}
+    total = previous.get("wall_s", 0.0) + wall
+    timing.write_text(json.dumps({"wall_s": round(total, 1), "minutes": round(total / 60, 1), "seeds": args.seeds,
+                                  "jobs": args.jobs, "recipe": spec.name, "set": args.set}, indent=2) + "\n")
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cv_peers.py"), str(out), "--only", "b"],
+                   check=True, cwd=ROOT)
+    for name in ("cv.json", "peers.json"):
+        path = out / name
+        if path.is_file():
+            path.write_text(json.dumps(bundled_cv.portable(json.loads(path.read_text()), args.shared), indent=2) + "\n")
+    print(f"wrote {out}/cv.json, peers.json, wall_s.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
