@@ -1,4 +1,5 @@
-"""Online waveform augmentation (paper §5.1-5.2): speed perturbation, reverberation or additive noise.
+"""Online waveform augmentation (paper §5.1-5.2): speed perturbation, reverberation or additive noise, and
+the channel techniques of dmha.channel (telephone band, low-bitrate codecs, gain with clipping).
 
 Each training waveform is augmented with probability `p`; if so, exactly one technique is drawn
 uniformly from `techniques`. All randomness comes from the numpy Generator passed to each call, so
@@ -268,8 +269,11 @@ class Augmenter:
 
     def apply(self, technique: str, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Apply one named technique with parameters drawn from `rng` (also when disabled)."""
+        from . import channel
+
         methods: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
             "speed": self._speed, "reverb": self._reverb, "noise": self._noise,
+            "telephone": channel.telephone, "codec": channel.codec, "gain": channel.gain,
         }
         if technique not in methods:
             raise ValueError(f"unknown augmentation technique {technique!r} (valid: {', '.join(methods)})")

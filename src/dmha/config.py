@@ -194,7 +194,10 @@ class TrainConfig:
                                               "16-true", "64-true"))
 
 
-AUGMENT_TECHNIQUES = ("speed", "reverb", "noise")
+PAPER_AUGMENT_TECHNIQUES = ("speed", "reverb", "noise")  # paper §5.2: the default
+# the channel of a new microphone or line (dmha.channel): telephone band, low-bitrate codecs, gain with clipping
+CHANNEL_TECHNIQUES = ("telephone", "codec", "gain")
+AUGMENT_TECHNIQUES = (*PAPER_AUGMENT_TECHNIQUES, *CHANNEL_TECHNIQUES)
 
 
 @dataclass
@@ -208,7 +211,8 @@ class AugmentConfig:
     snr_db_max: float = 15.0  # highest SNR of additive noise, dB
     rir_dir: str = ""  # e.g. OpenSLR RIRS_NOISES; empty = synthetic shoebox rooms
     noise_dir: str = ""  # e.g. MUSAN; empty = coloured noise or babble of training utterances
-    techniques: list[str] = field(default_factory=lambda: list(AUGMENT_TECHNIQUES))  # one drawn per augmented waveform
+    # one drawn per augmented waveform: speed, reverb, noise (the paper's, the default), telephone, codec, gain
+    techniques: list[str] = field(default_factory=lambda: list(PAPER_AUGMENT_TECHNIQUES))
     cached_copies: int = rule(0, **NON_NEGATIVE)  # >0: K augmented copies per utterance encoded once
 
     def check(self, prefix: str) -> None:
