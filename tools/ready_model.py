@@ -213,7 +213,8 @@ def evidence(spec: Spec) -> dict[str, Path]:
     """The committed files a card is written from (benchmarks/bundled_cv.py, ready_speed.py, cross_corpus.py)."""
     folder = RESULTS / "bundled_cv" / spec.name
     return {"cv": folder / "cv.json", "peers": folder / "peers.json", "wall": folder / "wall_s.json",
-            "heldout": folder / "heldout.json", "cross": RESULTS / spec.cross_corpus, "speed": RESULTS / spec.speed}
+            "heldout": folder / "heldout.json", "cross": RESULTS / spec.cross_corpus, "speed": RESULTS / spec.speed,
+            "no_speech": RESULTS / "no_speech" / "no_speech.json"}
 
 
 def card(spec: Spec, target: Path) -> str:
@@ -257,6 +258,7 @@ def card(spec: Spec, target: Path) -> str:
     lines += _heldout_section(spec, data, files, cite, target)
     lines += _cross_section(data["cross"], files["cross"], cite)
     lines += _speed_section(spec, data["speed"], files["speed"], cite)
+    lines += _no_speech_section(data["no_speech"], files["no_speech"], cite)
     lines += ["", "## Known failure modes", "",
               "- It has heard only acted, often exaggerated portrayals of fixed neutral sentences: quality on subtle, "
               "mixed or spontaneous emotion is unknown and expected to be much lower.",
@@ -427,6 +429,25 @@ def _speed_section(spec: Spec, speed: dict | None, path: Path, cite: Cite) -> li
         + (f"ASR (faster-whisper tiny.en), which a multimodal model runs on every clip without a transcript, would add "
            f"a real-time factor of {cite(speed, path, 'asr_tiny_en_rtf')} on its own. " if speed.get("asr_tiny_en_rtf") else "")
         + f"Source: `benchmarks/results/{spec.speed}` (`benchmarks/ready_speed.py`)."]
+
+
+def _no_speech_section(gate: dict | None, path: Path, cite: Cite) -> list[str]:
+    """What the model says to an input with no speech (measured: benchmarks/no_speech.py)."""
+    if not gate:
+        return []
+    answered = ", ".join(f"{name} {cite(gate, path, f'corpora.{corpus}.answered', digits=0)} of "
+                         f"{cite(gate, path, f'corpora.{corpus}.clips', digits=0)}"
+                         for corpus, name in (("ravdess", "RAVDESS"), ("crema-d", "CREMA-D"), ("emospeech", "EmoSpeech"))
+                         if corpus in gate.get("corpora", {}))
+    return ["", "## No speech, no emotion", "",
+            "An input with no speech in it (silence, noise, a tone, clicks, music) is given no emotion and a reason "
+            "(`reason` in the JSON, `no emotion: ...` in the table): `predict` asks the speech gate first "
+            "(`dmha.speech_gate`: silero-vad, then Whisper tiny.en's no-speech probability). Measured by "
+            "`benchmarks/no_speech.py`: every one of its non-speech signals refused (speech evidence at most "
+            f"{cite(gate, path, 'margin.non_speech_max_evidence', digits=2)}, threshold "
+            f"{cite(gate, path, 'gate.min_evidence', digits=2)}), every clip of the shared corpora answered ({answered}; "
+            f"the least evidence among those silero alone found short of speech: "
+            f"{cite(gate, path, 'margin.speech_min_evidence', digits=2)}). `--no-speech-check` answers every input."]
 
 
 def _transfer_point(cross: dict | None) -> list[str]:
