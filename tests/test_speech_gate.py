@@ -154,3 +154,19 @@ def test_long_recordings_of_no_speech_have_no_segment_and_say_so(serve_model_dir
     path = _write(tmp_path / "noise.wav", noise)
     done = _cli("predict", serve_model_dir, path, "--segment", "--no-asr", "--timeline-dir", tmp_path / "t")
     assert done.returncode == 0 and f"{path}: no speech found" in done.stderr, done.stderr
+
+
+def test_the_committed_evidence_is_of_these_thresholds_and_meets_the_targets():
+    """benchmarks/results/no_speech/no_speech.json was measured with the gate's current thresholds, on the
+    benchmark's current signals: all refused, every clip of the three shared corpora answered."""
+    from dmha.speech_gate import DEFAULT_MIN_EVIDENCE, DEFAULT_MIN_SPEECH_S
+
+    result = json.loads((ROOT / "benchmarks" / "results" / "no_speech" / "no_speech.json").read_text())
+    assert result["gate"] == {"min_speech_s": DEFAULT_MIN_SPEECH_S, "min_evidence": DEFAULT_MIN_EVIDENCE}
+    assert result["limit"] is None and set(result["non_speech"]) == set(SIGNALS)
+    assert not any(s["answered"] for s in result["non_speech"].values())
+    assert max(s["evidence"] for s in result["non_speech"].values()) < DEFAULT_MIN_EVIDENCE
+    assert set(result["corpora"]) == set(no_speech.CORPORA)
+    for corpus in result["corpora"].values():
+        assert corpus["answered"] == corpus["clips"] == corpus["answered_at"]["-30 dB"]
+        assert all(m["evidence"] >= DEFAULT_MIN_EVIDENCE for m in corpus["needed_whisper"])
