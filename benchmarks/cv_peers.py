@@ -411,7 +411,7 @@ def compare(cv: dict, items, splits: list[dict[str, np.ndarray]], features: dict
             "difference": {variant: difference(folds[variant], k, draws, permutations) for variant in VARIANTS},
             **vote_difference(folds, k, draws, permutations),
             "wall_s": round(time.perf_counter() - start, 1)}
-    if len(corpora) > 1:
+    if len(corpora) > 1 and not cv.get("leave_corpus_out"):  # leave-one-corpus-out: each fold is one corpus
         result["per_corpus"] = {c: corpus_comparison(cv, items, splits, labels, c, peer_scores, draws, permutations)
                                 for c in corpora}
     return result

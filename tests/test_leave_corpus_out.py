@@ -69,6 +69,7 @@ def test_one_fold_per_corpus_trains_on_the_others(loco):
                 want = "left_out"  # no training corpus offers the label: listed, never used
             assert row["split"] == want, row
     assert [f["left_out"] for f in result["folds"]] == [{}, {}, {"happy": 6}]
+    assert "per_corpus" not in result["summary"]  # each fold is one corpus: the per-fold figures are those
 
 
 def test_the_left_out_corpus_is_scored_alone_over_all_the_models_labels(loco):
@@ -104,6 +105,13 @@ def test_the_probe_runs_on_the_same_folds(loco):
         tested = {items[k].extra.get("corpus") for k in split["test"]}
         assert tested == {fold["name"]}
         assert all(items[k].extra.get("corpus") != fold["name"] for k in np.r_[split["train"], split["dev"]])
+    codes = {label: n for n, label in enumerate(sorted({i.label for i in items}))}
+    feats = np.eye(len(codes))[[codes[i.label] for i in items]][:, None, :] + np.random.default_rng(0).normal(
+        size=(len(items), 1, len(codes))) * 0.1
+    compared = bench.compare(cv, items, splits, {"b": feats.astype(np.float32)}, draws=20, permutations=20)
+    assert compared["folds"] == ["acted", "crowd", "phone"] and "per_corpus" not in compared
+    # a perfect probe on the labels its training corpora offer: every fold's clips it can name, it names
+    assert all(r["macro_f1"] == pytest.approx(1.0) for r in compared["peers"]["b"]["per_fold"])
 
 
 def test_bad_uses_are_clear_errors(three, tiny_encoders, tmp_path):

@@ -219,8 +219,10 @@ def _run_result(job: RunJob, dev_only: bool = False) -> dict:
 
 
 def _write(out: Path, header: dict, runs: list[dict], n_folds: int, seeds, extracted: int) -> dict:
-    result = {**header, "features_computed_before_folds": extracted, "runs": runs,
-              "summary": summarize(runs, n_folds, seeds)}
+    summary = summarize(runs, n_folds, seeds)
+    if header.get("leave_corpus_out"):  # each fold is one corpus: its figures are the per-corpus ones
+        summary.pop("per_corpus", None)
+    result = {**header, "features_computed_before_folds": extracted, "runs": runs, "summary": summary}
     atomic_write_text(out / CV_FILE, json.dumps(result, indent=2))
     return result
 
