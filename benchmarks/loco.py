@@ -39,7 +39,11 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a candidate's config change")
     parser.add_argument("--tag", help="the result folder's name (default: the recipe's)")
+    parser.add_argument("--table", action="store_true", help="print the committed result's Markdown rows and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print("\n".join(table_rows(args.tag or args.recipe)))
+        return 0
     spec = next(s for s in ready_model.MODELS if s.name == args.recipe)
     paths = bundled_cv.manifests(args.shared)
     out = OUT / (args.tag or spec.name)
@@ -66,6 +70,30 @@ def main(argv=None) -> int:
             path.write_text(json.dumps(bundled_cv.portable(json.loads(path.read_text()), args.shared), indent=2) + "\n")
     print(f"wrote {out}/cv.json, peers.json, wall_s.json")
     return 0
+
+
+def table_rows(tag: str, link_base: str = "../results/loco/") -> list[str]:
+    """Markdown rows of one committed leave-one-corpus-out result (each figure a link to its JSON key):
+    corpus left out, dmha alone, grouped, probe (b), the difference, ECE, Brier."""
+    folder = OUT / tag
+    cv = json.loads((folder / "cv.json").read_text())
+    peers = json.loads((folder / "peers.json").read_text())
+
+    def link(file: str, key: str, value: float, sign: bool = False) -> str:
+        text = f"{value:+.3f}".replace("-", "−") if sign else f"{value:.3f}"
+        return f"[{text}]({link_base}{tag}/{file}#{key})"
+
+    rows = []
+    for k, fold in enumerate(cv["folds"]):
+        mine, probe = cv["summary"]["per_fold"][str(k)], peers["peers"]["b"]["per_fold"][k]
+        diff = peers["peers"]["b"]["difference"]["alone"]["per_fold"][k]
+        rows.append(" | ".join([f"| {fold['name']}", link("cv.json", f"summary.per_fold.{k}.macro_f1", mine["macro_f1"]),
+                                link("cv.json", f"summary.per_fold.{k}.macro_f1_grouped", mine["macro_f1_grouped"]),
+                                link("peers.json", f"peers.b.per_fold.{k}.macro_f1", probe["macro_f1"]),
+                                link("peers.json", f"peers.b.difference.alone.per_fold.{k}", diff, sign=True),
+                                link("cv.json", f"summary.per_fold.{k}.ece", mine["ece"]),
+                                link("cv.json", f"summary.per_fold.{k}.brier", mine["brier"])]) + " |")
+    return rows
 
 
 if __name__ == "__main__":
