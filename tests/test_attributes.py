@@ -136,7 +136,7 @@ def test_predict_formats_carry_attributes_and_refuse_what_a_model_cannot_give(ru
     multi, only = str(root / "multi0" / "model"), str(root / "only" / "model")
     assert main(["predict", multi, wav, "--format", "csv", "--transcript", "great"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header == "path,label,p_high,p_low,arousal,valence,transcript" and len(row.split(",")) == 7
+    assert header == "path,label,p_high,p_low,arousal,valence,transcript,reason" and len(row.split(",")) == 8
     assert main(["predict", only, wav, "--format", "jsonl", "--transcript", "great"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["label"] is None and set(record["attributes"]) == {"arousal"}

@@ -26,7 +26,8 @@ def _prediction(path="a.wav"):
 
 def test_prediction_writer_formats_and_refusal():
     for fmt, check in [("jsonl", lambda t: json.loads(t)["label"] == "sad"),
-                       ("csv", lambda t: list(csv.reader(io.StringIO(t)))[1] == ["a.wav", "sad", "0.250000", "0.750000", "so sad"]),
+                       ("csv", lambda t: list(csv.reader(io.StringIO(t)))[1] == ["a.wav", "sad", "0.250000", "0.750000", "so sad",
+                                                                              ""]),
                        ("table", lambda t: t.startswith("a.wav\tsad\tsad 0.75  happy 0.25")),
                        ("challenge", lambda t: t.splitlines()[0] == "FileName,EmoClass")]:
         out = io.StringIO()
@@ -34,6 +35,19 @@ def test_prediction_writer_formats_and_refusal():
         assert check(out.getvalue()), (fmt, out.getvalue())
     with pytest.raises(ValueError, match="unknown prediction format 'xml'"):
         PredictionWriter(io.StringIO(), LABELS, "xml")
+
+
+def test_an_input_given_no_emotion_is_written_with_its_reason():
+    refused = Prediction(None, {}, "", "hum.wav", reason="no speech found (0.00 s of voice activity, peak 0.01)")
+    for fmt, check in [("jsonl", lambda t: json.loads(t) == {"path": "hum.wav", "label": None, "probs": {},
+                                                             "transcript": "", "reason": refused.reason}),
+                       ("csv", lambda t: list(csv.reader(io.StringIO(t))) == [
+                           ["path", "label", "p_happy", "p_sad", "transcript", "reason"],
+                           ["hum.wav", "", "", "", "", refused.reason]]),
+                       ("table", lambda t: t.split("\t")[:3] == ["hum.wav", "-", f"no emotion: {refused.reason}"])]:
+        out = io.StringIO()
+        PredictionWriter(out, LABELS, fmt).write(refused)
+        assert check(out.getvalue()), (fmt, out.getvalue())
 
 
 def test_segment_writer_formats_unique_stems_and_refusal(tmp_path):

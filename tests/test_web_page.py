@@ -98,9 +98,12 @@ def test_recording_from_the_microphone_is_decoded(page, server):
     page.wait_for_timeout(1500)
     page.click("#record")  # stop → upload the webm/opus recording
     _wait_done(page)
-    # Chromium's fake microphone plays beeps, not speech: decoded and checked, it gets no emotion and says why
-    assert page.is_hidden("#label")
-    assert page.text_content("#confidence").startswith("No emotion: no speech found")
+    # Chromium's fake microphone plays beeps, not speech: the page shows an emotion or, when the speech gate
+    # refuses the recording, says why; never both, never neither
+    refused = page.text_content("#confidence").startswith("No emotion: no speech found")
+    assert page.is_hidden("#label") == refused
+    assert refused or page.text_content("#label") in EMOTIONS
+    assert "recording.webm" in page.text_content("#status")
 
 
 @pytest.mark.speech_gate
@@ -113,7 +116,6 @@ def test_silence_gets_no_emotion_and_a_reason(page, server, tmp_path):
     _wait_done(page)
     assert page.is_hidden("#label") and page.locator("#bars .bar-fill").count() == 0
     assert page.text_content("#confidence") == f"No emotion: {api['reason']}"
-    assert "recording.webm" in page.text_content("#status")
 
 
 def test_long_file_shows_a_timeline(page, server, tmp_path):  # silero-vad and ASR on 17 s of real speech, twice

@@ -128,6 +128,8 @@ async function analyse() {
 function showPrediction(p) {
   $("timeline-view").hidden = true;
   $("result").hidden = false;
+  // The service leaves null fields out: no label (an attribute-only model, or no speech) arrives as undefined.
+  p = { ...p, label: p.label ?? null, probs: p.probs || {} };
   const chip = $("label");
   chip.hidden = p.label === null;
   if (p.label !== null) {
