@@ -58,16 +58,20 @@ def run_cv(spec, paths: dict[str, Path], seeds: str, jobs: int) -> Path:
     print("$", " ".join(command), flush=True)
     start = time.time()
     subprocess.run(command, check=True, cwd=ROOT)
-    wall = time.time() - start
-    timing = out / "wall_s.json"
-    previous = json.loads(timing.read_text()) if timing.is_file() else {}
-    # a resumed run adds its own time; a run that found everything done adds (almost) nothing
-    total = previous.get("wall_s", 0.0) + wall
-    timing.write_text(json.dumps({"wall_s": round(total, 1), "minutes": round(total / 60, 1), "seeds": seeds,
-                                  "jobs": jobs}, indent=2) + "\n")
+    add_wall_time(out, time.time() - start, seeds=seeds, jobs=jobs)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cv_peers.py"), str(out), "--only", "b"],
                    check=True, cwd=ROOT)
     return out
+
+
+def add_wall_time(out: Path, wall: float, **about) -> None:
+    """Add one invocation's seconds to OUT/wall_s.json: a resumed run adds its own time, a run that found
+    everything done adds (almost) nothing; `about` says what ran (seeds, jobs, ...)."""
+    timing = out / "wall_s.json"
+    previous = json.loads(timing.read_text()) if timing.is_file() else {}
+    total = previous.get("wall_s", 0.0) + wall
+    timing.write_text(json.dumps({"wall_s": round(total, 1), "minutes": round(total / 60, 1), **about}, indent=2)
+                      + "\n")
 
 
 def portable(node, shared: Path):

@@ -56,12 +56,8 @@ def main(argv=None) -> int:
     print("$", " ".join(command), flush=True)
     start = time.time()
     subprocess.run(command, check=True, cwd=ROOT)
-    wall = time.time() - start
-    timing = out / "wall_s.json"
-    previous = json.loads(timing.read_text()) if timing.is_file() else {}
-    total = previous.get("wall_s", 0.0) + wall
-    timing.write_text(json.dumps({"wall_s": round(total, 1), "minutes": round(total / 60, 1), "seeds": args.seeds,
-                                  "jobs": args.jobs, "recipe": spec.name, "set": args.set}, indent=2) + "\n")
+    bundled_cv.add_wall_time(out, time.time() - start, seeds=args.seeds, jobs=args.jobs, recipe=spec.name,
+                             set=args.set)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cv_peers.py"), str(out), "--only", "b"],
                    check=True, cwd=ROOT)
     for name in ("cv.json", "peers.json"):

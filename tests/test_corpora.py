@@ -161,16 +161,11 @@ def test_cv_makes_folds_within_each_corpus(two, tiny_encoders, tmp_path):
     assert "macro_f1_grouped" in summary["per_corpus"]["crowd"]
     # the peers on the same folds, per corpus (benchmarks/cv_peers.py): dmha's per-corpus figures there are
     # those of cv.json, each corpus scored on its own labels
-    import importlib.util
     import sys
     from pathlib import Path
 
-    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench_dir))
-    spec = importlib.util.spec_from_file_location("cv_peers", bench_dir / "cv_peers.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["cv_peers"] = bench
-    spec.loader.exec_module(bench)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cv_peers as bench
     cv = bench.read_cv_dir(tmp_path / "cv")
     items, splits = bench.fold_splits(tmp_path / "cv", cv)
     codes = {label: n for n, label in enumerate(sorted({i.label for i in items}))}

@@ -4,7 +4,6 @@ the corpus left out is never recorded in the model; the probe (b) runs on the sa
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -93,12 +92,8 @@ def test_the_left_out_corpus_is_scored_alone_over_all_the_models_labels(loco):
 
 def test_the_probe_runs_on_the_same_folds(loco):
     out, result = loco
-    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench_dir))
-    spec = importlib.util.spec_from_file_location("cv_peers_loco", bench_dir / "cv_peers.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["cv_peers_loco"] = bench
-    spec.loader.exec_module(bench)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cv_peers as bench
     cv = bench.read_cv_dir(out)
     items, splits = bench.fold_splits(out, cv)
     for fold, split in zip(result["folds"], splits):
